@@ -72,6 +72,7 @@ func TestAssignInputsThatPanicConsistent(t *testing.T) {
 		{"names colliding with replica index", shard.AssignConfig{Shards: 64},
 			members("node-1", "node-11", "node-111", "node-1110", "a", "a1", "a11")},
 		{"minimum replication factor", shard.AssignConfig{Shards: 97, ReplicationFactor: 2}, members(numbered(7)...)},
+		{"P equals N at load 1.0", shard.AssignConfig{Shards: 7, Load: 1.0, ReplicationFactor: 2}, members(numbered(7)...)},
 		{"load just above 1", shard.AssignConfig{Shards: 4099, Load: 1.0000001}, members(numbered(13)...)},
 	}
 	for _, tt := range tests {
