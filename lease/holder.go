@@ -1,0 +1,835 @@
+package lease
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+)
+
+// HolderConfig configures a Holder. Durations are on the node's own
+// monotonic clock.
+type HolderConfig struct {
+	// ID is the node's NodeID. Required.
+	ID string
+	// Inc is this process's incarnation: larger than any earlier process
+	// with the same ID (a start timestamp does). Required, > 0.
+	Inc uint64
+	// Voters lists the voter IDs, the same static list on every node: 1, 3
+	// or 5 of them.
+	Voters []string
+	// LeaseDuration (LD) is the voters' session lifetime. Required.
+	LeaseDuration time.Duration
+	// MaxClockDrift (ρ) bounds any clock's rate error against real time,
+	// as a fraction: 0.001 is 1 ms per second. Default 0.001; below 0.2.
+	MaxClockDrift float64
+	// SafetyMargin is subtracted from every lease on top of the drift
+	// bound: the time the application needs to notice the end of a lease.
+	// Default LD/20.
+	SafetyMargin time.Duration
+	// KeepAliveInterval is how often each voter gets a keep-alive. Default
+	// LD/4. A leader survives a stall of about LD − KeepAliveInterval.
+	KeepAliveInterval time.Duration
+	// RequestTimeout is how long an acquisition or transfer waits for
+	// replies before it counts the silent voters as refusals. Default LD/4.
+	RequestTimeout time.Duration
+	// BackoffMin and BackoffMax bound the random wait before retrying a
+	// failed acquisition. Defaults LD/20 and LD/4.
+	BackoffMin, BackoffMax time.Duration
+	// Rand supplies backoff jitter. Required; not shared.
+	Rand *rand.Rand
+	// Mutations deliberately break the protocol, for checker tests only.
+	Mutations HolderMutations
+}
+
+// HolderMutations are deliberate protocol bugs for checker tests.
+type HolderMutations struct {
+	// TimerFromReply starts the lease timer when a keep-alive reply
+	// arrives instead of when the keep-alive was sent.
+	TimerFromReply bool
+}
+
+func (c HolderConfig) withDefaults() HolderConfig {
+	ld := c.LeaseDuration
+	if c.MaxClockDrift == 0 {
+		c.MaxClockDrift = 0.001
+	}
+	if c.SafetyMargin == 0 {
+		c.SafetyMargin = ld / 20
+	}
+	if c.KeepAliveInterval == 0 {
+		c.KeepAliveInterval = ld / 4
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = ld / 4
+	}
+	if c.BackoffMin == 0 {
+		c.BackoffMin = ld / 20
+	}
+	if c.BackoffMax == 0 {
+		c.BackoffMax = ld / 4
+	}
+	return c
+}
+
+// Validate reports the first invalid field of c, after defaults, by name.
+func (c HolderConfig) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.ID == "":
+		return fmt.Errorf("%w: HolderConfig.ID is empty", ErrConfig)
+	case c.Inc == 0:
+		return fmt.Errorf("%w: HolderConfig.Inc must be positive", ErrConfig)
+	case len(c.Voters) != 1 && len(c.Voters) != 3 && len(c.Voters) != 5:
+		return fmt.Errorf("%w: HolderConfig.Voters must list 1, 3 or 5 voters, got %d", ErrConfig, len(c.Voters))
+	case c.LeaseDuration <= 0:
+		return fmt.Errorf("%w: HolderConfig.LeaseDuration must be positive, got %v", ErrConfig, c.LeaseDuration)
+	case c.MaxClockDrift < 0 || c.MaxClockDrift >= 0.2:
+		return fmt.Errorf("%w: HolderConfig.MaxClockDrift must be in [0, 0.2), got %v", ErrConfig, c.MaxClockDrift)
+	case c.Rand == nil:
+		return fmt.Errorf("%w: HolderConfig.Rand is nil", ErrConfig)
+	case c.BackoffMin <= 0 || c.BackoffMax < c.BackoffMin:
+		return fmt.Errorf("%w: HolderConfig.BackoffMin (%v) and BackoffMax (%v) must satisfy 0 < min ≤ max", ErrConfig, c.BackoffMin, c.BackoffMax)
+	}
+	seen := map[string]bool{}
+	for i, v := range c.Voters {
+		if v == "" || seen[v] {
+			return fmt.Errorf("%w: HolderConfig.Voters[%d] %q is empty or repeated", ErrConfig, i, v)
+		}
+		seen[v] = true
+	}
+	if eff := c.effective(); eff < 2*c.KeepAliveInterval {
+		return fmt.Errorf("%w: HolderConfig.KeepAliveInterval %v is too long: the usable lease (LeaseDuration less drift and SafetyMargin) is %v, which must be at least twice the interval",
+			ErrConfig, c.KeepAliveInterval, eff)
+	}
+	return nil
+}
+
+// effective is how long after sending a keep-alive the node may count on
+// it: LD·(1−ρ)/(1+ρ) − SafetyMargin. The voter keeps the session for LD
+// after receiving the keep-alive, on its own clock; receipt comes after the
+// send, and with both clocks' rates within ±ρ of real time, LD on the
+// voter's clock lasts at least LD/(1+ρ) of real time while this node's
+// deadline arrives within LD/(1+ρ) of real time. The margin covers the
+// application noticing.
+func (c HolderConfig) effective() time.Duration {
+	ld := float64(c.LeaseDuration)
+	return time.Duration(ld*(1-c.MaxClockDrift)/(1+c.MaxClockDrift)) - c.SafetyMargin
+}
+
+// Reason says why a node stopped leading a shard.
+type Reason uint8
+
+// The reasons a lease ends.
+const (
+	// ReasonLeaseExpired: keep-alives were not answered in time.
+	ReasonLeaseExpired Reason = iota + 1
+	// ReasonQuorumLost: voters stopped protecting the lease (they restarted
+	// or another node now holds their record) and a re-grant failed.
+	ReasonQuorumLost
+	// ReasonReleased: the node gave the shard up.
+	ReasonReleased
+	// ReasonHandoff: the node transferred the shard.
+	ReasonHandoff
+	// ReasonSuperseded: a newer process with the same NodeID exists.
+	ReasonSuperseded
+)
+
+func (r Reason) String() string {
+	switch r {
+	case ReasonLeaseExpired:
+		return "lease expired"
+	case ReasonQuorumLost:
+		return "quorum lost"
+	case ReasonReleased:
+		return "released"
+	case ReasonHandoff:
+		return "handoff"
+	case ReasonSuperseded:
+		return "superseded"
+	}
+	return fmt.Sprintf("Reason(%d)", uint8(r))
+}
+
+// ChangeKind says what a Change reports.
+type ChangeKind uint8
+
+// The kinds of change a Holder reports.
+const (
+	// Gained: the node leads the shard at Epoch.
+	Gained ChangeKind = iota + 1
+	// Renewed: the node still leads the shard, now at the higher Epoch.
+	Renewed
+	// Lost: the node no longer leads the shard; Reason says why.
+	Lost
+	// Transferred: a majority accepted this node's Transfer; the target
+	// leads at Epoch once it receives Gens (voter ID → its generation).
+	Transferred
+	// TransferFailed: a majority refused the Transfer; the shard's lease
+	// had already ended here.
+	TransferFailed
+)
+
+// Change is one leadership transition for the driver to act on.
+type Change struct {
+	Kind   ChangeKind
+	Shard  uint32
+	Epoch  uint64
+	Reason Reason
+	// To and Gens are set for Transferred.
+	To   string
+	Gens map[string]uint64
+}
+
+// Envelope is a request addressed to a voter.
+type Envelope struct {
+	To  string
+	Req Request
+}
+
+// voterState is what the node knows of one voter's session.
+type voterState struct {
+	gen      uint64 // highest generation this voter has reported
+	fresh    Time   // latest send time of a request answered with gen
+	hasFresh bool
+	lastSent Time
+	sentAny  bool
+}
+
+type sentRequest struct {
+	voter int
+	at    Time
+}
+
+// attempt is an acquisition in progress.
+type attempt struct {
+	epoch   uint64
+	started Time
+	refused map[int]bool
+}
+
+type transfer struct {
+	epoch    uint64
+	to       string
+	toInc    uint64
+	started  Time
+	accepted map[int]uint64
+	refused  map[int]bool
+}
+
+type shardState struct {
+	desired bool
+	// votes[e][v] is the generation voter v's record names for this node
+	// at epoch e; a lease at e needs a majority of them fresh.
+	votes map[uint64]map[int]uint64
+	// estab[v] is the sequence number of the request whose reply last
+	// confirmed v's vote for the led epoch; an older reply's Held list
+	// says nothing about it.
+	estab map[int]uint64
+	led   bool
+	epoch uint64 // the led epoch, when led
+	// floor is the highest epoch this node gave up (sent a release or a
+	// transfer for, or abandoned): it never leads at or below it.
+	floor   uint64
+	known   uint64 // highest epoch seen in any record
+	acq     *attempt
+	xfer    *transfer
+	nextTry Time
+	// blocked names the live holder whose record refused the last attempt;
+	// when a voter reports its session expired the node retries at once.
+	blocked NodeGen
+	regrant bool           // a voter of the quorum stopped protecting the lease
+	release map[int]uint64 // voter → epoch of a record naming us to release
+}
+
+// Holder is one node's side of the lease protocol: keep-alives, grants,
+// releases and transfers, and the lease rule that decides, from the node's
+// own clock alone, whether it leads a shard right now. Like Voter it does
+// no I/O and reads no clock. Not safe for concurrent use.
+type Holder struct {
+	cfg    HolderConfig
+	maj    int
+	eff    time.Duration
+	voters []voterState
+	index  map[string]int
+	shards map[uint32]*shardState
+	sent   map[uint64]sentRequest
+	seq    uint64
+	// superseded is set when a voter reports a newer incarnation.
+	superseded bool
+	changes    []Change
+	expired    []NodeGen
+	queued     map[int][]Op
+}
+
+// NewHolder returns a holder that leads nothing.
+func NewHolder(cfg HolderConfig) (*Holder, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	cfg.Voters = slices.Clone(cfg.Voters)
+	h := &Holder{
+		cfg:    cfg,
+		maj:    len(cfg.Voters)/2 + 1,
+		eff:    cfg.effective(),
+		voters: make([]voterState, len(cfg.Voters)),
+		index:  make(map[string]int),
+		shards: make(map[uint32]*shardState),
+		sent:   make(map[uint64]sentRequest),
+		queued: make(map[int][]Op),
+	}
+	for i, v := range cfg.Voters {
+		h.index[v] = i
+	}
+	return h, nil
+}
+
+// ID returns the node's ID; Inc its incarnation.
+func (h *Holder) ID() string  { return h.cfg.ID }
+func (h *Holder) Inc() uint64 { return h.cfg.Inc }
+
+func (h *Holder) shard(s uint32) *shardState {
+	st := h.shards[s]
+	if st == nil {
+		st = &shardState{votes: make(map[uint64]map[int]uint64), estab: make(map[int]uint64)}
+		h.shards[s] = st
+	}
+	return st
+}
+
+// SetDesired sets whether this node should lead shard s: only desired
+// shards are acquired. Undesired shards the node leads stay led until the
+// caller releases or transfers them.
+func (h *Holder) SetDesired(s uint32, desired bool) {
+	if desired {
+		h.shard(s).desired = true
+	} else if st := h.shards[s]; st != nil {
+		st.desired = false
+	}
+}
+
+// counts reports whether voter v still protects st's lease at epoch e: it
+// has a vote for e naming v's current generation, and a keep-alive answered
+// with that generation was sent less than the usable lease ago.
+func (h *Holder) counts(st *shardState, e uint64, v int, now Time) bool {
+	g, ok := st.votes[e][v]
+	vs := &h.voters[v]
+	return ok && g == vs.gen && vs.hasFresh && now.Sub(vs.fresh) < h.eff
+}
+
+func (h *Holder) valid(st *shardState, e uint64, now Time) bool {
+	if h.superseded {
+		return false
+	}
+	n := 0
+	for v := range h.voters {
+		if h.counts(st, e, v, now) {
+			n++
+		}
+	}
+	return n >= h.maj
+}
+
+// Leads reports whether this node leads shard s at time now, and at which
+// epoch. It is the lease rule itself: a pure function of the node's state
+// and clock, true only while a majority of voters provably refuse anyone
+// else.
+func (h *Holder) Leads(s uint32, now Time) (uint64, bool) {
+	st := h.shards[s]
+	if st == nil || !st.led || !h.valid(st, st.epoch, now) {
+		return 0, false
+	}
+	return st.epoch, true
+}
+
+// Deadline returns when the lease on s ends unless more keep-alives are
+// answered: the time the driver must cancel the application's work by. ok
+// is false if s is not led.
+func (h *Holder) Deadline(s uint32, now Time) (Time, bool) {
+	st := h.shards[s]
+	if st == nil || !st.led || !h.valid(st, st.epoch, now) {
+		return 0, false
+	}
+	var ends []Time
+	for v := range h.voters {
+		if h.counts(st, st.epoch, v, now) {
+			ends = append(ends, h.voters[v].fresh.Add(h.eff))
+		}
+	}
+	slices.Sort(ends)
+	// The lease lasts while maj voters count: until the maj-th latest
+	// deadline passes.
+	return ends[len(ends)-h.maj], true
+}
+
+// Led returns the shards this node leads at now, sorted.
+func (h *Holder) Led(now Time) []uint32 {
+	var out []uint32
+	for s := range h.shards {
+		if _, ok := h.Leads(s, now); ok {
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TakeChanges returns the transitions since the last call.
+func (h *Holder) TakeChanges() []Change {
+	c := h.changes
+	h.changes = nil
+	return c
+}
+
+// TakeExpired returns the expired sessions voters reported since the last
+// call: nodes whose leases are provably over.
+func (h *Holder) TakeExpired() []NodeGen {
+	e := h.expired
+	h.expired = nil
+	return e
+}
+
+// Release gives up shard s: the lease ends now, before the request leaves.
+func (h *Holder) Release(s uint32, now Time) {
+	st := h.shards[s]
+	if st == nil {
+		return
+	}
+	h.endLease(st, s, ReasonReleased, now)
+	h.abandon(st, now)
+	h.flushReleases(s, st)
+}
+
+// flushReleases queues st's pending releases to go out with the next Tick
+// instead of the next keep-alive.
+func (h *Holder) flushReleases(s uint32, st *shardState) {
+	for v, e := range st.release {
+		h.queued[v] = append(h.queued[v], Op{Kind: OpRelease, Shard: s, Epoch: e})
+	}
+}
+
+// abandon stops any acquisition of st and releases, at every voter, every
+// epoch it asked for. It raises the floor so the node never leads them.
+func (h *Holder) abandon(st *shardState, now Time) {
+	top := st.floor
+	for e := range st.votes {
+		top = max(top, e)
+	}
+	if st.acq != nil {
+		top = max(top, st.acq.epoch)
+		st.acq = nil
+	}
+	if st.led {
+		top = max(top, st.epoch)
+	}
+	if top > st.floor {
+		st.floor = top
+	}
+	for e, vs := range st.votes {
+		for v := range vs {
+			h.queueRelease(st, v, e)
+		}
+		delete(st.votes, e)
+	}
+}
+
+func (h *Holder) queueRelease(st *shardState, v int, e uint64) {
+	if st.release == nil {
+		st.release = make(map[int]uint64)
+	}
+	st.release[v] = max(st.release[v], e)
+}
+
+func (h *Holder) endLease(st *shardState, s uint32, r Reason, now Time) {
+	if !st.led {
+		return
+	}
+	st.led = false
+	h.changes = append(h.changes, Change{Kind: Lost, Shard: s, Epoch: st.epoch, Reason: r})
+}
+
+// Transfer hands shard s to node to (incarnation toInc) in one voter round.
+// The lease ends now, before the request leaves; Transferred or
+// TransferFailed reports the outcome. It returns an error if s is not led.
+func (h *Holder) Transfer(s uint32, to string, toInc uint64, now Time) error {
+	e, ok := h.Leads(s, now)
+	if !ok {
+		return fmt.Errorf("transfer of shard %d: not leader", s)
+	}
+	st := h.shards[s]
+	h.endLease(st, s, ReasonHandoff, now)
+	// The transfer gives e up at every voter; partial grants above e are
+	// released, and the floor keeps the node from ever leading either.
+	for ep, vs := range st.votes {
+		if ep > e {
+			for v := range vs {
+				h.queueRelease(st, v, ep)
+			}
+		}
+		st.floor = max(st.floor, ep)
+		delete(st.votes, ep)
+	}
+	if st.acq != nil {
+		st.floor = max(st.floor, st.acq.epoch)
+		st.acq = nil
+	}
+	st.xfer = &transfer{epoch: e, to: to, toInc: toInc, started: now,
+		accepted: make(map[int]uint64), refused: make(map[int]bool)}
+	for v := range h.voters {
+		h.queued[v] = append(h.queued[v], Op{Kind: OpTransfer, Shard: s, Epoch: e, To: to, ToInc: toInc})
+	}
+	return nil
+}
+
+// AcceptTransfer records a transfer of s to this node at epoch, forwarded
+// by the source with the generation each accepting voter named. The node
+// leads once a majority of those generations are its current ones with
+// fresh keep-alives of its own.
+func (h *Holder) AcceptTransfer(s uint32, epoch uint64, gens map[string]uint64, now Time) {
+	st := h.shard(s)
+	if epoch <= st.floor {
+		return
+	}
+	for id, g := range gens {
+		if v, ok := h.index[id]; ok {
+			h.vote(st, epoch, v, g)
+		}
+	}
+	h.promote(s, st, now)
+}
+
+func (h *Holder) vote(st *shardState, e uint64, v int, g uint64) {
+	if st.votes[e] == nil {
+		st.votes[e] = make(map[int]uint64)
+	}
+	st.votes[e][v] = g
+	st.known = max(st.known, e)
+}
+
+// promote makes the node lead s at the highest epoch above the floor and
+// the current lease that a majority of fresh voters back.
+func (h *Holder) promote(s uint32, st *shardState, now Time) {
+	var epochs []uint64
+	for e := range st.votes {
+		if e > st.floor && (!st.led || e > st.epoch) {
+			epochs = append(epochs, e)
+		}
+	}
+	slices.Sort(epochs)
+	for i := len(epochs) - 1; i >= 0; i-- {
+		e := epochs[i]
+		if !h.valid(st, e, now) {
+			continue
+		}
+		kind := Gained
+		if st.led && h.valid(st, st.epoch, now) {
+			kind = Renewed
+		} else if st.led {
+			// The old lease lapsed before the new one was granted.
+			h.endLease(st, s, ReasonLeaseExpired, now)
+		}
+		st.led, st.epoch, st.regrant = true, e, false
+		if st.acq != nil && st.acq.epoch <= e {
+			st.acq = nil
+		}
+		// Lower epochs are over: release the records that still name
+		// them (they would otherwise block nobody but confuse tools).
+		for old := range st.votes {
+			if old < e {
+				delete(st.votes, old)
+			}
+		}
+		h.changes = append(h.changes, Change{Kind: kind, Shard: s, Epoch: e})
+		return
+	}
+}
+
+// Tick advances time: it ends leases that ran out, starts and times out
+// acquisitions, and returns the requests to send now. Each voter gets at
+// most one request, carrying its keep-alive and every queued operation.
+func (h *Holder) Tick(now Time) []Envelope {
+	if h.superseded {
+		return nil
+	}
+	for _, s := range h.sortedShards() {
+		h.tickShard(s, h.shards[s], now)
+	}
+	// Forget requests that can no longer matter: a reply to them would
+	// carry a keep-alive older than any lease.
+	for seq, r := range h.sent {
+		if now.Sub(r.at) > 2*h.cfg.LeaseDuration {
+			delete(h.sent, seq)
+		}
+	}
+	var out []Envelope
+	for v := range h.voters {
+		vs := &h.voters[v]
+		ops := h.queued[v]
+		if len(ops) == 0 && vs.sentAny && now.Sub(vs.lastSent) < h.cfg.KeepAliveInterval {
+			continue
+		}
+		// Releases still unacknowledged ride along with whatever goes to
+		// the voter anyway: at least one keep-alive per interval.
+		for _, s := range h.sortedShards() {
+			if e, ok := h.shards[s].release[v]; ok {
+				ops = append(ops, Op{Kind: OpRelease, Shard: s, Epoch: e})
+			}
+		}
+		h.seq++
+		h.sent[h.seq] = sentRequest{voter: v, at: now}
+		vs.lastSent, vs.sentAny = now, true
+		out = append(out, Envelope{To: h.cfg.Voters[v], Req: Request{From: h.cfg.ID, Inc: h.cfg.Inc, Seq: h.seq, Ops: ops}})
+	}
+	clear(h.queued)
+	return out
+}
+
+func (h *Holder) sortedShards() []uint32 {
+	out := make([]uint32, 0, len(h.shards))
+	for s := range h.shards {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (h *Holder) tickShard(s uint32, st *shardState, now Time) {
+	if st.led && !h.valid(st, st.epoch, now) {
+		reason := ReasonLeaseExpired
+		if st.regrant {
+			reason = ReasonQuorumLost
+		}
+		h.endLease(st, s, reason, now)
+		// Whatever partial state remains must be given back or re-won.
+		h.abandon(st, now)
+		st.nextTry = now.Add(h.backoff())
+	}
+	if a := st.acq; a != nil && now.Sub(a.started) >= h.cfg.RequestTimeout {
+		h.failAcquisition(st, now)
+	}
+	if x := st.xfer; x != nil && now.Sub(x.started) >= h.cfg.RequestTimeout {
+		// Transfers are idempotent: ask the silent voters again.
+		x.started = now
+		for v := range h.voters {
+			if _, ok := x.accepted[v]; !ok && !x.refused[v] {
+				h.queued[v] = append(h.queued[v], Op{Kind: OpTransfer, Shard: s, Epoch: x.epoch, To: x.to, ToInc: x.toInc})
+			}
+		}
+	}
+	wants := st.desired && !st.led && st.xfer == nil
+	if st.led && st.regrant {
+		wants = true
+	}
+	if wants && st.acq == nil && now >= st.nextTry {
+		e := max(st.known, st.floor, st.epoch) + 1
+		st.acq = &attempt{epoch: e, started: now, refused: make(map[int]bool)}
+		for v := range h.voters {
+			h.queued[v] = append(h.queued[v], Op{Kind: OpGrant, Shard: s, Epoch: e})
+		}
+	}
+}
+
+// failAcquisition gives an acquisition up: partial grants would block the
+// shard for as long as this node lives, so they are released, and the next
+// try waits a random backoff so that competing candidates spread out.
+func (h *Holder) failAcquisition(st *shardState, now Time) {
+	a := st.acq
+	st.acq = nil
+	st.floor = max(st.floor, a.epoch)
+	for v := range st.votes[a.epoch] {
+		h.queueRelease(st, v, a.epoch)
+	}
+	delete(st.votes, a.epoch)
+	st.nextTry = now.Add(h.backoff())
+	if st.led {
+		// A failed re-grant: keep leading on the old epoch while it lasts.
+		st.regrant = true
+	}
+}
+
+func (h *Holder) backoff() time.Duration {
+	lo, hi := h.cfg.BackoffMin, h.cfg.BackoffMax
+	return lo + time.Duration(h.cfg.Rand.Int64N(int64(hi-lo)+1))
+}
+
+// Step applies a voter's reply received at now.
+func (h *Holder) Step(rep Reply, now Time) {
+	req, ok := h.sent[rep.Seq]
+	v, known := h.index[rep.Voter]
+	if !ok || !known || req.voter != v {
+		return // a duplicate, or a reply to a request forgotten long ago
+	}
+	delete(h.sent, rep.Seq)
+	if rep.Stale {
+		h.supersede(now)
+		return
+	}
+	vs := &h.voters[v]
+	sentAt := req.at
+	if h.cfg.Mutations.TimerFromReply {
+		sentAt = now
+	}
+	switch {
+	case rep.Gen > vs.gen:
+		vs.gen, vs.fresh, vs.hasFresh = rep.Gen, sentAt, true
+		// A new session: whatever the voter's records said of the old
+		// generation no longer protects this node there.
+		for _, st := range h.shards {
+			if st.led {
+				if g, ok := st.votes[st.epoch][v]; ok && g != rep.Gen {
+					st.regrant = true
+				}
+			}
+		}
+	case rep.Gen == vs.gen && (!vs.hasFresh || sentAt > vs.fresh):
+		vs.fresh, vs.hasFresh = sentAt, true
+	}
+	current := rep.Gen == vs.gen
+	h.expired = append(h.expired, rep.Expired...)
+	for _, x := range rep.Expired {
+		for _, st := range h.shards {
+			if st.blocked == x && st.acq == nil {
+				st.nextTry, st.blocked = now, NodeGen{}
+			}
+		}
+	}
+	touched := map[uint32]bool{}
+	for _, res := range rep.Results {
+		h.applyResult(v, rep.Seq, res, current, now)
+		touched[res.Op.Shard] = true
+	}
+	if current {
+		h.applyHeld(v, rep.Seq, rep.Held)
+		for _, r := range rep.Held {
+			touched[r.Shard] = true
+		}
+	}
+	for s := range touched {
+		if st := h.shards[s]; st != nil {
+			h.promote(s, st, now)
+		}
+	}
+}
+
+func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Time) {
+	s := res.Op.Shard
+	st := h.shard(s)
+	rec := res.Record
+	st.known = max(st.known, rec.Epoch)
+	if rec.Holder != h.cfg.ID && rec.Holder != "" && st.led {
+		// The voter's record names someone else: it no longer protects
+		// this node's lease.
+		delete(st.votes[st.epoch], v)
+		st.regrant = true
+	}
+	switch res.Op.Kind {
+	case OpGrant:
+		a := st.acq
+		if res.OK() {
+			if current && res.Op.Epoch > st.floor {
+				h.vote(st, res.Op.Epoch, v, res.Gen)
+				st.estab[v] = seq
+			} else {
+				h.queueRelease(st, v, res.Op.Epoch)
+			}
+			return
+		}
+		if res.Refusal == RefusedHeld {
+			st.blocked = NodeGen{Node: rec.Holder, Gen: rec.HolderGen}
+		}
+		if a != nil && a.epoch == res.Op.Epoch {
+			a.refused[v] = true
+			if len(a.refused) > len(h.voters)-h.maj {
+				h.failAcquisition(st, now)
+			}
+		}
+	case OpRelease:
+		if res.OK() || rec.Epoch != res.Op.Epoch || rec.Holder != h.cfg.ID || rec.Released {
+			if st.release[v] == res.Op.Epoch {
+				delete(st.release, v)
+			}
+		}
+	case OpTransfer:
+		x := st.xfer
+		if x == nil || x.epoch != res.Op.Epoch || x.to != res.Op.To {
+			return
+		}
+		if res.OK() || (rec.Epoch == x.epoch+1 && rec.Holder == x.to) {
+			x.accepted[v] = rec.HolderGen
+		} else {
+			x.refused[v] = true
+		}
+		switch {
+		case len(x.accepted) >= h.maj:
+			gens := make(map[string]uint64, len(x.accepted))
+			for i, g := range x.accepted {
+				gens[h.cfg.Voters[i]] = g
+			}
+			h.changes = append(h.changes, Change{Kind: Transferred, Shard: s, Epoch: x.epoch + 1, To: x.to, Gens: gens})
+			st.xfer = nil
+		case len(x.refused) > len(h.voters)-h.maj:
+			h.changes = append(h.changes, Change{Kind: TransferFailed, Shard: s, Epoch: x.epoch, To: x.to})
+			st.xfer = nil
+			st.nextTry = now.Add(h.backoff())
+		}
+	}
+}
+
+// applyHeld reconciles the records a voter says name this node with what
+// the node is doing: records it is not using are released, records of a
+// desired shard above the floor count as votes (a transfer whose forward
+// was lost, or an acquisition whose reply was), and a led shard missing
+// from the list has been taken over at that voter.
+func (h *Holder) applyHeld(v int, seq uint64, held []ShardRecord) {
+	names := make(map[uint32]bool, len(held))
+	for _, r := range held {
+		if r.Released {
+			continue
+		}
+		names[r.Shard] = true
+		st := h.shard(r.Shard)
+		st.known = max(st.known, r.Epoch)
+		switch {
+		case st.led && r.Epoch == st.epoch:
+			h.vote(st, r.Epoch, v, r.HolderGen)
+			st.estab[v] = seq
+		case st.led && r.Epoch < st.epoch:
+			// An older epoch of ours that this voter missed the re-grant
+			// of; it protects us all the same.
+		case st.acq != nil && r.Epoch == st.acq.epoch:
+			h.vote(st, r.Epoch, v, r.HolderGen)
+		case st.desired && r.Epoch > st.floor && st.xfer == nil:
+			h.vote(st, r.Epoch, v, r.HolderGen)
+		default:
+			h.queueRelease(st, v, r.Epoch)
+		}
+	}
+	for s, st := range h.shards {
+		if st.led && !names[s] {
+			if _, ok := st.votes[st.epoch][v]; ok && seq > st.estab[v] {
+				delete(st.votes[st.epoch], v)
+				st.regrant = true
+			}
+		}
+	}
+}
+
+// supersede stops everything: a newer incarnation of this node exists.
+func (h *Holder) supersede(now Time) {
+	if h.superseded {
+		return
+	}
+	h.superseded = true
+	for _, s := range h.sortedShards() {
+		st := h.shards[s]
+		if st.led {
+			st.led = false
+			h.changes = append(h.changes, Change{Kind: Lost, Shard: s, Epoch: st.epoch, Reason: ReasonSuperseded})
+		}
+	}
+}
+
+// Superseded reports whether a voter has seen a newer incarnation of this
+// node; the holder then leads nothing and sends nothing.
+func (h *Holder) Superseded() bool { return h.superseded }

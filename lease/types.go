@@ -1,0 +1,163 @@
+package lease
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Time is a reading of one process's monotonic clock in nanoseconds since an
+// arbitrary origin. Readings of different processes are not comparable:
+// the protocol never sends a Time to another process.
+type Time int64
+
+// Add returns t+d.
+func (t Time) Add(d time.Duration) Time { return t + Time(d) }
+
+// Sub returns t−u.
+func (t Time) Sub(u Time) time.Duration { return time.Duration(t - u) }
+
+// Record is a voter's state for one shard, persisted before any reply that
+// depends on it.
+type Record struct {
+	// Epoch is the highest epoch the voter has accepted for the shard.
+	Epoch uint64
+	// Holder is the node the epoch was granted or transferred to.
+	Holder string
+	// HolderGen is the holder's session generation at this voter when the
+	// record was written; the record protects the holder while that
+	// generation is live.
+	HolderGen uint64
+	// Released says the holder gave the shard up.
+	Released bool
+}
+
+// ShardRecord is a Record with its shard.
+type ShardRecord struct {
+	Shard uint32
+	Record
+}
+
+// Token is what a leader attaches to every side effect: resources accept a
+// write for a shard only with an epoch at least the highest they have seen.
+type Token struct {
+	Shard uint32
+	Epoch uint64
+}
+
+func (t Token) String() string { return fmt.Sprintf("shard %d epoch %d", t.Shard, t.Epoch) }
+
+// OpKind names a voter operation.
+type OpKind uint8
+
+// The operations a request can carry besides its keep-alive.
+const (
+	OpGrant OpKind = iota + 1
+	OpRelease
+	OpTransfer
+)
+
+func (k OpKind) String() string {
+	switch k {
+	case OpGrant:
+		return "grant"
+	case OpRelease:
+		return "release"
+	case OpTransfer:
+		return "transfer"
+	}
+	return fmt.Sprintf("OpKind(%d)", uint8(k))
+}
+
+// Op is one shard operation in a batched request.
+type Op struct {
+	Kind  OpKind
+	Shard uint32
+	// Epoch: for a grant, the epoch asked for; for a release or transfer,
+	// the epoch the sender holds.
+	Epoch uint64
+	// To and ToInc name a transfer's target and its incarnation.
+	To    string
+	ToInc uint64
+}
+
+// Request is what a node sends a voter: always a keep-alive, plus any number
+// of shard operations, applied in order after the keep-alive.
+type Request struct {
+	// From is the sender's NodeID and Inc its incarnation, which grows with
+	// every start of the process.
+	From string
+	Inc  uint64
+	// Seq identifies the request to its sender; replies echo it.
+	Seq uint64
+	Ops []Op
+}
+
+// Refusal says why a voter rejected an operation.
+type Refusal uint8
+
+// The reasons a voter rejects an operation.
+const (
+	Accepted Refusal = iota
+	// RefusedGrace: the voter restarted less than a lease ago.
+	RefusedGrace
+	// RefusedEpoch: the epoch is not above the voter's record (grant), or
+	// the record is not the sender's epoch (release, transfer).
+	RefusedEpoch
+	// RefusedHeld: the record's holder is live and is not the sender.
+	RefusedHeld
+	// RefusedTarget: a transfer's target has no live session of that
+	// incarnation.
+	RefusedTarget
+	// RefusedIncarnation: the sender is not the node's current incarnation.
+	RefusedIncarnation
+)
+
+func (r Refusal) String() string {
+	return [...]string{"accepted", "grace period", "epoch", "held by a live node", "target not live", "stale incarnation"}[r]
+}
+
+// Result is a voter's answer to one Op. A rejection carries the voter's
+// record, so that the sender learns the epoch and the holder.
+type Result struct {
+	Op      Op
+	Refusal Refusal
+	Record  Record
+	// Gen is the generation the new record names: the sender's for a
+	// grant, the target's for a transfer.
+	Gen uint64
+}
+
+// OK reports whether the operation was accepted.
+func (r Result) OK() bool { return r.Refusal == Accepted }
+
+// NodeGen names one session generation of one node.
+type NodeGen struct {
+	Node string
+	Gen  uint64
+}
+
+// Reply is a voter's answer to a Request.
+type Reply struct {
+	// Voter is the replying voter's ID; Seq echoes the request.
+	Voter string
+	Seq   uint64
+	// Stale says the sender's incarnation is older than one the voter has
+	// seen: the request was ignored and the sender must stop.
+	Stale bool
+	// Gen is the sender's current session generation at this voter.
+	Gen uint64
+	// Results answer the request's Ops, in order.
+	Results []Result
+	// Held lists every record that names the sender.
+	Held []ShardRecord
+	// Expired lists the sessions that expired at this voter since the
+	// sender's previous keep-alive.
+	Expired []NodeGen
+}
+
+// Errors returned by constructors and drivers.
+var (
+	// ErrConfig is wrapped by every configuration error.
+	ErrConfig = errors.New("invalid lease configuration")
+)

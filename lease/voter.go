@@ -1,0 +1,301 @@
+package lease
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// VoterConfig configures a Voter.
+type VoterConfig struct {
+	// ID names the voter in replies.
+	ID string
+	// LeaseDuration (LD) is how long a session stays live after its last
+	// keep-alive, on this voter's clock. Every node and voter of a cluster
+	// must use the same value.
+	LeaseDuration time.Duration
+	// Boot is the voter's persisted boot counter, larger on every start.
+	// Generations are Boot<<32 | sequence, so no generation is ever reused,
+	// not even across restarts.
+	Boot uint32
+	// Restarted says the voter starts from a store that earlier runs wrote:
+	// it then treats every session as live for one LeaseDuration and grants
+	// nothing meanwhile, because it has forgotten the sessions that protect
+	// the holders named in its records.
+	Restarted bool
+	// Mutations deliberately break the protocol. Only tests that prove the
+	// simulation's checker catches a broken rule set them.
+	Mutations VoterMutations
+}
+
+// VoterMutations are deliberate protocol bugs for checker tests.
+type VoterMutations struct {
+	// AcceptEqualEpoch grants an epoch equal to the record's.
+	AcceptEqualEpoch bool
+	// NoGrace skips the restart grace period.
+	NoGrace bool
+}
+
+func (c VoterConfig) validate() error {
+	switch {
+	case c.ID == "":
+		return fmt.Errorf("%w: VoterConfig.ID is empty", ErrConfig)
+	case c.LeaseDuration <= 0:
+		return fmt.Errorf("%w: VoterConfig.LeaseDuration must be positive, got %v", ErrConfig, c.LeaseDuration)
+	}
+	return nil
+}
+
+// session is what a voter knows of one node.
+type session struct {
+	inc      uint64
+	gen      uint64
+	lastSeen Time
+	// older holds generations of earlier incarnations with their last
+	// keep-alive: a record naming one expires only by time.
+	older map[uint64]Time
+	// prevKA is when the previous keep-alive arrived, for expiry notices.
+	prevKA Time
+}
+
+// Voter is one voter's protocol state: sessions in memory and one record per
+// shard that has ever been granted. It does no I/O and reads no clock: every
+// call takes the current time, and Handle returns the records the caller
+// must persist before it sends the reply. Not safe for concurrent use.
+type Voter struct {
+	cfg        VoterConfig
+	records    map[uint32]Record
+	byHolder   map[string]map[uint32]struct{}
+	sessions   map[string]*session
+	seq        uint32
+	graceUntil Time
+}
+
+// NewVoter returns a voter holding records (which it takes over) at time
+// now.
+func NewVoter(cfg VoterConfig, records map[uint32]Record, now Time) (*Voter, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if records == nil {
+		records = make(map[uint32]Record)
+	}
+	v := &Voter{
+		cfg:      cfg,
+		records:  records,
+		byHolder: make(map[string]map[uint32]struct{}),
+		sessions: make(map[string]*session),
+	}
+	for s, r := range records {
+		v.index(s, "", r.Holder)
+	}
+	if cfg.Restarted && !cfg.Mutations.NoGrace {
+		v.graceUntil = now.Add(cfg.LeaseDuration)
+	}
+	return v, nil
+}
+
+// ID returns the voter's ID.
+func (v *Voter) ID() string { return v.cfg.ID }
+
+// Record returns the voter's record for shard s.
+func (v *Voter) Record(s uint32) Record { return v.records[s] }
+
+func (v *Voter) inGrace(now Time) bool { return now < v.graceUntil }
+
+// live reports whether generation g of node n still protects the records
+// that name it. During the grace period every generation is live, because
+// the voter has forgotten which are.
+func (v *Voter) live(n string, g uint64, now Time) bool {
+	if v.inGrace(now) {
+		return true
+	}
+	s := v.sessions[n]
+	if s == nil {
+		return false
+	}
+	if g == s.gen {
+		return now < s.lastSeen.Add(v.cfg.LeaseDuration)
+	}
+	if seen, ok := s.older[g]; ok {
+		return now < seen.Add(v.cfg.LeaseDuration)
+	}
+	return false
+}
+
+func (v *Voter) newGen() uint64 {
+	v.seq++
+	return uint64(v.cfg.Boot)<<32 | uint64(v.seq)
+}
+
+// keepAlive applies the keep-alive every request carries. It reports false
+// when the sender's incarnation is older than one already seen.
+func (v *Voter) keepAlive(n string, inc uint64, now Time) (*session, bool) {
+	s := v.sessions[n]
+	switch {
+	case s == nil:
+		s = &session{inc: inc, gen: v.newGen(), lastSeen: now, prevKA: now}
+		v.sessions[n] = s
+		return s, true
+	case inc < s.inc:
+		return s, false
+	case inc > s.inc:
+		// A new process: its predecessor's generation keeps protecting
+		// the predecessor's records until it expires by time.
+		if now < s.lastSeen.Add(v.cfg.LeaseDuration) {
+			if s.older == nil {
+				s.older = make(map[uint64]Time)
+			}
+			s.older[s.gen] = s.lastSeen
+		}
+		s.inc, s.gen = inc, v.newGen()
+	case now >= s.lastSeen.Add(v.cfg.LeaseDuration):
+		// The session expired: whatever named the old generation is no
+		// longer protected, so it must not be revived.
+		s.gen = v.newGen()
+	}
+	s.lastSeen = now
+	for g, seen := range s.older {
+		if now >= seen.Add(v.cfg.LeaseDuration) {
+			delete(s.older, g)
+		}
+	}
+	return s, true
+}
+
+// Handle applies req at time now. It returns the reply and the records that
+// changed; the caller must persist those before sending the reply (or any
+// later reply), since the reply promises them.
+func (v *Voter) Handle(req Request, now Time) (Reply, []ShardRecord) {
+	rep := Reply{Voter: v.cfg.ID, Seq: req.Seq}
+	s, ok := v.keepAlive(req.From, req.Inc, now)
+	if !ok {
+		rep.Stale = true
+		return rep, nil
+	}
+	rep.Gen = s.gen
+	rep.Expired = v.expiredSince(req.From, s.prevKA, now)
+	s.prevKA = now
+
+	var dirty []ShardRecord
+	for _, op := range req.Ops {
+		res := Result{Op: op}
+		rec := v.records[op.Shard]
+		switch op.Kind {
+		case OpGrant:
+			res.Refusal = v.checkGrant(op, rec, req.From, s.gen, now)
+			if res.OK() {
+				rec = Record{Epoch: op.Epoch, Holder: req.From, HolderGen: s.gen}
+				res.Gen = s.gen
+			}
+		case OpRelease:
+			if rec.Epoch != op.Epoch || rec.Holder != req.From {
+				res.Refusal = RefusedEpoch
+			} else {
+				rec.Released = true
+			}
+		case OpTransfer:
+			res.Refusal, res.Gen = v.checkTransfer(op, rec, req.From, now)
+			if res.OK() {
+				rec = Record{Epoch: op.Epoch + 1, Holder: op.To, HolderGen: res.Gen}
+			}
+		default:
+			res.Refusal = RefusedEpoch
+		}
+		if res.OK() {
+			if old := v.records[op.Shard]; old != rec {
+				v.index(op.Shard, old.Holder, rec.Holder)
+				v.records[op.Shard] = rec
+				dirty = append(dirty, ShardRecord{Shard: op.Shard, Record: rec})
+			}
+		}
+		res.Record = rec
+		rep.Results = append(rep.Results, res)
+	}
+	for sh := range v.byHolder[req.From] {
+		if r := v.records[sh]; !r.Released {
+			rep.Held = append(rep.Held, ShardRecord{Shard: sh, Record: r})
+		}
+	}
+	slices.SortFunc(rep.Held, func(a, b ShardRecord) int { return cmp.Compare(a.Shard, b.Shard) })
+	return rep, dirty
+}
+
+// checkGrant applies the grant rule: accept iff not in grace, the epoch is
+// above the record's, and the record is released, or its holder's
+// generation is no longer live, or it already names the sender's current
+// generation.
+func (v *Voter) checkGrant(op Op, rec Record, from string, gen uint64, now Time) Refusal {
+	if v.inGrace(now) {
+		return RefusedGrace
+	}
+	if op.Epoch <= rec.Epoch && !(v.cfg.Mutations.AcceptEqualEpoch && op.Epoch == rec.Epoch) {
+		return RefusedEpoch
+	}
+	if rec.Released || rec.Holder == "" || !v.live(rec.Holder, rec.HolderGen, now) ||
+		(rec.Holder == from && rec.HolderGen == gen) {
+		return Accepted
+	}
+	return RefusedHeld
+}
+
+// checkTransfer applies the transfer rule: accept iff the record is the
+// sender's at that epoch, and the target has a live session of the given
+// incarnation. It returns the target's generation.
+func (v *Voter) checkTransfer(op Op, rec Record, from string, now Time) (Refusal, uint64) {
+	if rec.Epoch != op.Epoch || rec.Holder != from {
+		return RefusedEpoch, 0
+	}
+	t := v.sessions[op.To]
+	if t == nil || t.inc != op.ToInc || now >= t.lastSeen.Add(v.cfg.LeaseDuration) {
+		return RefusedTarget, 0
+	}
+	return Accepted, t.gen
+}
+
+// expiredSince lists the sessions of other nodes whose current or older
+// generations expired in (since, now].
+func (v *Voter) expiredSince(self string, since, now Time) []NodeGen {
+	var out []NodeGen
+	ld := v.cfg.LeaseDuration
+	for n, s := range v.sessions {
+		if n == self {
+			continue
+		}
+		if at := s.lastSeen.Add(ld); at > since && at <= now {
+			out = append(out, NodeGen{Node: n, Gen: s.gen})
+		}
+		for g, seen := range s.older {
+			if at := seen.Add(ld); at > since && at <= now {
+				out = append(out, NodeGen{Node: n, Gen: g})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b NodeGen) int {
+		if c := strings.Compare(a.Node, b.Node); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Gen, b.Gen)
+	})
+	return out
+}
+
+func (v *Voter) index(s uint32, oldHolder, newHolder string) {
+	if oldHolder == newHolder {
+		return
+	}
+	if oldHolder != "" {
+		delete(v.byHolder[oldHolder], s)
+		if len(v.byHolder[oldHolder]) == 0 {
+			delete(v.byHolder, oldHolder)
+		}
+	}
+	if newHolder != "" {
+		if v.byHolder[newHolder] == nil {
+			v.byHolder[newHolder] = make(map[uint32]struct{})
+		}
+		v.byHolder[newHolder][s] = struct{}{}
+	}
+}
