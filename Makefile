@@ -23,8 +23,8 @@ test: lint unit
 unit:
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
-## lint: gofmt, go vet and staticcheck.
-lint: fmt vet staticcheck
+## lint: gofmt, go vet, staticcheck and the generated-code check.
+lint: fmt vet staticcheck proto-check
 
 fmt:
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
@@ -50,3 +50,122 @@ fuzz:
 
 clean:
 	rm -rf .tools
+
+# ---------------------------------------------------------------------------
+# Protocol buffers. Every .proto file under proto/ is compiled in one protoc
+# run; the generated Go code is committed next to it, so that building Tenure
+# needs neither protoc nor the plugins. protoc comes from the system
+# (Debian: protobuf-compiler); the plugins are pinned here and installed into
+# $(TOOLS) with two separate `go install` commands, since they live in
+# different modules. Each plugin binary carries its version in its file name,
+# so changing a version below reinstalls it instead of reusing a stale one.
+
+.PHONY: proto proto-check proto-lint proto-tools
+
+PROTOC                     ?= protoc
+PROTO_MODULE               := github.com/tenurehq/tenure
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+PROTOC_GEN_GO              := $(TOOLS)/protoc-gen-go-$(PROTOC_GEN_GO_VERSION)
+PROTOC_GEN_GO_GRPC         := $(TOOLS)/protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION)
+PROTO_FILES                 = $(shell find proto -name '*.proto' 2>/dev/null | LC_ALL=C sort)
+
+# proto_gen compiles every .proto file and writes the Go code into the
+# directory $(1), laid out by import path below the module root.
+define proto_gen
+$(PROTOC) -I . \
+	--plugin=protoc-gen-go=$(PROTOC_GEN_GO) \
+	--plugin=protoc-gen-go-grpc=$(PROTOC_GEN_GO_GRPC) \
+	--go_out=$(1) --go_opt=module=$(PROTO_MODULE) \
+	--go-grpc_out=$(1) --go-grpc_opt=module=$(PROTO_MODULE) \
+	$(PROTO_FILES)
+endef
+
+# protoc_ensure installs protoc when it is missing, the shell runs as root
+# and apt-get exists (a CI container); otherwise it leaves protoc missing and
+# the target decides whether that is an error or a skip.
+define protoc_ensure
+command -v $(PROTOC) >/dev/null 2>&1 || { \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "$(PROTOC) not found: installing protobuf-compiler with apt-get"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null; }; \
+	fi; }
+endef
+
+# protoc header lines: protoc-gen-go writes "// \tprotoc        v3.21.12" and
+# protoc-gen-go-grpc "// - protoc             v3.21.12" into every file.
+PROTOC_VERSION_LINE := ^//( 	| - )protoc +v
+
+$(PROTOC_GEN_GO):
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	mv $(TOOLS)/protoc-gen-go $@
+
+$(PROTOC_GEN_GO_GRPC):
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	mv $(TOOLS)/protoc-gen-go-grpc $@
+
+proto-tools: $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC)
+
+## proto: regenerate the Go code of every .proto file under proto/.
+# Generated files whose .proto file is gone are removed. protoc writes into a
+# scratch directory first, so a compile error leaves the tree untouched.
+proto: proto-tools
+	@set -e; $(protoc_ensure); \
+	command -v $(PROTOC) >/dev/null 2>&1 || { echo "proto: protoc not found; install protobuf-compiler (Debian) or set PROTOC"; exit 1; }; \
+	if [ -z "$(PROTO_FILES)" ]; then echo "proto: no .proto files under proto/"; exit 0; fi; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "$(PROTOC) $(PROTO_FILES)"; \
+	$(call proto_gen,$$tmp); \
+	find proto -name '*.pb.go' -delete; \
+	cp -R "$$tmp/proto/." proto/
+
+## proto-lint: compile every .proto file with warnings as errors and check
+## that each file's package and go_package match its directory.
+# proto/voter/v1/x.proto must declare `package tenure.voter.v1;` and a
+# go_package of $(PROTO_MODULE)/proto/voter/v1, or the generated code would
+# land elsewhere. Skipped, with a message, where protoc cannot be had.
+proto-lint:
+	@set -e; $(protoc_ensure); \
+	if ! command -v $(PROTOC) >/dev/null 2>&1; then echo "proto-lint: SKIPPED: protoc is unavailable"; exit 0; fi; \
+	if [ -z "$(PROTO_FILES)" ]; then exit 0; fi; \
+	$(PROTOC) -I . --fatal_warnings --descriptor_set_out=/dev/null $(PROTO_FILES); \
+	bad=0; \
+	for f in $(PROTO_FILES); do \
+		dir=$${f%/*}; pkg="tenure.$$(echo "$${dir#proto/}" | tr / .)"; \
+		grep -Eq "^package $$pkg;" "$$f" || { echo "$$f: want package $$pkg;"; bad=1; }; \
+		grep -Eq "^option go_package = \"$(PROTO_MODULE)/$$dir[;\"]" "$$f" || \
+			{ echo "$$f: want option go_package = \"$(PROTO_MODULE)/$$dir;...\""; bad=1; }; \
+	done; \
+	exit $$bad
+
+## proto-check: fail if the committed generated code differs from what the
+## .proto files and the pinned plugins produce.
+# The comparison ignores the header line that records the protoc version:
+# protoc comes from the system package manager, so another machine (a newer
+# Debian, a developer's laptop) may run another release that generates the
+# same code but stamps a different version. The plugin versions, pinned
+# above, are compared like the rest of the file. Skipped, with a message,
+# where protoc cannot be had.
+proto-check: proto-lint proto-tools
+	@set -e; $(protoc_ensure); \
+	if ! command -v $(PROTOC) >/dev/null 2>&1; then echo "proto-check: SKIPPED: protoc is unavailable"; exit 0; fi; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	mkdir -p "$$tmp/gen" "$$tmp/committed" "$$tmp/regenerated"; \
+	if [ -n "$(PROTO_FILES)" ]; then $(call proto_gen,$$tmp/gen); fi; \
+	for f in $$(find proto -name '*.pb.go'); do \
+		mkdir -p "$$tmp/committed/$${f%/*}"; \
+		sed -E '\#$(PROTOC_VERSION_LINE)#d' "$$f" > "$$tmp/committed/$$f"; \
+	done; \
+	for f in $$(cd "$$tmp/gen" && find . -name '*.pb.go'); do \
+		mkdir -p "$$tmp/regenerated/$${f%/*}"; \
+		sed -E '\#$(PROTOC_VERSION_LINE)#d' "$$tmp/gen/$$f" > "$$tmp/regenerated/$$f"; \
+	done; \
+	if ! (cd "$$tmp" && diff -ru committed regenerated); then \
+		echo; \
+		echo "proto-check: the generated code under proto/ is out of date with its .proto files"; \
+		echo "proto-check: or with the pinned plugins (the protoc version line is ignored)."; \
+		echo "proto-check: run 'make proto' and commit the result; never edit *.pb.go by hand."; \
+		exit 1; \
+	fi; \
+	echo "proto-check: generated code is up to date"

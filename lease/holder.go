@@ -2,6 +2,7 @@ package lease
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -47,6 +48,10 @@ type HolderMutations struct {
 	// TimerFromReply starts the lease timer when a keep-alive reply
 	// arrives instead of when the keep-alive was sent.
 	TimerFromReply bool
+	// IgnoreDrift leaves clock drift out of the usable lease.
+	IgnoreDrift bool
+	// NoRelease never releases records the node is not using.
+	NoRelease bool
 }
 
 func (c HolderConfig) withDefaults() HolderConfig {
@@ -114,6 +119,9 @@ func (c HolderConfig) Validate() error {
 // application noticing.
 func (c HolderConfig) effective() time.Duration {
 	ld := float64(c.LeaseDuration)
+	if c.Mutations.IgnoreDrift {
+		return c.LeaseDuration - c.SafetyMargin
+	}
 	return time.Duration(ld*(1-c.MaxClockDrift)/(1+c.MaxClockDrift)) - c.SafetyMargin
 }
 
@@ -404,7 +412,8 @@ func (h *Holder) Release(s uint32, now Time) {
 // flushReleases queues st's pending releases to go out with the next Tick
 // instead of the next keep-alive.
 func (h *Holder) flushReleases(s uint32, st *shardState) {
-	for v, e := range st.release {
+	for _, v := range slices.Sorted(maps.Keys(st.release)) {
+		e := st.release[v]
 		h.queued[v] = append(h.queued[v], Op{Kind: OpRelease, Shard: s, Epoch: e})
 	}
 }
@@ -435,6 +444,9 @@ func (h *Holder) abandon(st *shardState, now Time) {
 }
 
 func (h *Holder) queueRelease(st *shardState, v int, e uint64) {
+	if h.cfg.Mutations.NoRelease {
+		return
+	}
 	if st.release == nil {
 		st.release = make(map[int]uint64)
 	}

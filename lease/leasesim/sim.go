@@ -20,6 +20,7 @@ package leasesim
 import (
 	"container/heap"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -76,8 +77,9 @@ type Config struct {
 	MaxClockDrift float64
 	// SafetyMargin is the holders' margin; negative means 0.
 	SafetyMargin time.Duration
-	// ExtremeDrift puts clocks at the ends of ±ρ: nodes fast and voters
-	// slow, the worst case for the lease rule.
+	// ExtremeDrift puts clocks at the ends of ±ρ: nodes slow and voters
+	// fast, the worst case for the lease rule (a node's lease lasts
+	// longest in real time while voters forget it soonest).
 	ExtremeDrift bool
 	// FaultsFor is how long faults are injected; then the network heals,
 	// crashed processes restart, and the run goes on for Settle. Defaults
@@ -94,7 +96,12 @@ type Config struct {
 	// ForgetOnRestart makes restarted voters lose their records: a
 	// deliberately broken store, for checker tests.
 	ForgetOnRestart bool
+	// ReuseGens makes restarted voters keep their boot counter, so that
+	// generations repeat: a deliberately broken store, for checker tests.
+	ReuseGens bool
 	// Script, if set, runs instead of random faults: directed scenarios.
+	// The script decides which node wants which shard (Want); nothing is
+	// released or transferred unless it says so.
 	Script func(*Sim)
 	// Trace, if set, receives a line per notable event.
 	Trace func(string)
@@ -168,6 +175,7 @@ type node struct {
 	deferred []*event
 	view     map[string]bool // nodes this node believes up
 	was      map[uint32]uint64
+	wants    map[uint32]bool // scripted desires, kept across restarts
 }
 
 type voter struct {
@@ -228,6 +236,7 @@ type Sim struct {
 	// cut[a][b] drops traffic from process a to b; processes are nodes
 	// 0..N-1 then voters N..N+V-1.
 	cut     map[[2]int]bool
+	slow    map[[2]int]time.Duration
 	faults  bool
 	err     *Violation
 	res     Result
@@ -252,6 +261,7 @@ func New(cfg Config) (*Sim, error) {
 		cfg:     cfg,
 		rng:     rand.New(rand.NewPCG(cfg.Seed, 0x7e4e)),
 		cut:     make(map[[2]int]bool),
+		slow:    make(map[[2]int]time.Duration),
 		holders: make(map[[2]uint64]string),
 		top:     make(map[uint32]uint64),
 		unled:   make(map[uint32]time.Duration),
@@ -264,7 +274,7 @@ func New(cfg Config) (*Sim, error) {
 		}
 	}
 	for i := range cfg.Nodes {
-		n := &node{id: fmt.Sprintf("n%d", i+1), clk: s.newClock(true), view: map[string]bool{}, was: map[uint32]uint64{}}
+		n := &node{id: fmt.Sprintf("n%d", i+1), clk: s.newClock(true), view: map[string]bool{}, was: map[uint32]uint64{}, wants: map[uint32]bool{}}
 		s.nodes = append(s.nodes, n)
 	}
 	for i := range s.nodes {
@@ -281,13 +291,13 @@ func New(cfg Config) (*Sim, error) {
 	return s, nil
 }
 
-func (s *Sim) newClock(fast bool) clock {
+func (s *Sim) newClock(isNode bool) clock {
 	rho := s.cfg.MaxClockDrift
 	rate := 1 - rho + 2*rho*s.rng.Float64()
 	if s.cfg.ExtremeDrift {
-		rate = 1 - rho
-		if fast {
-			rate = 1 + rho
+		rate = 1 + rho
+		if isNode {
+			rate = 1 - rho
 		}
 	}
 	return clock{rate: rate, offset: float64(s.rng.Int64N(int64(time.Hour)))}
@@ -334,7 +344,9 @@ func (s *Sim) startNode(i int) error {
 func (s *Sim) startVoter(i int, restarted bool) error {
 	vt := s.voters[i]
 	if restarted {
-		vt.boot++
+		if !s.cfg.ReuseGens {
+			vt.boot++
+		}
 		if s.cfg.ForgetOnRestart {
 			vt.persisted = map[uint32]lease.Record{}
 		}
@@ -385,7 +397,7 @@ func (s *Sim) send(a, b int, e *event) {
 		if c > 0 {
 			m.seq = 0
 		}
-		m.at = s.now + d
+		m.at = s.now + d + s.slow[[2]int{a, b}]
 		s.schedule(&m)
 	}
 }
@@ -502,6 +514,9 @@ func (s *Sim) tickNode(i int) {
 	// Shards this node leads but no longer wants go to their desired
 	// owner, by transfer or release.
 	for _, sh := range n.h.Led(now) {
+		if s.cfg.Script != nil {
+			break
+		}
 		if owner := s.desired(i, sh); owner != i {
 			if s.rng.Float64() < s.cfg.Faults.TransferRate && owner >= 0 {
 				to := s.nodes[owner]
@@ -565,6 +580,12 @@ func (s *Sim) refreshDesired(i int) {
 	if n.h == nil {
 		return
 	}
+	if s.cfg.Script != nil {
+		for sh, want := range n.wants {
+			n.h.SetDesired(sh, want)
+		}
+		return
+	}
 	for sh := range s.cfg.Shards {
 		n.h.SetDesired(uint32(sh), s.desired(i, uint32(sh)) == i)
 	}
@@ -606,6 +627,63 @@ func (s *Sim) Restart(i int) {
 		s.fail("restart", err.Error())
 	}
 	s.learn(i, true)
+}
+
+// Want sets whether node i wants shard sh (scripts only).
+func (s *Sim) Want(i int, sh uint32, want bool) {
+	n := s.nodes[i]
+	n.wants[sh] = want
+	if n.h != nil {
+		n.h.SetDesired(sh, want)
+	}
+}
+
+// Transfer makes node i hand shard sh to node j now (scripts only). It
+// reports whether i led sh.
+func (s *Sim) Transfer(i int, sh uint32, j int) bool {
+	n, to := s.nodes[i], s.nodes[j]
+	if n.h == nil {
+		return false
+	}
+	s.Want(i, sh, false)
+	err := n.h.Transfer(sh, to.id, to.inc, n.clk.at(s.now))
+	s.trace("%s transfers shard %d to %s: %v", n.id, sh, to.id, err)
+	s.drainChanges(i)
+	return err == nil
+}
+
+// Release makes node i give shard sh up now (scripts only).
+func (s *Sim) Release(i int, sh uint32) {
+	if n := s.nodes[i]; n.h != nil {
+		s.Want(i, sh, false)
+		n.h.Release(sh, n.clk.at(s.now))
+		s.drainChanges(i)
+	}
+}
+
+// Slow adds d to every message from process a to process b sent from now
+// on; d = 0 removes it.
+func (s *Sim) Slow(a, b int, d time.Duration) {
+	if d == 0 {
+		delete(s.slow, [2]int{a, b})
+	} else {
+		s.slow[[2]int{a, b}] = d
+	}
+}
+
+// Twin starts a second process with node i's ID and a newer incarnation
+// while the first keeps running, as when an orchestrator starts a
+// replacement before the old process is dead. It returns the twin's index.
+func (s *Sim) Twin(i int) int {
+	old := s.nodes[i]
+	n := &node{id: old.id, inc: old.inc, clk: s.newClock(true), view: maps.Clone(old.view),
+		was: map[uint32]uint64{}, wants: maps.Clone(old.wants)}
+	s.nodes = append(s.nodes, n)
+	j := len(s.nodes) - 1
+	if err := s.startNode(j); err != nil {
+		s.fail("twin", err.Error())
+	}
+	return j
 }
 
 // Pause freezes node i for d: it neither ticks nor receives until then.
@@ -755,20 +833,24 @@ func (s *Sim) check() {
 				delete(n.was, sh)
 				continue
 			}
-			leaders = append(leaders, fmt.Sprintf("%s@%d", n.id, e))
+			who := n.id
+			if n.inc > 1 {
+				who = fmt.Sprintf("%s#%d", n.id, n.inc)
+			}
+			leaders = append(leaders, fmt.Sprintf("%s@%d", who, e))
 			if prev, ok := n.was[sh]; ok && prev == e {
 				continue
 			}
 			n.was[sh] = e
 			s.res.Leaderships++
 			key := [2]uint64{uint64(sh), e}
-			if h, ok := s.holders[key]; ok && h != n.id {
-				s.fail("one holder per (shard, epoch)", fmt.Sprintf("shard %d epoch %d led by %s and earlier by %s", sh, e, n.id, h))
+			if h, ok := s.holders[key]; ok && h != who {
+				s.fail("one holder per (shard, epoch)", fmt.Sprintf("shard %d epoch %d led by %s and earlier by %s", sh, e, who, h))
 			}
-			if e < s.top[sh] || (e == s.top[sh] && s.holders[key] != n.id) {
-				s.fail("epochs increase", fmt.Sprintf("%s leads shard %d at epoch %d after epoch %d", n.id, sh, e, s.top[sh]))
+			if e < s.top[sh] || (e == s.top[sh] && s.holders[key] != who) {
+				s.fail("epochs increase", fmt.Sprintf("%s leads shard %d at epoch %d after epoch %d", who, sh, e, s.top[sh]))
 			}
-			s.holders[key] = n.id
+			s.holders[key] = who
 			s.top[sh] = max(s.top[sh], e)
 		}
 		if len(leaders) > 1 {
