@@ -214,6 +214,9 @@ type attempt struct {
 	epoch   uint64
 	started Time
 	refused map[int]bool
+	// contested is set when a refusal came from a live holder or a
+	// restarting voter, rather than from a stale epoch guess.
+	contested bool
 }
 
 type transfer struct {
@@ -752,8 +755,16 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Ti
 		}
 		if a != nil && a.epoch == res.Op.Epoch {
 			a.refused[v] = true
+			if res.Refusal != RefusedEpoch {
+				a.contested = true
+			}
 			if len(a.refused) > len(h.voters)-h.maj {
 				h.failAcquisition(st, now)
+				if !a.contested {
+					// Only the epoch was stale: nobody competes, so
+					// retry at once above the epoch just learned.
+					st.nextTry = now
+				}
 			}
 		}
 	case OpRelease:

@@ -242,6 +242,7 @@ type Sim struct {
 	res     Result
 	holders map[[2]uint64]string // (shard, epoch) → node that led it
 	top     map[uint32]uint64    // highest epoch led per shard
+	hist    map[uint32][]string  // leadership starts per shard, "n1@3"
 	unled   map[uint32]time.Duration
 }
 
@@ -264,6 +265,7 @@ func New(cfg Config) (*Sim, error) {
 		slow:    make(map[[2]int]time.Duration),
 		holders: make(map[[2]uint64]string),
 		top:     make(map[uint32]uint64),
+		hist:    make(map[uint32][]string),
 		unled:   make(map[uint32]time.Duration),
 	}
 	for i := range cfg.Voters {
@@ -470,6 +472,11 @@ func (s *Sim) handle(e *event) {
 			return
 		}
 		rep, dirty := vt.v.Handle(e.req, vt.clk.at(s.now))
+		if s.cfg.Trace != nil {
+			for _, r := range rep.Results {
+				s.trace("%s: %s %s shard %d epoch %d: %s (record %d %s)", vt.id, e.req.From, r.Op.Kind, r.Op.Shard, r.Op.Epoch, r.Refusal, r.Record.Epoch, r.Record.Holder)
+			}
+		}
 		// Persist before the reply leaves: both happen in this event.
 		for _, r := range dirty {
 			vt.persisted[r.Shard] = r.Record
@@ -726,6 +733,18 @@ func (s *Sim) Isolate(p int) {
 // Voter returns the process number of voter i, for Cut and Isolate.
 func (s *Sim) Voter(i int) int { return len(s.nodes) + i }
 
+// History returns the leadership starts of shard sh so far, oldest first,
+// as "node@epoch" ("node#inc@epoch" for a later incarnation).
+func (s *Sim) History(sh uint32) []string { return slices.Clone(s.hist[sh]) }
+
+// Err returns the first violation so far, or nil.
+func (s *Sim) Err() error {
+	if s.err == nil {
+		return nil
+	}
+	return s.err
+}
+
 // Now returns the simulated global time.
 func (s *Sim) Now() time.Duration { return s.now }
 
@@ -851,6 +870,8 @@ func (s *Sim) check() {
 				s.fail("epochs increase", fmt.Sprintf("%s leads shard %d at epoch %d after epoch %d", who, sh, e, s.top[sh]))
 			}
 			s.holders[key] = who
+			s.hist[sh] = append(s.hist[sh], fmt.Sprintf("%s@%d", who, e))
+			s.trace("checker: %s leads shard %d at epoch %d", who, sh, e)
 			s.top[sh] = max(s.top[sh], e)
 		}
 		if len(leaders) > 1 {

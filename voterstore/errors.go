@@ -1,0 +1,34 @@
+package voterstore
+
+import "errors"
+
+// Errors returned by Open and the Store's methods, always wrapped in an
+// error that names the store's path and the values involved; test for them
+// with errors.Is.
+var (
+	// ErrNoStore means the store file is missing, or was never completely
+	// initialised, and Options.Init was not set. The voter has lost its
+	// records and must not vote until its records are restored; see the
+	// package documentation.
+	ErrNoStore = errors.New("no voter store")
+
+	// ErrExists means Options.Init was set but the store file exists. Init
+	// never overwrites a store; delete the file first to re-initialise.
+	ErrExists = errors.New("voter store exists")
+
+	// ErrWrongCluster means the store was initialised for another cluster.
+	ErrWrongCluster = errors.New("wrong cluster")
+
+	// ErrWrongVoter means the store was initialised for another voter.
+	ErrWrongVoter = errors.New("wrong voter")
+
+	// ErrLocked means another process (or another Store in this process)
+	// holds the store's file lock for longer than Options.OpenTimeout.
+	ErrLocked = errors.New("voter store locked")
+
+	// ErrClosed is returned by a Store's methods after Close.
+	ErrClosed = errors.New("voter store closed")
+
+	// ErrCorrupt means the store holds a value this package cannot decode.
+	ErrCorrupt = errors.New("corrupt voter store")
+)
