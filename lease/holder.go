@@ -269,7 +269,7 @@ type Holder struct {
 	// superseded is set when a voter reports a newer incarnation.
 	superseded bool
 	changes    []Change
-	expired    []NodeGen
+	notices    []Notice
 	queued     map[int][]Op
 }
 
@@ -393,12 +393,20 @@ func (h *Holder) TakeChanges() []Change {
 	return c
 }
 
-// TakeExpired returns the expired sessions voters reported since the last
-// call: nodes whose leases are provably over.
-func (h *Holder) TakeExpired() []NodeGen {
-	e := h.expired
-	h.expired = nil
-	return e
+// Notice is a voter's news about another node's session: it expired (the
+// node's leases are provably over at that voter) or began.
+type Notice struct {
+	Voter   string
+	Node    string
+	Gen     uint64
+	Expired bool
+}
+
+// TakeNotices returns the session notices voters sent since the last call.
+func (h *Holder) TakeNotices() []Notice {
+	n := h.notices
+	h.notices = nil
+	return n
 }
 
 // Release gives up shard s: the lease ends now, before the request leaves.
@@ -701,7 +709,12 @@ func (h *Holder) Step(rep Reply, now Time) {
 		vs.fresh, vs.hasFresh = sentAt, true
 	}
 	current := rep.Gen == vs.gen
-	h.expired = append(h.expired, rep.Expired...)
+	for _, x := range rep.Expired {
+		h.notices = append(h.notices, Notice{Voter: rep.Voter, Node: x.Node, Gen: x.Gen, Expired: true})
+	}
+	for _, x := range rep.Started {
+		h.notices = append(h.notices, Notice{Voter: rep.Voter, Node: x.Node, Gen: x.Gen})
+	}
 	for _, x := range rep.Expired {
 		for _, st := range h.shards {
 			if st.blocked == x && st.acq == nil {

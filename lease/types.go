@@ -154,6 +154,9 @@ type Reply struct {
 	// Expired lists the sessions that expired at this voter since the
 	// sender's previous keep-alive.
 	Expired []NodeGen
+	// Started lists the sessions that began at this voter since the
+	// sender's previous keep-alive.
+	Started []NodeGen
 }
 
 // Errors returned by constructors and drivers.

@@ -52,6 +52,7 @@ func (c VoterConfig) validate() error {
 type session struct {
 	inc      uint64
 	gen      uint64
+	began    Time // when gen began
 	lastSeen Time
 	// older holds generations of earlier incarnations with their last
 	// keep-alive: a record naming one expires only by time.
@@ -136,7 +137,7 @@ func (v *Voter) keepAlive(n string, inc uint64, now Time) (*session, bool) {
 	s := v.sessions[n]
 	switch {
 	case s == nil:
-		s = &session{inc: inc, gen: v.newGen(), lastSeen: now, prevKA: now}
+		s = &session{inc: inc, gen: v.newGen(), began: now, lastSeen: now, prevKA: now}
 		v.sessions[n] = s
 		return s, true
 	case inc < s.inc:
@@ -150,11 +151,11 @@ func (v *Voter) keepAlive(n string, inc uint64, now Time) (*session, bool) {
 			}
 			s.older[s.gen] = s.lastSeen
 		}
-		s.inc, s.gen = inc, v.newGen()
+		s.inc, s.gen, s.began = inc, v.newGen(), now
 	case now >= s.lastSeen.Add(v.cfg.LeaseDuration):
 		// The session expired: whatever named the old generation is no
 		// longer protected, so it must not be revived.
-		s.gen = v.newGen()
+		s.gen, s.began = v.newGen(), now
 	}
 	s.lastSeen = now
 	for g, seen := range s.older {
@@ -176,7 +177,7 @@ func (v *Voter) Handle(req Request, now Time) (Reply, []ShardRecord) {
 		return rep, nil
 	}
 	rep.Gen = s.gen
-	rep.Expired = v.expiredSince(req.From, s.prevKA, now)
+	rep.Expired, rep.Started = v.changesSince(req.From, s.prevKA, now)
 	s.prevKA = now
 
 	var dirty []ShardRecord
@@ -255,31 +256,35 @@ func (v *Voter) checkTransfer(op Op, rec Record, from string, now Time) (Refusal
 	return Accepted, t.gen
 }
 
-// expiredSince lists the sessions of other nodes whose current or older
-// generations expired in (since, now].
-func (v *Voter) expiredSince(self string, since, now Time) []NodeGen {
-	var out []NodeGen
+// changesSince lists the sessions of other nodes whose current or older
+// generations expired in (since, now], and those that began in it.
+func (v *Voter) changesSince(self string, since, now Time) (expired, started []NodeGen) {
 	ld := v.cfg.LeaseDuration
 	for n, s := range v.sessions {
 		if n == self {
 			continue
 		}
 		if at := s.lastSeen.Add(ld); at > since && at <= now {
-			out = append(out, NodeGen{Node: n, Gen: s.gen})
+			expired = append(expired, NodeGen{Node: n, Gen: s.gen})
 		}
 		for g, seen := range s.older {
 			if at := seen.Add(ld); at > since && at <= now {
-				out = append(out, NodeGen{Node: n, Gen: g})
+				expired = append(expired, NodeGen{Node: n, Gen: g})
 			}
 		}
+		if s.began > since && s.began <= now {
+			started = append(started, NodeGen{Node: n, Gen: s.gen})
+		}
 	}
-	slices.SortFunc(out, func(a, b NodeGen) int {
+	byNodeGen := func(a, b NodeGen) int {
 		if c := strings.Compare(a.Node, b.Node); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.Gen, b.Gen)
-	})
-	return out
+	}
+	slices.SortFunc(expired, byNodeGen)
+	slices.SortFunc(started, byNodeGen)
+	return expired, started
 }
 
 func (v *Voter) index(s uint32, oldHolder, newHolder string) {

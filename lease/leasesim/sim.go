@@ -552,7 +552,7 @@ func (s *Sim) drainChanges(i int) {
 			s.send(i, to, &event{kind: evForward, node: to, fwd: c, inc: s.nodes[to].inc})
 		}
 	}
-	n.h.TakeExpired()
+	n.h.TakeNotices()
 }
 
 func kindName(k lease.ChangeKind) string {

@@ -156,19 +156,40 @@ func ReplyToPB(cluster string, r lease.Reply) *CallReply {
 			m.Held[i] = &ShardRecord{Shard: sr.Shard, Record: recordToPB(sr.Record)}
 		}
 	}
-	if len(r.Expired) > 0 {
-		m.Expired = make([]*NodeGen, len(r.Expired))
-		for i, ng := range r.Expired {
-			m.Expired[i] = &NodeGen{Node: ng.Node, Gen: ng.Gen}
-		}
-	}
+	m.Expired = nodeGensToPB(r.Expired)
+	m.Started = nodeGensToPB(r.Started)
 	return m
+}
+
+func nodeGensToPB(ngs []lease.NodeGen) []*NodeGen {
+	if len(ngs) == 0 {
+		return nil
+	}
+	out := make([]*NodeGen, len(ngs))
+	for i, ng := range ngs {
+		out[i] = &NodeGen{Node: ng.Node, Gen: ng.Gen}
+	}
+	return out
+}
+
+func nodeGensFromPB(field string, m []*NodeGen) ([]lease.NodeGen, *FieldError) {
+	if len(m) == 0 {
+		return nil, nil
+	}
+	out := make([]lease.NodeGen, len(m))
+	for i, ng := range m {
+		if fe := checkString("node", ng.GetNode(), true); fe != nil {
+			return nil, fe.in(fmt.Sprintf("%s[%d]", field, i))
+		}
+		out[i] = lease.NodeGen{Node: ng.GetNode(), Gen: ng.GetGen()}
+	}
+	return out, nil
 }
 
 // ReplyFromPB validates a received reply and returns its voter's cluster and
 // its lease form. It rejects a nil message, an empty or oversized voter ID,
 // oversized strings, more than MaxOps results, MaxHeld held records or
-// MaxExpired expired sessions, a result of unknown operation kind or
+// MaxExpired expired or started sessions, a result of unknown operation kind or
 // refusal, and an expired session without a node. An absent record reads as
 // the zero record.
 func ReplyFromPB(m *CallReply) (cluster string, r lease.Reply, err error) {
@@ -187,6 +208,9 @@ func ReplyFromPB(m *CallReply) (cluster string, r lease.Reply, err error) {
 	}
 	if fe == nil {
 		fe = checkCount("CallReply.expired", len(m.Expired), MaxExpired)
+	}
+	if fe == nil {
+		fe = checkCount("CallReply.started", len(m.Started), MaxExpired)
 	}
 	if fe != nil {
 		return "", lease.Reply{}, fe
@@ -209,14 +233,11 @@ func ReplyFromPB(m *CallReply) (cluster string, r lease.Reply, err error) {
 			}
 		}
 	}
-	if len(m.Expired) > 0 {
-		r.Expired = make([]lease.NodeGen, len(m.Expired))
-		for i, ng := range m.Expired {
-			if fe = checkString("node", ng.GetNode(), true); fe != nil {
-				return "", lease.Reply{}, fe.in(fmt.Sprintf("CallReply.expired[%d]", i))
-			}
-			r.Expired[i] = lease.NodeGen{Node: ng.GetNode(), Gen: ng.GetGen()}
-		}
+	if r.Expired, fe = nodeGensFromPB("CallReply.expired", m.Expired); fe != nil {
+		return "", lease.Reply{}, fe
+	}
+	if r.Started, fe = nodeGensFromPB("CallReply.started", m.Started); fe != nil {
+		return "", lease.Reply{}, fe
 	}
 	return m.Cluster, r, nil
 }

@@ -52,6 +52,7 @@ func fullReply() lease.Reply {
 			{Shard: 8, Record: lease.Record{Epoch: 1, Holder: "node-a", HolderGen: 4, Released: true}},
 		},
 		Expired: []lease.NodeGen{{Node: "node-c", Gen: 2}, {Node: "node-d", Gen: 1 << 33}},
+		Started: []lease.NodeGen{{Node: "node-e", Gen: 3}},
 	}
 }
 
@@ -89,7 +90,10 @@ func diffReply(a, b lease.Reply) string {
 	if d := diffSlices("Held", a.Held, b.Held); d != "" {
 		return d
 	}
-	return diffSlices("Expired", a.Expired, b.Expired)
+	if d := diffSlices("Expired", a.Expired, b.Expired); d != "" {
+		return d
+	}
+	return diffSlices("Started", a.Started, b.Started)
 }
 
 func diffSlices[E comparable](name string, a, b []E) string {

@@ -626,7 +626,11 @@ type CallReply struct {
 	// expired lists the sessions that expired at this voter since the
 	// sender's previous keep-alive, so that the sender learns of failures
 	// without waiting for gossip.
-	Expired       []*NodeGen `protobuf:"bytes,8,rep,name=expired,proto3" json:"expired,omitempty"`
+	Expired []*NodeGen `protobuf:"bytes,8,rep,name=expired,proto3" json:"expired,omitempty"`
+	// started lists the sessions that began at this voter since the sender's
+	// previous keep-alive, so that the sender learns when a node it saw
+	// expire is back.
+	Started       []*NodeGen `protobuf:"bytes,9,rep,name=started,proto3" json:"started,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -717,6 +721,13 @@ func (x *CallReply) GetExpired() []*NodeGen {
 	return nil
 }
 
+func (x *CallReply) GetStarted() []*NodeGen {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
 var File_proto_voter_v1_voter_proto protoreflect.FileDescriptor
 
 const file_proto_voter_v1_voter_proto_rawDesc = "" +
@@ -750,7 +761,7 @@ const file_proto_voter_v1_voter_proto_rawDesc = "" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12\x10\n" +
 	"\x03inc\x18\x03 \x01(\x04R\x03inc\x12\x10\n" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12%\n" +
-	"\x03ops\x18\x05 \x03(\v2\x13.tenure.voter.v1.OpR\x03ops\"\x8e\x02\n" +
+	"\x03ops\x18\x05 \x03(\v2\x13.tenure.voter.v1.OpR\x03ops\"\xc2\x02\n" +
 	"\tCallReply\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05voter\x18\x02 \x01(\tR\x05voter\x12\x10\n" +
@@ -759,7 +770,8 @@ const file_proto_voter_v1_voter_proto_rawDesc = "" +
 	"\x03gen\x18\x05 \x01(\x04R\x03gen\x121\n" +
 	"\aresults\x18\x06 \x03(\v2\x17.tenure.voter.v1.ResultR\aresults\x120\n" +
 	"\x04held\x18\a \x03(\v2\x1c.tenure.voter.v1.ShardRecordR\x04held\x122\n" +
-	"\aexpired\x18\b \x03(\v2\x18.tenure.voter.v1.NodeGenR\aexpired*_\n" +
+	"\aexpired\x18\b \x03(\v2\x18.tenure.voter.v1.NodeGenR\aexpired\x122\n" +
+	"\astarted\x18\t \x03(\v2\x18.tenure.voter.v1.NodeGenR\astarted*_\n" +
 	"\x06OpKind\x12\x17\n" +
 	"\x13OP_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rOP_KIND_GRANT\x10\x01\x12\x13\n" +
@@ -811,13 +823,14 @@ var file_proto_voter_v1_voter_proto_depIdxs = []int32{
 	5,  // 6: tenure.voter.v1.CallReply.results:type_name -> tenure.voter.v1.Result
 	4,  // 7: tenure.voter.v1.CallReply.held:type_name -> tenure.voter.v1.ShardRecord
 	6,  // 8: tenure.voter.v1.CallReply.expired:type_name -> tenure.voter.v1.NodeGen
-	7,  // 9: tenure.voter.v1.Voter.Call:input_type -> tenure.voter.v1.CallRequest
-	8,  // 10: tenure.voter.v1.Voter.Call:output_type -> tenure.voter.v1.CallReply
-	10, // [10:11] is the sub-list for method output_type
-	9,  // [9:10] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	6,  // 9: tenure.voter.v1.CallReply.started:type_name -> tenure.voter.v1.NodeGen
+	7,  // 10: tenure.voter.v1.Voter.Call:input_type -> tenure.voter.v1.CallRequest
+	8,  // 11: tenure.voter.v1.Voter.Call:output_type -> tenure.voter.v1.CallReply
+	11, // [11:12] is the sub-list for method output_type
+	10, // [10:11] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_proto_voter_v1_voter_proto_init() }
