@@ -250,6 +250,12 @@ type shardState struct {
 	// when a voter reports its session expired the node retries at once.
 	blocked NodeGen
 	regrant bool           // a voter of the quorum stopped protecting the lease
+	// topUp is when to next ask the voters missing from the led epoch's
+	// quorum to grant that same epoch, so that the lease survives the loss
+	// of any minority; topDone lists voters whose record is already at or
+	// above the epoch (only a re-grant could add them).
+	topUp   Time
+	topDone map[int]bool
 	release map[int]uint64 // voter → epoch of a record naming us to release
 }
 
@@ -553,6 +559,7 @@ func (h *Holder) promote(s uint32, st *shardState, now Time) {
 			h.endLease(st, s, ReasonLeaseExpired, now)
 		}
 		st.led, st.epoch, st.regrant = true, e, false
+		st.topUp, st.topDone = now.Add(h.cfg.KeepAliveInterval), nil
 		if st.acq != nil && st.acq.epoch <= e {
 			st.acq = nil
 		}
@@ -640,6 +647,9 @@ func (h *Holder) tickShard(s uint32, st *shardState, now Time) {
 			}
 		}
 	}
+	if st.led && !st.regrant && now >= st.topUp {
+		h.topUpQuorum(s, st, now)
+	}
 	wants := st.desired && !st.led && st.xfer == nil
 	if st.led && st.regrant {
 		wants = true
@@ -650,6 +660,25 @@ func (h *Holder) tickShard(s uint32, st *shardState, now Time) {
 		for v := range h.voters {
 			h.queued[v] = append(h.queued[v], Op{Kind: OpGrant, Shard: s, Epoch: e})
 		}
+	}
+}
+
+// topUpQuorum asks every reachable voter that does not yet protect the led
+// epoch to grant that same epoch. A lease granted by a bare majority (a
+// voter was still releasing an old holder's record, say) would otherwise
+// end at the loss of any one of them. Granting the same epoch later is
+// safe: a voter accepts it only above its own record, so no other node can
+// hold it there.
+func (h *Holder) topUpQuorum(s uint32, st *shardState, now Time) {
+	st.topUp = now.Add(h.cfg.KeepAliveInterval)
+	for v := range h.voters {
+		if st.topDone[v] || h.counts(st, st.epoch, v, now) {
+			continue
+		}
+		if vs := &h.voters[v]; !vs.hasFresh || now.Sub(vs.fresh) >= h.eff {
+			continue // unreachable now; it would only refuse or time out
+		}
+		h.queued[v] = append(h.queued[v], Op{Kind: OpGrant, Shard: s, Epoch: st.epoch})
 	}
 }
 
@@ -747,9 +776,11 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Ti
 	st.known = max(st.known, rec.Epoch)
 	if rec.Holder != h.cfg.ID && rec.Holder != "" && st.led {
 		// The voter's record names someone else: it no longer protects
-		// this node's lease.
-		delete(st.votes[st.epoch], v)
-		st.regrant = true
+		// this node's lease (if it ever did).
+		if _, ok := st.votes[st.epoch][v]; ok {
+			delete(st.votes[st.epoch], v)
+			st.regrant = true
+		}
 	}
 	switch res.Op.Kind {
 	case OpGrant:
@@ -765,6 +796,12 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Ti
 		}
 		if res.Refusal == RefusedHeld {
 			st.blocked = NodeGen{Node: rec.Holder, Gen: rec.HolderGen}
+		}
+		if st.led && res.Op.Epoch == st.epoch && res.Refusal == RefusedEpoch {
+			if st.topDone == nil {
+				st.topDone = make(map[int]bool)
+			}
+			st.topDone[v] = true
 		}
 		if a != nil && a.epoch == res.Op.Epoch {
 			a.refused[v] = true

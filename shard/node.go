@@ -2,16 +2,28 @@ package shard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/tenurehq/tenure/lease"
 	"github.com/tenurehq/tenure/membership"
 )
+
+// VoterAddr names one voter: its NodeID and the gRPC address it serves the
+// voter protocol on.
+type VoterAddr struct {
+	ID   string
+	Addr string
+}
 
 // Config configures a Node. New copies it and fills defaults; it never
 // modifies the caller's value.
@@ -34,14 +46,17 @@ type Config struct {
 	GossipAdvertiseAddr string
 	// Seeds are gossip addresses of nodes to join. Empty starts a cluster.
 	Seeds []string
-	// GRPCAddr is the address clients use to reach this node. It is what
-	// Lookup returns for shards this node owns. Optional.
+	// GRPCAddr is the address clients and peers use to reach this node's
+	// gRPC service, and what Lookup returns for shards it leads. Required
+	// when the node is a voter.
 	GRPCAddr string
+	// GRPCListen is the address the gRPC server binds to. Default GRPCAddr.
+	GRPCListen string
 	// Zone is the node's failure domain. Optional.
 	Zone string
 	// Weight is the node's relative capacity. Default 1.
 	Weight int
-	// NoShards makes the node own no shards (a dedicated voter, say).
+	// NoShards makes the node lead no shards (a dedicated voter, say).
 	NoShards bool
 	// Profile is the gossip timing profile. Default membership.LAN.
 	Profile membership.Profile
@@ -55,6 +70,33 @@ type Config struct {
 	// AssignConfig. Default 20.
 	ReplicationFactor int
 
+	// Voters is the static voter set, identical on every node: 1, 3 or 5.
+	// With no voters the node only computes the assignment and leads
+	// nothing (a lookup-only member).
+	Voters []VoterAddr
+	// LeaseDuration (LD) is how long a voter keeps a node's session after
+	// its last keep-alive: a crashed leader's shards are led again about LD
+	// after the crash, and a leader survives a stall of about LD minus the
+	// keep-alive interval. Same value on every node. Default 1 s.
+	LeaseDuration time.Duration
+	// MaxClockDrift bounds any clock's rate error (0.001 = 1 ms/s).
+	// Default 0.001.
+	MaxClockDrift float64
+	// SafetyMargin is cut from every lease on top of the drift bound, to
+	// cover the application noticing its end. Default LD/20.
+	SafetyMargin time.Duration
+	// KeepAliveInterval is how often each voter hears from the node.
+	// Default LD/4.
+	KeepAliveInterval time.Duration
+	// DataDir holds the voter store when this node is a voter. Required
+	// then.
+	DataDir string
+	// InitVoterStore creates the voter store: required on a voter's very
+	// first start, refused when a store exists (see package voterstore).
+	InitVoterStore bool
+	// Handler is told when this node gains and loses shards. Optional.
+	Handler Handler
+
 	// Logger receives the node's logs. Default: discard.
 	Logger *slog.Logger
 	// Rand supplies jitter. Default: seeded from the runtime. The node owns
@@ -63,6 +105,10 @@ type Config struct {
 	// GossipTransport replaces the gossip network transport (tests use
 	// membership/faultnet). Optional.
 	GossipTransport memberlist.Transport
+	// Listen and Dial replace the gRPC listener and dialer (tests use
+	// membership/faultnet). Optional.
+	Listen func(addr string) (net.Listener, error)
+	Dial   func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 func (c Config) membership() membership.Config {
@@ -77,6 +123,7 @@ func (c Config) membership() membership.Config {
 		Zone:          c.Zone,
 		Weight:        c.Weight,
 		NoShards:      c.NoShards,
+		Voter:         c.isVoter(),
 		Profile:       c.Profile,
 		SecretKeys:    c.GossipKeys,
 		Logger:        c.Logger,
@@ -89,30 +136,106 @@ func (c Config) assign() AssignConfig {
 	return AssignConfig{Shards: c.Shards, Load: c.Load, ReplicationFactor: c.ReplicationFactor}
 }
 
+func (c Config) isVoter() bool {
+	return slices.ContainsFunc(c.Voters, func(v VoterAddr) bool { return v.ID == c.NodeID })
+}
+
+func (c Config) withDefaults() Config {
+	if c.LeaseDuration == 0 {
+		c.LeaseDuration = time.Second
+	}
+	if c.GRPCListen == "" {
+		c.GRPCListen = c.GRPCAddr
+	}
+	if c.Cluster == "" {
+		c.Cluster = membership.DefaultCluster
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Rand == nil {
+		c.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	c.Seeds = slices.Clone(c.Seeds)
+	c.Voters = slices.Clone(c.Voters)
+	return c
+}
+
+func (c Config) holder(inc uint64, r *rand.Rand) lease.HolderConfig {
+	var ids []string
+	for _, v := range c.Voters {
+		ids = append(ids, v.ID)
+	}
+	return lease.HolderConfig{
+		ID: c.NodeID, Inc: inc, Voters: ids,
+		LeaseDuration: c.LeaseDuration, MaxClockDrift: c.MaxClockDrift,
+		SafetyMargin: c.SafetyMargin, KeepAliveInterval: c.KeepAliveInterval,
+		Rand: r,
+	}
+}
+
 // Validate reports the first invalid field of c by name.
 func (c Config) Validate() error {
+	c = c.withDefaults()
 	if err := c.membership().Validate(); err != nil {
 		return err
 	}
-	return c.assign().Validate()
+	if err := c.assign().Validate(); err != nil {
+		return err
+	}
+	if len(c.Voters) == 0 {
+		return nil
+	}
+	for i, v := range c.Voters {
+		if v.ID == "" {
+			return fmt.Errorf("shard: Config.Voters[%d] has no ID", i)
+		}
+		if _, _, err := net.SplitHostPort(v.Addr); err != nil {
+			return fmt.Errorf("shard: Config.Voters[%d] (%s) address %q: %w", i, v.ID, v.Addr, err)
+		}
+	}
+	if err := c.holder(1, c.Rand).Validate(); err != nil {
+		return fmt.Errorf("shard: Config: %w", err)
+	}
+	if c.isVoter() {
+		if c.DataDir == "" {
+			return fmt.Errorf("shard: Config.DataDir is required: node %s is a voter", c.NodeID)
+		}
+		if _, _, err := net.SplitHostPort(c.GRPCListen); err != nil {
+			return fmt.Errorf("shard: Config.GRPCListen %q: node %s is a voter and must serve gRPC: %w", c.GRPCListen, c.NodeID, err)
+		}
+	}
+	return nil
 }
 
 // Node is one member of a Tenure cluster embedded in an application: it
-// keeps gossip membership and publishes the shard table that Lookup reads.
-// Its methods are safe for concurrent use.
+// keeps gossip membership, computes the desired assignment, holds leases on
+// the shards it should lead, tells the Handler, and publishes the table
+// that Lookup reads. Its methods are safe for concurrent use.
 type Node struct {
-	cfg Config
-	log *slog.Logger
-	dir Directory
+	cfg   Config
+	log   *slog.Logger
+	dir   Directory
+	start time.Time // origin of the node's monotonic lease clock
+	inc   uint64
+	// holderRand is the lease holder's own jitter source: cfg.Rand belongs
+	// to gossip's rejoin goroutine.
+	holderRand *rand.Rand
 
-	mem *membership.Membership
+	mu       sync.Mutex
+	mem      *membership.Membership
+	changed  chan struct{} // closed and replaced on every publish
+	version  uint64
+	leases   map[uint32]*Lease // current leases, read by Leases
+	handlers *handlerQueue
 
-	mu      sync.Mutex
-	changed chan struct{} // closed and replaced on every publish
-	version uint64
-
-	wg   sync.WaitGroup
-	once sync.Once
+	rpc     *rpcPlane
+	stop    chan struct{}
+	loopWG  sync.WaitGroup
+	handlWG sync.WaitGroup
+	once    sync.Once
+	// ended is closed when the loop has released its leases at Leave.
+	leave chan chan struct{}
 }
 
 // New validates cfg and returns a stopped node. Start runs it.
@@ -120,76 +243,150 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg.Seeds = slices.Clone(cfg.Seeds)
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg = cfg.withDefaults()
 	cfg.Logger = cfg.Logger.With("node", cfg.NodeID)
-	n := &Node{cfg: cfg, log: cfg.Logger, changed: make(chan struct{})}
+	n := &Node{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		start:   time.Now(),
+		inc:     uint64(time.Now().UnixNano()),
+		changed: make(chan struct{}),
+		leases:  make(map[uint32]*Lease),
+		stop:    make(chan struct{}),
+		leave:   make(chan chan struct{}),
+	}
+	n.holderRand = rand.New(rand.NewPCG(cfg.Rand.Uint64(), cfg.Rand.Uint64()))
 	// Until gossip reports members, no shard has an owner.
 	a, err := Assign(cfg.assign(), nil)
 	if err != nil {
 		return nil, err
 	}
-	n.publish(a)
+	n.publish(a, nil)
 	return n, nil
 }
 
-// Start joins the cluster and starts maintaining the table. It returns an
-// error if gossip cannot start or the cluster refuses this node (another
-// cluster name, shard count or protocol version); unreachable seeds are
-// retried in the background. Start must be called once; Stop releases the
-// node even if Start failed.
+// now reads the node's monotonic lease clock.
+func (n *Node) now() lease.Time { return lease.Time(time.Since(n.start)) }
+
+// Start serves gRPC (the voter protocol when this node is a voter), joins
+// the cluster and starts leading the shards assigned to it. It returns an
+// error if a listener or the voter store cannot be opened, or if the
+// cluster refuses this node (another cluster name, shard count or protocol
+// version); unreachable seeds are retried in the background. Start must be
+// called once; Stop releases the node even if Start failed.
 func (n *Node) Start(ctx context.Context) error {
+	var h *lease.Holder
+	if len(n.cfg.Voters) > 0 {
+		var err error
+		if h, err = lease.NewHolder(n.cfg.holder(n.inc, n.holderRand)); err != nil {
+			return fmt.Errorf("shard: node %s: %w", n.cfg.NodeID, err)
+		}
+		rp, err := startRPC(n.cfg, n.log)
+		if err != nil {
+			return fmt.Errorf("shard: node %s: %w", n.cfg.NodeID, err)
+		}
+		n.rpc = rp
+	}
 	mem, err := membership.Start(n.cfg.membership())
 	if err != nil {
 		return fmt.Errorf("shard: node %s: %w", n.cfg.NodeID, err)
 	}
 	n.mu.Lock()
 	n.mem = mem
+	n.handlers = newHandlerQueue(n.cfg.Handler)
 	n.mu.Unlock()
-	n.wg.Add(1)
-	go n.loop(mem)
+	n.handlWG.Add(1)
+	go func() { defer n.handlWG.Done(); n.handlers.run() }()
+	n.loopWG.Add(1)
+	go n.loop(mem, h)
 	return nil
 }
 
-// loop applies membership events to the table until the events end.
-func (n *Node) loop(mem *membership.Membership) {
-	defer n.wg.Done()
-	view := make(map[string]membership.Member)
-	for ev := range mem.Events() {
-		n.apply(view, ev)
-		// Coalesce a burst of events into one recomputation.
-	drain:
-		for {
-			select {
-			case ev, ok := <-mem.Events():
-				if !ok {
+// loopState is what the node's loop goroutine owns.
+type loopState struct {
+	view    map[string]membership.Member
+	holder  *lease.Holder // nil without voters
+	table   *Assignment
+	expired map[string]map[string]bool // node → voters that reported its session expired
+}
+
+// loop is the node's one goroutine of protocol logic: membership events,
+// voter replies and ticks all pass through it, so the lease state needs no
+// locks.
+func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
+	defer n.loopWG.Done()
+	st := &loopState{view: make(map[string]membership.Member), holder: h, expired: make(map[string]map[string]bool)}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var replies <-chan lease.Reply
+	if n.rpc != nil {
+		replies = n.rpc.replies
+	}
+	events := mem.Events()
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				n.endAll(st, ReasonShutdown)
+				return
+			}
+			n.apply(st, ev)
+			// Coalesce a burst of events into one recomputation.
+		drain:
+			for {
+				select {
+				case ev, ok := <-events:
+					if !ok {
+						break drain
+					}
+					n.apply(st, ev)
+				default:
 					break drain
 				}
-				n.apply(view, ev)
-			default:
-				break drain
 			}
+			n.recompute(st)
+		case rep := <-replies:
+			h.Step(rep, n.now())
+			n.afterStep(st)
+		case <-tick.C:
+			if h != nil {
+				n.rpc.send(h.Tick(n.now()))
+				n.afterStep(st)
+			}
+		case done := <-n.leave:
+			n.releaseAll(st, ReasonShutdown)
+			close(done)
+		case <-n.stop:
+			n.endAll(st, ReasonShutdown)
+			return
 		}
-		n.recompute(view)
 	}
 }
 
-func (n *Node) apply(view map[string]membership.Member, ev membership.Event) {
+func (n *Node) apply(st *loopState, ev membership.Event) {
 	n.log.Debug("membership", "event", ev.Type.String(), "member", ev.Member.NodeID, "state", ev.Member.State.String())
 	switch ev.Type {
 	case membership.Joined, membership.Updated:
-		view[ev.Member.NodeID] = ev.Member
+		old, had := st.view[ev.Member.NodeID]
+		st.view[ev.Member.NodeID] = ev.Member
+		if !had || old.BootID != ev.Member.BootID {
+			delete(st.expired, ev.Member.NodeID) // a new process: old expiries say nothing of it
+		}
 	case membership.Left, membership.Failed:
-		delete(view, ev.Member.NodeID)
+		delete(st.view, ev.Member.NodeID)
 	}
 }
 
-func (n *Node) recompute(view map[string]membership.Member) {
+// leaseDead reports whether a majority of voters said node id's session
+// expired: its leases are provably over even if gossip has not noticed.
+func (n *Node) leaseDead(st *loopState, id string) bool {
+	return len(st.expired[id]) > len(n.cfg.Voters)/2
+}
+
+func (n *Node) recompute(st *loopState) {
 	var active []Member
-	for _, m := range view {
-		if m.State == membership.Active {
+	for _, m := range st.view {
+		if m.State == membership.Active && !n.leaseDead(st, m.NodeID) {
 			active = append(active, Member{ID: m.NodeID, Addr: m.GRPCAddr, Zone: m.Zone, Weight: int(m.Weight)})
 		}
 	}
@@ -197,22 +394,188 @@ func (n *Node) recompute(view map[string]membership.Member) {
 	if err != nil {
 		// Members come from gossip, which refused duplicates and
 		// incompatible nodes; an error here is a bug worth shouting about,
-		// and the previous table stays in place.
-		n.log.Error("assignment failed; keeping the previous table", "err", err)
+		// and the previous assignment stays in place.
+		n.log.Error("assignment failed; keeping the previous one", "err", err)
 		return
 	}
-	if cur := n.dir.Current(); cur != nil && cur.SameAssignment(TableFromAssignment(0, a)) {
-		return
+	prev := st.table
+	st.table = a
+	if h := st.holder; h != nil {
+		now := n.now()
+		for s := range n.cfg.Shards {
+			m, ok := a.Owner(ID(s))
+			mine := ok && m.ID == n.cfg.NodeID
+			h.SetDesired(uint32(s), mine)
+			if !mine {
+				if _, led := h.Leads(uint32(s), now); led {
+					// Without a rebalancer the handoff is a release: the
+					// desired owner acquires once the voters hear it.
+					h.Release(uint32(s), now)
+					n.log.Info("releasing shard", "shard", s, "to", m.ID)
+				}
+			}
+		}
+		n.afterStep(st)
 	}
-	n.publish(a)
-	n.log.Info("assignment changed", "active", len(active), "version", n.dir.Current().Version())
+	if prev == nil || !sameOwners(prev, a) {
+		n.log.Info("assignment changed", "active", len(active))
+		n.publish(a, st.holder)
+	}
 }
 
-func (n *Node) publish(a *Assignment) {
+func sameOwners(a, b *Assignment) bool {
+	return TableFromAssignment(0, a).SameAssignment(TableFromAssignment(0, b))
+}
+
+// afterStep acts on what the holder reported: lease transitions go to the
+// Handler and the table, session notices to the assignment.
+func (n *Node) afterStep(st *loopState) {
+	h := st.holder
+	if h == nil {
+		return
+	}
+	changed := false
+	for _, c := range h.TakeChanges() {
+		if (c.Kind == lease.Gained || c.Kind == lease.Renewed) && !n.desiredHere(st, c.Shard) {
+			// Won by an acquisition that was already under way when the
+			// assignment moved the shard elsewhere: give it to its owner.
+			h.Release(c.Shard, n.now())
+			n.log.Info("releasing shard won after it moved", "shard", c.Shard, "epoch", c.Epoch)
+			continue
+		}
+		switch c.Kind {
+		case lease.Gained:
+			l := newLease(c.Shard, c.Epoch)
+			n.setLease(c.Shard, l)
+			n.log.Info("leading shard", "shard", c.Shard, "epoch", c.Epoch)
+			n.handlers.push(func(hd Handler) { hd.Acquired(l) })
+			changed = true
+		case lease.Renewed:
+			if l := n.getLease(c.Shard); l != nil {
+				l.epoch.Store(c.Epoch)
+			}
+			n.log.Info("lease renewed at a higher epoch", "shard", c.Shard, "epoch", c.Epoch)
+			changed = true
+		case lease.Lost:
+			r := reasonOf(c.Reason)
+			if c.Reason == lease.ReasonReleased {
+				r = ReasonRebalance
+			}
+			n.endLease(c.Shard, r)
+			changed = true
+		}
+	}
+	notices := h.TakeNotices()
+	recompute := false
+	for _, x := range notices {
+		if x.Node == n.cfg.NodeID {
+			continue
+		}
+		dead := n.leaseDead(st, x.Node)
+		if x.Expired {
+			if st.expired[x.Node] == nil {
+				st.expired[x.Node] = make(map[string]bool)
+			}
+			st.expired[x.Node][x.Voter] = true
+		} else if st.expired[x.Node] != nil {
+			delete(st.expired[x.Node], x.Voter)
+		}
+		if n.leaseDead(st, x.Node) != dead {
+			n.log.Info("voters report a node's session", "member", x.Node, "expired", !dead)
+			recompute = true
+		}
+	}
+	if recompute {
+		n.recompute(st)
+	} else if changed && st.table != nil {
+		n.publish(st.table, h)
+	}
+}
+
+func (n *Node) desiredHere(st *loopState, s uint32) bool {
+	if st.table == nil {
+		return false
+	}
+	m, ok := st.table.Owner(ID(s))
+	return ok && m.ID == n.cfg.NodeID
+}
+
+func (n *Node) setLease(s uint32, l *Lease) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if old := n.leases[s]; old != nil {
+		old.end(ReasonLeaseExpired)
+	}
+	n.leases[s] = l
+}
+
+func (n *Node) getLease(s uint32) *Lease {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.leases[s]
+}
+
+// endLease cancels the lease's context at once, then tells the Handler.
+func (n *Node) endLease(s uint32, r Reason) {
+	n.mu.Lock()
+	l := n.leases[s]
+	delete(n.leases, s)
+	n.mu.Unlock()
+	if l == nil {
+		return
+	}
+	l.end(r)
+	n.log.Info("stopped leading shard", "shard", s, "epoch", l.Epoch(), "reason", r.String())
+	n.handlers.push(func(hd Handler) { hd.Released(l, r) })
+}
+
+// releaseAll gives every led shard up at the voters, so that the desired
+// owners take over at once instead of after a lease.
+func (n *Node) releaseAll(st *loopState, r Reason) {
+	if st.holder == nil {
+		return
+	}
+	now := n.now()
+	for _, s := range st.holder.Led(now) {
+		st.holder.SetDesired(s, false)
+		st.holder.Release(s, now)
+	}
+	st.holder.TakeChanges()
+	n.rpc.send(st.holder.Tick(now))
+	n.endAll(st, r)
+}
+
+func (n *Node) endAll(st *loopState, r Reason) {
+	n.mu.Lock()
+	shards := slices.Sorted(maps.Keys(n.leases))
+	n.mu.Unlock()
+	for _, s := range shards {
+		n.endLease(s, r)
+	}
+}
+
+// Leases returns the shards this node leads now with their leases.
+func (n *Node) Leases() map[uint32]*Lease {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return maps.Clone(n.leases)
+}
+
+func (n *Node) publish(a *Assignment, h *lease.Holder) {
+	t := TableFromAssignment(0, a)
+	if h != nil {
+		now := n.now()
+		for _, s := range h.Led(now) {
+			e, _ := h.Leads(s, now)
+			t.entries[s].Leader, t.entries[s].Epoch, t.entries[s].State = n.cfg.NodeID, e, Led
+			t.entries[s].Addr = n.cfg.GRPCAddr
+		}
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.version++
-	n.dir.Publish(TableFromAssignment(n.version, a))
+	t.version = n.version
+	n.dir.Publish(t)
 	close(n.changed)
 	n.changed = make(chan struct{})
 }
@@ -261,25 +624,51 @@ func (n *Node) membership() *membership.Membership {
 	return n.mem
 }
 
-// Leave announces a graceful departure, so peers drop this node at once
-// instead of waiting for failure detection, then stops the node. ctx bounds
-// the wait for the announcement.
+// Leave releases this node's shards at the voters, so that their new owners
+// take over at once, announces the departure to gossip and stops the node.
+// ctx bounds the whole.
 func (n *Node) Leave(ctx context.Context) error {
-	var err error
+	var errs []error
+	done := make(chan struct{})
+	select {
+	case n.leave <- done:
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+		if n.rpc != nil {
+			errs = append(errs, n.rpc.flush(ctx))
+		}
+	case <-n.stop:
+	case <-ctx.Done():
+	}
 	if mem := n.membership(); mem != nil {
-		err = mem.Leave(ctx)
+		errs = append(errs, mem.Leave(ctx))
 	}
 	n.Stop()
-	return err
+	return errors.Join(errs...)
 }
 
-// Stop stops the node without announcing it: peers detect a failure. It
-// waits for the node's goroutines and is idempotent.
+// Stop stops the node at once, as a crash would look to the cluster: its
+// leases end here now (contexts cancelled, Handler told "shutdown") but the
+// voters keep them until they expire, so peers take over after about one
+// LeaseDuration. It waits for the node's goroutines and is idempotent.
 func (n *Node) Stop() {
 	n.once.Do(func() {
+		close(n.stop)
+		n.loopWG.Wait() // the loop ends every lease before it returns
 		if mem := n.membership(); mem != nil {
-			mem.Stop() // closes Events, which ends loop
+			mem.Stop()
 		}
-		n.wg.Wait()
+		if n.rpc != nil {
+			n.rpc.close()
+		}
+		n.mu.Lock()
+		hq := n.handlers
+		n.mu.Unlock()
+		if hq != nil {
+			hq.close() // runs what is queued, then ends
+		}
+		n.handlWG.Wait()
 	})
 }

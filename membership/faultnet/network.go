@@ -17,6 +17,11 @@
 // only new packets and new dials are affected. memberlist opens a fresh TCP
 // connection for every stream operation, so in practice a cut takes effect
 // within one probe or push/pull round.
+//
+// The same rules also apply to long-lived TCP connections such as gRPC's,
+// opened through Network.Listen and Network.Dialer: unlike memberlist
+// streams, those are cut as soon as a rule separates their ends, at both
+// ends, as a real partition would eventually break them.
 package faultnet
 
 import (
@@ -49,6 +54,9 @@ type Network struct {
 	addrs   map[string]string      // advertised "ip:port" -> node name
 	blocked map[link]struct{}      // one-way blocks
 	delays  map[link]time.Duration // one-way delays
+
+	conns      map[*conn]struct{} // live connections from Listen and Dialer
+	dialedFrom map[tcpPair]string // dialed connection's endpoints -> dialing node
 }
 
 // New returns an empty Network with no transports and no rules. It is safe
@@ -59,6 +67,9 @@ func New() *Network {
 		addrs:   make(map[string]string),
 		blocked: make(map[link]struct{}),
 		delays:  make(map[link]time.Duration),
+
+		conns:      make(map[*conn]struct{}),
+		dialedFrom: make(map[tcpPair]string),
 	}
 }
 
@@ -134,12 +145,14 @@ func (n *Network) Transport(name, bindAddr string, port int, logger *log.Logger)
 //
 // Packets from -> to are dropped, and because TCP needs both directions,
 // dials from -> to and from to -> from are refused. Names need not belong to
-// a live Transport yet; the rule applies as soon as they do. Safe for
-// concurrent use.
+// a live Transport yet; the rule applies as soon as they do. Connections
+// from Listen and Dialer between the two are cut before Block returns. Safe
+// for concurrent use.
 func (n *Network) Block(from, to string) {
 	n.mu.Lock()
 	n.blocked[link{from, to}] = struct{}{}
 	n.mu.Unlock()
+	n.cutConns()
 }
 
 // Unblock removes the one-way block from -> to set by Block, Partition or
@@ -152,9 +165,11 @@ func (n *Network) Unblock(from, to string) {
 }
 
 // Partition cuts every link between a node in a and a node in b, both
-// directions. Links inside a and inside b are left as they are. Safe for
-// concurrent use.
+// directions. Links inside a and inside b are left as they are. Connections
+// from Listen and Dialer across the partition are cut before Partition
+// returns. Safe for concurrent use.
 func (n *Network) Partition(a, b []string) {
+	defer n.cutConns() // runs after the unlock below
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, x := range a {
@@ -166,13 +181,16 @@ func (n *Network) Partition(a, b []string) {
 }
 
 // Isolate cuts every link between name and every other registered node,
-// both directions. Only nodes with a live Transport at the time of the call
-// are cut off; a node registered later can still talk to name until it is
-// blocked separately. Safe for concurrent use.
+// both directions. Only nodes known at the time of the call are cut off:
+// those with a live Transport or Listen listener, and the ends of live
+// connections from Listen and Dialer. A node registered later can still talk
+// to name until it is blocked separately. Connections to name are cut before
+// Isolate returns. Safe for concurrent use.
 func (n *Network) Isolate(name string) {
+	defer n.cutConns() // runs after the unlock below
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for other := range n.nodes {
+	for other := range n.knownNodesLocked() {
 		if other == name {
 			continue
 		}
@@ -208,8 +226,9 @@ func (n *Network) Heal() {
 	n.mu.Unlock()
 }
 
-// Dropped reports how many packets and dials this network has refused so far
-// (useful for tests to assert a cut took effect). The count only grows; it
+// Dropped reports how many packets and dials this network has refused, and
+// how many Listen and Dialer connection ends it has cut, so far (useful for
+// tests to assert a cut took effect). The count only grows; it
 // is safe to read concurrently with traffic.
 func (n *Network) Dropped() uint64 {
 	return n.dropped.Load()

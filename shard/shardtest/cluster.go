@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 	"testing"
 	"time"
@@ -14,29 +15,74 @@ import (
 )
 
 // Cluster is an in-process cluster of shard.Nodes on loopback, using the
-// fast Local gossip profile and a faultnet.Network so that tests can cut
-// links. It is not safe for concurrent use; its nodes are.
+// fast Local gossip profile and a faultnet.Network for gossip and gRPC, so
+// that tests can cut links. It is not safe for concurrent use; its nodes
+// are.
 type Cluster struct {
 	// Net is the fault-injecting network all nodes send through.
 	Net *faultnet.Network
 	// Shards is the cluster's P.
 	Shards int
+	// Voters is the voter set every node is configured with (empty: no
+	// leases).
+	Voters []shard.VoterAddr
+	// LeaseDuration is the nodes' LD when Voters is set.
+	LeaseDuration time.Duration
 	// Configure, when set, adjusts each node's config before it starts.
 	Configure func(*shard.Config)
 
-	t     testing.TB
-	nodes map[string]*shard.Node // live nodes
+	t         testing.TB
+	nodes     map[string]*shard.Node // live nodes
+	dirs      map[string]string      // voter data directories, kept across restarts
+	listeners map[string]net.Listener
+	started   map[string]bool
 }
 
-// NewCluster starts nodes "node-1" … "node-n" with the given P and stops them
-// when the test ends.
+// NewCluster starts nodes "node-1" … "node-n" with the given P and no
+// voters, and stops them when the test ends.
 func NewCluster(t testing.TB, n, shards int) *Cluster {
 	t.Helper()
-	c := &Cluster{Net: faultnet.New(), Shards: shards, t: t, nodes: make(map[string]*shard.Node)}
-	t.Cleanup(c.StopAll)
+	c := newCluster(t, shards)
 	for i := 1; i <= n; i++ {
 		c.Add(fmt.Sprintf("node-%d", i))
 	}
+	return c
+}
+
+// NewLeaseCluster starts nodes "node-1" … "node-n", of which the first
+// voters are voters, with leases of duration ld.
+func NewLeaseCluster(t testing.TB, n, voters, shards int, ld time.Duration) *Cluster {
+	t.Helper()
+	c := newCluster(t, shards)
+	c.LeaseDuration = ld
+	for i := 1; i <= voters; i++ {
+		id := fmt.Sprintf("node-%d", i)
+		lis, err := c.Net.Listen(id, "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("listen for voter %s: %v", id, err)
+		}
+		c.listeners[id] = lis
+		c.Voters = append(c.Voters, shard.VoterAddr{ID: id, Addr: lis.Addr().String()})
+		c.dirs[id] = t.TempDir()
+	}
+	for i := 1; i <= n; i++ {
+		c.Add(fmt.Sprintf("node-%d", i))
+	}
+	return c
+}
+
+func newCluster(t testing.TB, shards int) *Cluster {
+	c := &Cluster{
+		Net: faultnet.New(), Shards: shards, t: t,
+		nodes: make(map[string]*shard.Node), dirs: make(map[string]string),
+		listeners: make(map[string]net.Listener), started: make(map[string]bool),
+	}
+	t.Cleanup(func() {
+		c.StopAll()
+		for _, l := range c.listeners {
+			l.Close()
+		}
+	})
 	return c
 }
 
@@ -47,14 +93,28 @@ func (c *Cluster) Config(id string) shard.Config {
 		seeds = append(seeds, c.nodes[id].GossipAddr())
 	}
 	cfg := shard.Config{
-		NodeID:     id,
-		Cluster:    "test",
-		Shards:     c.Shards,
-		GossipAddr: "127.0.0.1:0",
-		Seeds:      seeds,
-		GRPCAddr:   id + ".test:7000",
-		Profile:    membership.Local,
-		Logger:     Logger().With("node", id),
+		NodeID:        id,
+		Cluster:       "test",
+		Shards:        c.Shards,
+		GossipAddr:    "127.0.0.1:0",
+		Seeds:         seeds,
+		GRPCAddr:      id + ".test:7000",
+		Profile:       membership.Local,
+		Logger:        Logger().With("node", id),
+		Voters:        c.Voters,
+		LeaseDuration: c.LeaseDuration,
+		Dial:          c.Net.Dialer(id),
+	}
+	if i := slices.IndexFunc(c.Voters, func(v shard.VoterAddr) bool { return v.ID == id }); i >= 0 {
+		addr := c.Voters[i].Addr
+		cfg.GRPCAddr, cfg.DataDir, cfg.InitVoterStore = addr, c.dirs[id], !c.started[id]
+		cfg.Listen = func(string) (net.Listener, error) {
+			if l := c.listeners[id]; l != nil {
+				delete(c.listeners, id)
+				return l, nil
+			}
+			return c.Net.Listen(id, addr)
+		}
 	}
 	if c.Configure != nil {
 		c.Configure(&cfg)
@@ -83,9 +143,11 @@ func (c *Cluster) AddWith(cfg shard.Config) *shard.Node {
 	}
 	if err := n.Start(context.Background()); err != nil {
 		n.Stop()
+		_ = tr.Shutdown()
 		c.t.Fatalf("start %s: %v", cfg.NodeID, err)
 	}
 	c.nodes[cfg.NodeID] = n
+	c.started[cfg.NodeID] = true
 	return n
 }
 
@@ -99,6 +161,13 @@ func (c *Cluster) IDs() []string { return slices.Sorted(maps.Keys(c.nodes)) }
 func (c *Cluster) Crash(id string) {
 	c.nodes[id].Stop()
 	delete(c.nodes, id)
+}
+
+// Restart starts id again (a new process with the same ID and, for a
+// voter, the same data directory and address).
+func (c *Cluster) Restart(id string) *shard.Node {
+	c.t.Helper()
+	return c.Add(id)
 }
 
 // Leave makes id leave gracefully and stop.
@@ -150,4 +219,64 @@ func (c *Cluster) Agree(ids, owners []string) bool {
 func (c *Cluster) WaitAgree(d time.Duration, ids ...string) {
 	c.t.Helper()
 	Eventually(c.t, d, func() bool { return c.Agree(ids, ids) }, "nodes %v agree on a table owned by exactly them", ids)
+}
+
+// Leaders returns, for every shard, the live nodes that hold a lease on it
+// now and their epochs.
+func (c *Cluster) Leaders() map[uint32]map[string]uint64 {
+	out := make(map[uint32]map[string]uint64)
+	for _, id := range c.IDs() {
+		for s, l := range c.nodes[id].Leases() {
+			if out[s] == nil {
+				out[s] = make(map[string]uint64)
+			}
+			out[s][id] = l.Epoch()
+		}
+	}
+	return out
+}
+
+// AllLedOnceBy reports whether every shard has exactly one leader, and that
+// leader is among ids.
+func (c *Cluster) AllLedOnceBy(ids ...string) bool {
+	leaders := c.Leaders()
+	for s := range uint32(c.Shards) {
+		if len(leaders[s]) != 1 {
+			return false
+		}
+		for id := range leaders[s] {
+			if !slices.Contains(ids, id) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Settled reports whether the live nodes agree on the assignment and every
+// shard is led by exactly one node, its desired owner.
+func (c *Cluster) Settled() bool {
+	ids := c.IDs()
+	if len(ids) == 0 {
+		return false
+	}
+	var owners []string
+	for id := range c.nodes[ids[0]].Table().DesiredCounts() {
+		owners = append(owners, id)
+	}
+	if !c.Agree(ids, owners) {
+		return false
+	}
+	tab := c.nodes[ids[0]].Table()
+	leaders := c.Leaders()
+	for s := range uint32(c.Shards) {
+		e, _ := tab.Shard(int64(s))
+		if len(leaders[s]) != 1 {
+			return false
+		}
+		if _, ok := leaders[s][e.Desired]; !ok {
+			return false
+		}
+	}
+	return true
 }

@@ -1,0 +1,456 @@
+package lease_test
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tenurehq/tenure/lease"
+)
+
+// Holders driven against three real voters in process. One clock serves
+// every party, and the tests move it by hand: requests reach the voters
+// the moment they are sent, and replies come back after a chosen round
+// trip, so that the send time of a keep-alive and the arrival of its reply
+// differ.
+
+const (
+	drift    = 0.01
+	margin   = 300 * time.Millisecond
+	interval = 2 * time.Second
+)
+
+// usable is the lease rule's bound LD·(1−ρ)/(1+ρ) − SafetyMargin, computed
+// from the holder configuration below.
+var usable = func() time.Duration {
+	d, rho := float64(ld), drift
+	return time.Duration(d*(1-rho)/(1+rho)) - margin
+}()
+
+var voterIDs = []string{"v1", "v2", "v3"}
+
+func holderConfig(id string, inc uint64) lease.HolderConfig {
+	return lease.HolderConfig{
+		ID: id, Inc: inc, Voters: voterIDs,
+		LeaseDuration: ld, MaxClockDrift: drift, SafetyMargin: margin,
+		KeepAliveInterval: interval,
+		Rand:              rand.New(rand.NewPCG(1, 2)),
+	}
+}
+
+type world struct {
+	t      *testing.T
+	now    lease.Time
+	voters map[string]*lease.Voter
+	// lost names the voters whose requests are lost.
+	lost map[string]bool
+}
+
+func newWorld(t *testing.T) *world {
+	w := &world{t: t, voters: map[string]*lease.Voter{}, lost: map[string]bool{}}
+	for _, id := range voterIDs {
+		v, err := lease.NewVoter(lease.VoterConfig{ID: id, LeaseDuration: ld, Boot: 1}, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.voters[id] = v
+	}
+	return w
+}
+
+func (w *world) newHolder(id string, inc uint64) *lease.Holder {
+	return w.newHolderWith(holderConfig(id, inc))
+}
+
+func (w *world) newHolderWith(cfg lease.HolderConfig) *lease.Holder {
+	h, err := lease.NewHolder(cfg)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return h
+}
+
+func (w *world) at(d time.Duration) { w.now = lease.Time(d) }
+
+// exchange sends what h has to send now, lets every voter that is not
+// lost answer at once, advances the clock by rtt and delivers the replies.
+// It returns them by voter.
+func (w *world) exchange(h *lease.Holder, rtt time.Duration) map[string]lease.Reply {
+	w.t.Helper()
+	var reps []lease.Reply
+	for _, env := range h.Tick(w.now) {
+		if w.lost[env.To] {
+			continue
+		}
+		rep, _ := w.voters[env.To].Handle(env.Req, w.now)
+		w.t.Logf("%v: %s → %s %+v: %+v", time.Duration(w.now), env.Req.From, env.To, env.Req.Ops, rep.Results)
+		reps = append(reps, rep)
+	}
+	w.now = w.now.Add(rtt)
+	out := map[string]lease.Reply{}
+	for _, rep := range reps {
+		h.Step(rep, w.now)
+		out[rep.Voter] = rep
+	}
+	return out
+}
+
+// acquire makes h lead shard s, at time 0 plus whatever the clock says,
+// with 1 ms round trips.
+func (w *world) acquire(h *lease.Holder, s uint32) uint64 {
+	w.t.Helper()
+	h.SetDesired(s, true)
+	w.exchange(h, time.Millisecond)
+	e, ok := h.Leads(s, w.now)
+	if !ok {
+		w.t.Fatalf("%s does not lead shard %d after a round with every voter", h.ID(), s)
+	}
+	return e
+}
+
+func TestHolderAcquiresWithThreeVoters(t *testing.T) {
+	w := newWorld(t)
+	h := w.newHolder("n1", 1)
+	h.SetDesired(7, true)
+	if _, ok := h.Leads(7, w.now); ok {
+		t.Fatal("leads before any voter answered")
+	}
+	reps := w.exchange(h, time.Millisecond)
+	if len(reps) != 3 {
+		t.Fatalf("%d voters answered, want 3", len(reps))
+	}
+	if e, ok := h.Leads(7, w.now); !ok || e != 1 {
+		t.Fatalf("Leads(7) = %d, %v; want epoch 1, true", e, ok)
+	}
+	if got, want := h.Led(w.now), []uint32{7}; !slices.Equal(got, want) {
+		t.Fatalf("Led = %v, want %v", got, want)
+	}
+	if got, want := h.TakeChanges(), []lease.Change{{Kind: lease.Gained, Shard: 7, Epoch: 1}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("changes %+v, want %+v", got, want)
+	}
+	for id, v := range w.voters {
+		if got, want := v.Record(7), rec(1, "n1", reps[id].Gen); got != want {
+			t.Errorf("%s: Record(7) = %+v, want %+v", id, got, want)
+		}
+	}
+}
+
+// TestHolderLeaseEndsAtDeadline checks the lease rule to the nanosecond:
+// the lease lasts the usable lease past the SEND time of the keep-alive
+// that a majority last answered, and replies from a minority do not
+// extend it.
+func TestHolderLeaseEndsAtDeadline(t *testing.T) {
+	w := newWorld(t)
+	h := w.newHolder("n1", 1)
+	w.acquire(h, 7)
+	h.TakeChanges()
+	if d, ok := h.Deadline(7, w.now); !ok || d != lease.Time(usable) {
+		t.Fatalf("after acquiring at 0: Deadline = %v, %v; want %v", time.Duration(d), ok, usable)
+	}
+
+	// v1 and v2 answer the keep-alive sent at 2 s, 400 ms later; v3's is
+	// lost. The lease now runs from 2 s, not from 2.4 s.
+	w.at(interval)
+	w.lost["v3"] = true
+	if reps := w.exchange(h, 400*time.Millisecond); len(reps) != 2 {
+		t.Fatalf("%d replies to the keep-alive at %v, want 2", len(reps), interval)
+	}
+	deadline := lease.Time(interval + usable)
+	if d, ok := h.Deadline(7, w.now); !ok || d != deadline {
+		t.Fatalf("Deadline = %v, %v; want %v (send time + usable lease)", time.Duration(d), ok, time.Duration(deadline))
+	}
+
+	// A later keep-alive answered by v1 alone does not move it.
+	w.at(2 * interval)
+	w.lost["v2"] = true
+	if reps := w.exchange(h, 400*time.Millisecond); len(reps) != 1 {
+		t.Fatalf("%d replies at %v, want 1", len(reps), 2*interval)
+	}
+	if d, ok := h.Deadline(7, w.now); !ok || d != deadline {
+		t.Fatalf("after a minority's reply: Deadline = %v, %v; want %v", time.Duration(d), ok, time.Duration(deadline))
+	}
+
+	// Then nobody answers.
+	w.lost["v1"] = true
+	for _, at := range []time.Duration{3 * interval, 4 * interval} {
+		w.at(at)
+		w.exchange(h, 0)
+	}
+	if got := h.TakeChanges(); len(got) != 0 {
+		t.Fatalf("changes before the deadline: %+v", got)
+	}
+
+	before := deadline - 1
+	if e, ok := h.Leads(7, before); !ok || e != 1 {
+		t.Fatalf("Leads one nanosecond before the deadline = %d, %v; want 1, true", e, ok)
+	}
+	if d, ok := h.Deadline(7, before); !ok || d != deadline {
+		t.Fatalf("Deadline one nanosecond before it = %v, %v", time.Duration(d), ok)
+	}
+	h.Tick(before)
+	if got := h.TakeChanges(); len(got) != 0 {
+		t.Fatalf("changes one nanosecond before the deadline: %+v", got)
+	}
+	if e, ok := h.Leads(7, deadline); ok {
+		t.Fatalf("Leads at the deadline = %d, true; want false", e)
+	}
+	if _, ok := h.Deadline(7, deadline); ok {
+		t.Fatal("Deadline reports a lease at the deadline")
+	}
+	h.Tick(deadline)
+	want := []lease.Change{{Kind: lease.Lost, Shard: 7, Epoch: 1, Reason: lease.ReasonLeaseExpired}}
+	if got := h.TakeChanges(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("changes at the deadline %+v, want %+v", got, want)
+	}
+
+	// The voters still protect the lease a while: the holder stops first.
+	for id, v := range w.voters {
+		if v.Record(7).Holder != "n1" {
+			t.Fatalf("%s: Record(7) = %+v", id, v.Record(7))
+		}
+	}
+	rival := w.newHolder("n2", 1)
+	w.lost = map[string]bool{}
+	rival.SetDesired(7, true)
+	w.exchange(rival, time.Millisecond)
+	if _, ok := rival.Leads(7, w.now); ok {
+		t.Fatalf("a rival was granted shard 7 at %v, while the voters' sessions of n1 were live", time.Duration(w.now))
+	}
+}
+
+func TestHolderReleaseEndsLeaseAtOnce(t *testing.T) {
+	w := newWorld(t)
+	h := w.newHolder("n1", 1)
+	w.acquire(h, 7)
+	h.TakeChanges()
+
+	w.at(time.Second)
+	h.SetDesired(7, false)
+	h.Release(7, w.now)
+	if e, ok := h.Leads(7, w.now); ok {
+		t.Fatalf("Leads after Release = %d, true", e)
+	}
+	if _, ok := h.Deadline(7, w.now); ok {
+		t.Fatal("Deadline reports a lease after Release")
+	}
+	want := []lease.Change{{Kind: lease.Lost, Shard: 7, Epoch: 1, Reason: lease.ReasonReleased}}
+	if got := h.TakeChanges(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("changes %+v, want %+v", got, want)
+	}
+
+	// The release leaves with the next Tick, before a keep-alive is due.
+	reps := w.exchange(h, time.Millisecond)
+	if len(reps) != 3 {
+		t.Fatalf("the release reached %d voters, want 3", len(reps))
+	}
+	for id, v := range w.voters {
+		if got, want := v.Record(7), released(1, "n1", reps[id].Gen); got != want {
+			t.Errorf("%s: Record(7) = %+v, want %+v", id, got, want)
+		}
+	}
+}
+
+func TestHolderTransferEndsLeaseAtOnce(t *testing.T) {
+	w := newWorld(t)
+	target := w.newHolder("n2", 5)
+	targetGens := map[string]uint64{}
+	for id, rep := range w.exchange(target, time.Millisecond) {
+		targetGens[id] = rep.Gen
+	}
+	h := w.newHolder("n1", 1)
+	w.acquire(h, 7)
+	h.TakeChanges()
+
+	if err := h.Transfer(8, "n2", 5, w.now); err == nil {
+		t.Fatal("Transfer of a shard not led succeeded")
+	}
+
+	w.at(time.Second)
+	h.SetDesired(7, false)
+	if err := h.Transfer(7, "n2", 5, w.now); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := h.Leads(7, w.now); ok {
+		t.Fatalf("Leads after Transfer = %d, true", e)
+	}
+	want := []lease.Change{{Kind: lease.Lost, Shard: 7, Epoch: 1, Reason: lease.ReasonHandoff}}
+	if got := h.TakeChanges(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("changes %+v, want %+v", got, want)
+	}
+
+	w.exchange(h, time.Millisecond)
+	changes := h.TakeChanges()
+	if len(changes) != 1 || changes[0].Kind != lease.Transferred {
+		t.Fatalf("changes %+v, want one Transferred", changes)
+	}
+	c := changes[0]
+	if c.Shard != 7 || c.Epoch != 2 || c.To != "n2" || len(c.Gens) < 2 {
+		t.Fatalf("Transferred %+v, want shard 7 at epoch 2 to n2 with a majority of gens", c)
+	}
+	for id, g := range c.Gens {
+		if g != targetGens[id] {
+			t.Errorf("Gens[%s] = %#x, want the target's gen there, %#x", id, g, targetGens[id])
+		}
+	}
+	for id, v := range w.voters {
+		if got, want := v.Record(7), rec(2, "n2", targetGens[id]); got != want {
+			t.Errorf("%s: Record(7) = %+v, want %+v", id, got, want)
+		}
+	}
+
+	// The target leads on its own keep-alives (sent at 0).
+	target.AcceptTransfer(7, c.Epoch, c.Gens, w.now)
+	if e, ok := target.Leads(7, w.now); !ok || e != 2 {
+		t.Fatalf("target: Leads = %d, %v; want 2, true", e, ok)
+	}
+	if d, ok := target.Deadline(7, w.now); !ok || d != lease.Time(usable) {
+		t.Fatalf("target: Deadline = %v, %v; want %v", time.Duration(d), ok, usable)
+	}
+	if got, want := target.TakeChanges(), []lease.Change{{Kind: lease.Gained, Shard: 7, Epoch: 2}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("target: changes %+v, want %+v", got, want)
+	}
+}
+
+// TestHolderFailedAcquisitionReleasesPartialGrant: v2 and v3 hold a live
+// rival's record, v1 grants the holder. The attempt fails, and the grant
+// at v1, which would otherwise block the shard while the holder lives, is
+// released. The release rides on the next keep-alive to v1; a backoff
+// longer than the keep-alive interval keeps a new attempt from going
+// first.
+func TestHolderFailedAcquisitionReleasesPartialGrant(t *testing.T) {
+	w := newWorld(t)
+	for _, id := range []string{"v2", "v3"} {
+		rep, _ := w.voters[id].Handle(lease.Request{From: "r", Inc: 1, Seq: 1, Ops: []lease.Op{grant(7, 1)}}, 0)
+		if !rep.Results[0].OK() {
+			t.Fatalf("%s refused the rival: %+v", id, rep.Results[0])
+		}
+	}
+
+	cfg := holderConfig("n1", 1)
+	cfg.BackoffMin, cfg.BackoffMax = 2*interval, 2*interval
+	h := w.newHolderWith(cfg)
+	h.SetDesired(7, true)
+	v1Granted := false
+	for w.now < lease.Time(interval+time.Second) {
+		rep := w.exchange(h, time.Millisecond)["v1"]
+		for _, res := range rep.Results {
+			if res.Op.Kind == lease.OpGrant && res.OK() {
+				v1Granted = true
+			}
+		}
+		if e, ok := h.Leads(7, w.now); ok {
+			t.Fatalf("leads shard 7 at epoch %d against a live rival holding two voters", e)
+		}
+		w.now = w.now.Add(100 * time.Millisecond)
+	}
+	if !v1Granted {
+		t.Fatal("v1 never granted the holder: the test did not set up a partial grant")
+	}
+	if r := w.voters["v1"].Record(7); r.Holder != "n1" || !r.Released {
+		t.Fatalf("v1: Record(7) = %+v, want the holder's grant released", r)
+	}
+	for _, id := range []string{"v2", "v3"} {
+		if r := w.voters[id].Record(7); r.Holder != "r" || r.Released {
+			t.Fatalf("%s: Record(7) = %+v, want the rival's", id, r)
+		}
+	}
+	for _, c := range h.TakeChanges() {
+		if c.Kind == lease.Gained {
+			t.Fatalf("change %+v", c)
+		}
+	}
+}
+
+func TestHolderConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		give func(*lease.HolderConfig)
+		// wantField is the field the error must name; empty for a valid
+		// configuration.
+		wantField string
+		bug       string
+	}{
+		{name: "valid", give: func(*lease.HolderConfig) {}},
+		{name: "defaults fill what is left zero", give: func(c *lease.HolderConfig) {
+			c.MaxClockDrift, c.SafetyMargin, c.KeepAliveInterval = 0, 0, 0
+		}},
+		{name: "single voter", give: func(c *lease.HolderConfig) { c.Voters = []string{"v1"} }},
+		{name: "five voters", give: func(c *lease.HolderConfig) { c.Voters = []string{"a", "b", "c", "d", "e"} }},
+		{name: "empty ID", give: func(c *lease.HolderConfig) { c.ID = "" }, wantField: "HolderConfig.ID"},
+		{name: "zero incarnation", give: func(c *lease.HolderConfig) { c.Inc = 0 }, wantField: "HolderConfig.Inc"},
+		{name: "no voters", give: func(c *lease.HolderConfig) { c.Voters = nil }, wantField: "HolderConfig.Voters"},
+		{name: "even number of voters", give: func(c *lease.HolderConfig) { c.Voters = []string{"v1", "v2"} }, wantField: "HolderConfig.Voters"},
+		{name: "seven voters", give: func(c *lease.HolderConfig) { c.Voters = []string{"a", "b", "c", "d", "e", "f", "g"} }, wantField: "HolderConfig.Voters"},
+		{name: "empty voter ID", give: func(c *lease.HolderConfig) { c.Voters = []string{"v1", "", "v3"} }, wantField: "HolderConfig.Voters[1]"},
+		{name: "repeated voter", give: func(c *lease.HolderConfig) { c.Voters = []string{"v1", "v2", "v1"} }, wantField: "HolderConfig.Voters[2]"},
+		{name: "zero lease", give: func(c *lease.HolderConfig) { c.LeaseDuration = 0 }, wantField: "HolderConfig.LeaseDuration"},
+		{name: "negative lease", give: func(c *lease.HolderConfig) { c.LeaseDuration = -ld }, wantField: "HolderConfig.LeaseDuration"},
+		{name: "drift at its bound", give: func(c *lease.HolderConfig) { c.MaxClockDrift = 0.2 }, wantField: "HolderConfig.MaxClockDrift"},
+		{name: "negative drift", give: func(c *lease.HolderConfig) { c.MaxClockDrift = -0.01 }, wantField: "HolderConfig.MaxClockDrift"},
+		{name: "no Rand", give: func(c *lease.HolderConfig) { c.Rand = nil }, wantField: "HolderConfig.Rand"},
+		{name: "backoff bounds inverted", give: func(c *lease.HolderConfig) {
+			c.BackoffMin, c.BackoffMax = time.Second, time.Millisecond
+		}, wantField: "HolderConfig.BackoffMin"},
+		{name: "keep-alive interval over half the usable lease", give: func(c *lease.HolderConfig) {
+			c.KeepAliveInterval = usable/2 + 1
+		}, wantField: "HolderConfig.KeepAliveInterval"},
+		{name: "keep-alive interval of half the usable lease", give: func(c *lease.HolderConfig) {
+			c.KeepAliveInterval = usable / 2
+		}},
+		{name: "safety margin that leaves no usable lease", give: func(c *lease.HolderConfig) {
+			c.SafetyMargin = ld
+		}, wantField: "SafetyMargin"},
+		{
+			name:      "negative safety margin",
+			give:      func(c *lease.HolderConfig) { c.SafetyMargin = -time.Second },
+			wantField: "HolderConfig.SafetyMargin",
+			bug:       "Validate accepts a negative SafetyMargin: the usable lease becomes LD·(1−ρ)/(1+ρ) + |SafetyMargin|, longer than the voters' LD, so a rival is granted while this holder still leads",
+		},
+		{
+			name:      "negative request timeout",
+			give:      func(c *lease.HolderConfig) { c.RequestTimeout = -time.Second },
+			wantField: "HolderConfig.RequestTimeout",
+			bug:       "Validate accepts a negative RequestTimeout: every acquisition not won before the next Tick fails there",
+		},
+		{
+			name:      "negative keep-alive interval",
+			give:      func(c *lease.HolderConfig) { c.KeepAliveInterval = -time.Second },
+			wantField: "HolderConfig.KeepAliveInterval",
+			bug:       "Validate accepts a negative KeepAliveInterval (it checks only the upper bound); every Tick then sends a keep-alive to every voter",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.bug != "" {
+				t.Skip("known bug: " + tt.bug)
+			}
+			cfg := holderConfig("n1", 1)
+			cfg.Voters = slices.Clone(cfg.Voters)
+			tt.give(&cfg)
+			before := fmt.Sprintf("%+v", cfg)
+			err := cfg.Validate()
+			if after := fmt.Sprintf("%+v", cfg); after != before {
+				t.Fatalf("Validate modified its receiver: %s → %s", before, after)
+			}
+			_, newErr := lease.NewHolder(cfg)
+			if tt.wantField == "" {
+				if err != nil || newErr != nil {
+					t.Fatalf("Validate = %v, NewHolder = %v; want both nil", err, newErr)
+				}
+				return
+			}
+			if !errors.Is(err, lease.ErrConfig) || !errors.Is(newErr, lease.ErrConfig) {
+				t.Fatalf("Validate = %v, NewHolder = %v; want both to wrap ErrConfig", err, newErr)
+			}
+			if !strings.Contains(err.Error(), tt.wantField) {
+				t.Fatalf("Validate = %q, want it to name %s", err, tt.wantField)
+			}
+			t.Log(err)
+		})
+	}
+}

@@ -1,0 +1,187 @@
+package shard_test
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tenurehq/tenure/shard"
+	"github.com/tenurehq/tenure/shard/shardtest"
+)
+
+const testLease = time.Second
+
+// ledBy returns the shards id leads, from the cluster's lease view.
+func ledBy(c *shardtest.Cluster, id string) map[uint32]uint64 {
+	out := map[uint32]uint64{}
+	for s, l := range c.Node(id).Leases() {
+		out[s] = l.Epoch()
+	}
+	return out
+}
+
+func TestLeaseClusterLeadsEveryShardOnce(t *testing.T) {
+	c := shardtest.NewLeaseCluster(t, 5, 3, 64, testLease)
+	shardtest.Eventually(t, converge, func() bool { return c.AllLedOnceBy(c.IDs()...) }, "every shard led by exactly one node")
+	// The table shows the leader of each shard it leads.
+	n := c.Node("node-2")
+	for s, epoch := range ledBy(c, "node-2") {
+		e, err := n.Table().Shard(int64(s))
+		if err != nil || e.Leader != "node-2" || e.Epoch != epoch || e.State != shard.Led {
+			t.Fatalf("table entry for led shard %d: %+v, %v", s, e, err)
+		}
+	}
+}
+
+func TestKilledLeaderFailsOverWithHigherEpochs(t *testing.T) {
+	c := shardtest.NewLeaseCluster(t, 5, 3, 64, testLease)
+	shardtest.Eventually(t, converge, c.Settled, "every shard led by its desired owner")
+	victim := ledBy(c, "node-4")
+	if len(victim) == 0 {
+		t.Fatal("node-4 leads nothing")
+	}
+	began := time.Now()
+	c.Crash("node-4")
+	shardtest.Eventually(t, converge, func() bool {
+		if !c.AllLedOnceBy(c.IDs()...) {
+			return false
+		}
+		leaders := c.Leaders()
+		for s, old := range victim {
+			for _, e := range leaders[s] {
+				if e <= old {
+					t.Fatalf("shard %d led again at epoch %d, not above %d", s, e, old)
+				}
+			}
+		}
+		return true
+	}, "node-4's %d shards led elsewhere at higher epochs", len(victim))
+	t.Logf("failover of %d shards took %v (lease %v)", len(victim), time.Since(began), testLease)
+}
+
+func TestIsolatedNodeStopsLeadingWithinItsLease(t *testing.T) {
+	c := shardtest.NewLeaseCluster(t, 5, 3, 64, testLease)
+	shardtest.Eventually(t, converge, c.Settled, "every shard led by its desired owner")
+	if len(ledBy(c, "node-5")) == 0 {
+		t.Fatal("node-5 leads nothing")
+	}
+	ctxs := []*shard.Lease{}
+	for _, l := range c.Node("node-5").Leases() {
+		ctxs = append(ctxs, l)
+	}
+	began := time.Now()
+	c.Net.Isolate("node-5")
+	// Its own clock ends its leases: within LD of the last answered
+	// keep-alive, so within LD of the cut.
+	shardtest.Eventually(t, 2*testLease, func() bool { return len(ledBy(c, "node-5")) == 0 }, "node-5 stops leading")
+	stopped := time.Since(began)
+	if stopped > testLease+100*time.Millisecond {
+		t.Fatalf("node-5 stopped leading %v after the cut, lease is %v", stopped, testLease)
+	}
+	// Its leases run out, unless its own (partitioned) view of the
+	// assignment moved a shard away first.
+	expired := 0
+	for _, l := range ctxs {
+		var ended *shard.LeaseEndedError
+		if !errors.As(contextCause(l), &ended) {
+			t.Fatalf("lease on shard %d ended with %v", l.Shard(), contextCause(l))
+		}
+		switch ended.Reason {
+		case shard.ReasonLeaseExpired:
+			expired++
+		case shard.ReasonRebalance:
+		default:
+			t.Fatalf("lease on shard %d ended with %v, want lease expired", l.Shard(), ended)
+		}
+	}
+	if expired == 0 {
+		t.Fatal("no lease of the isolated node ran out")
+	}
+	majority := []string{"node-1", "node-2", "node-3", "node-4"}
+	shardtest.Eventually(t, converge, func() bool { return allLedOnceAmong(c, majority) }, "the majority side leads every shard")
+	t.Logf("isolated leader stopped after %v", stopped)
+}
+
+func contextCause(l *shard.Lease) error {
+	<-l.Context().Done()
+	return contextCauseOf(l)
+}
+
+// allLedOnceAmong is AllLedOnceBy counting only the given nodes' leases.
+func allLedOnceAmong(c *shardtest.Cluster, ids []string) bool {
+	count := map[uint32]int{}
+	for _, id := range ids {
+		for s := range c.Node(id).Leases() {
+			count[s]++
+		}
+	}
+	for s := range uint32(c.Shards) {
+		if count[s] != 1 {
+			return false
+		}
+	}
+	return true
+}
+
+// A voter that is cut off costs nothing: the other two are a majority. The
+// cut voter is a dedicated one (it owns no shards), so that the assignment
+// does not change either.
+func TestOneVoterCutOffStopsNothing(t *testing.T) {
+	c := shardtest.NewLeaseCluster(t, 0, 3, 64, testLease)
+	c.Configure = func(cfg *shard.Config) { cfg.NoShards = cfg.NodeID == "node-1" }
+	for _, id := range []string{"node-1", "node-2", "node-3", "node-4", "node-5"} {
+		c.Add(id)
+	}
+	leaders := []string{"node-2", "node-3", "node-4", "node-5"}
+	shardtest.Eventually(t, converge, c.Settled, "every shard led by its desired owner")
+	before := c.Leaders()
+	var lost sync.Map
+	for _, id := range leaders {
+		for s, l := range c.Node(id).Leases() {
+			go func() {
+				<-l.Context().Done()
+				lost.Store(s, context.Cause(l.Context()))
+			}()
+		}
+	}
+	c.Net.Isolate("node-1")
+	// Wait until node-1's session has expired at the others' view of it
+	// and gossip has dropped it; leases must have lived through it all.
+	shardtest.Eventually(t, converge, func() bool {
+		for _, id := range leaders {
+			for _, m := range c.Node(id).Members() {
+				if m.NodeID == "node-1" {
+					return false
+				}
+			}
+		}
+		return true
+	}, "everyone drops node-1")
+	holdFault(2 * testLease)
+	lost.Range(func(s, cause any) bool {
+		t.Errorf("shard %v lease ended when one voter was cut off: %v", s, cause)
+		return true
+	})
+	if after := c.Leaders(); !maps.EqualFunc(before, after, maps.Equal) {
+		t.Fatalf("leadership changed: before %v, after %v", before, after)
+	}
+}
+
+func TestLosingTwoVotersStopsEveryLeaderUntilOneReturns(t *testing.T) {
+	c := shardtest.NewLeaseCluster(t, 5, 3, 32, testLease)
+	shardtest.Eventually(t, converge, c.Settled, "every shard led by its desired owner")
+	c.Crash("node-1")
+	began := time.Now()
+	c.Crash("node-2")
+	shardtest.Eventually(t, 3*testLease, func() bool { return len(c.Leaders()) == 0 }, "no node leads anything")
+	if d := time.Since(began); d > testLease+100*time.Millisecond {
+		t.Fatalf("leaders kept leading %v after losing the voter majority (lease %v)", d, testLease)
+	}
+	c.Restart("node-2")
+	shardtest.Eventually(t, converge, func() bool { return c.AllLedOnceBy(c.IDs()...) }, "every shard led again after a voter returned")
+	t.Logf("live nodes: %v, leaders: %v", c.IDs(), slices.Sorted(maps.Keys(c.Leaders())))
+}

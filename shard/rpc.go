@@ -1,0 +1,255 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/tenurehq/tenure/lease"
+	voterv1 "github.com/tenurehq/tenure/proto/voter/v1"
+	"github.com/tenurehq/tenure/voter"
+)
+
+// rpcPlane is the node's network edge for the lease protocol: the gRPC
+// server (serving the voter protocol when the node is a voter) and one
+// client per voter. Requests leave without blocking the node's loop; a
+// voter that cannot keep up loses requests, which the protocol tolerates
+// (they are keep-alives and idempotent operations).
+type rpcPlane struct {
+	log     *slog.Logger
+	cluster string
+	timeout time.Duration
+
+	srv   *grpc.Server
+	lis   net.Listener
+	voter *voter.Server
+
+	clients []*voterClient
+	byID    map[string]*voterClient
+	replies chan lease.Reply
+
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+type voterClient struct {
+	id       string
+	conn     *grpc.ClientConn
+	rpc      voterv1.VoterClient
+	queue    chan lease.Request
+	inflight sync.WaitGroup
+}
+
+// Per-voter limits: requests waiting to leave, and requests in flight.
+const (
+	voterQueue    = 64
+	voterInflight = 8
+)
+
+func startRPC(cfg Config, log *slog.Logger) (p *rpcPlane, err error) {
+	p = &rpcPlane{
+		log:     log,
+		cluster: cfg.Cluster,
+		timeout: cfg.LeaseDuration / 2,
+		byID:    make(map[string]*voterClient),
+		replies: make(chan lease.Reply, 1024),
+		stop:    make(chan struct{}),
+	}
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	if cfg.isVoter() {
+		p.voter, err = voter.Open(voter.Config{
+			ID: cfg.NodeID, Cluster: cfg.Cluster, Dir: cfg.DataDir, Init: cfg.InitVoterStore,
+			LeaseDuration: cfg.LeaseDuration, Logger: log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		listen := cfg.Listen
+		if listen == nil {
+			listen = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+		}
+		if p.lis, err = listen(cfg.GRPCListen); err != nil {
+			return nil, fmt.Errorf("gRPC listen on %s: %w", cfg.GRPCListen, err)
+		}
+		p.srv = grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime: 5 * time.Second, PermitWithoutStream: true,
+		}))
+		p.voter.Register(p.srv)
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			if err := p.srv.Serve(p.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				log.Error("gRPC server stopped", "err", err)
+			}
+		}()
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// A restarted voter must be reachable again within a fraction of
+		// a lease, not after gRPC's default two-minute backoff.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: cfg.LeaseDuration / 4},
+			MinConnectTimeout: cfg.LeaseDuration / 2,
+		}),
+		// Client Time must be at least the server's MinTime, or the
+		// server answers with GOAWAY.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+	}
+	if cfg.Dial != nil {
+		opts = append(opts, grpc.WithContextDialer(cfg.Dial))
+	}
+	for _, v := range cfg.Voters {
+		conn, err := grpc.NewClient("passthrough:///"+v.Addr, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("voter %s at %s: %w", v.ID, v.Addr, err)
+		}
+		c := &voterClient{id: v.ID, conn: conn, rpc: voterv1.NewVoterClient(conn), queue: make(chan lease.Request, voterQueue)}
+		p.clients = append(p.clients, c)
+		p.byID[v.ID] = c
+		p.wg.Add(1)
+		go p.sender(c)
+	}
+	return p, nil
+}
+
+// send queues requests for their voters without blocking.
+func (p *rpcPlane) send(envs []lease.Envelope) {
+	for _, e := range envs {
+		c := p.byID[e.To]
+		if c == nil {
+			continue
+		}
+		select {
+		case c.queue <- e.Req:
+		default:
+			p.log.Debug("voter queue full; request dropped", "voter", e.To)
+		}
+	}
+}
+
+func (p *rpcPlane) sender(c *voterClient) {
+	defer p.wg.Done()
+	slots := make(chan struct{}, voterInflight)
+	for {
+		var req lease.Request
+		select {
+		case <-p.stop:
+			c.inflight.Wait()
+			return
+		case req = <-c.queue:
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-p.stop:
+			c.inflight.Wait()
+			return
+		}
+		c.inflight.Add(1)
+		go func() {
+			defer func() { <-slots; c.inflight.Done() }()
+			p.call(c, req)
+		}()
+	}
+}
+
+func (p *rpcPlane) call(c *voterClient, req lease.Request) {
+	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	m, err := c.rpc.Call(ctx, voterv1.RequestToPB(p.cluster, req))
+	if err != nil {
+		p.log.Debug("voter call failed", "voter", c.id, "err", err)
+		return
+	}
+	cluster, rep, err := voterv1.ReplyFromPB(m)
+	if err != nil || cluster != p.cluster || rep.Voter != c.id {
+		p.log.Warn("voter reply refused", "voter", c.id, "cluster", cluster, "from", rep.Voter, "err", err)
+		return
+	}
+	select {
+	case p.replies <- rep:
+	case <-p.stop:
+	}
+}
+
+// flush waits until every queued request has been answered or ctx ends.
+func (p *rpcPlane) flush(ctx context.Context) error {
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for {
+		empty := true
+		for _, c := range p.clients {
+			if len(c.queue) > 0 {
+				empty = false
+			}
+		}
+		if empty {
+			done := make(chan struct{})
+			go func() {
+				for _, c := range p.clients {
+					c.inflight.Wait()
+				}
+				close(done)
+			}()
+			select {
+			case <-done:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// close stops the clients and the server and waits for their goroutines.
+func (p *rpcPlane) close() {
+	p.closeOnce.Do(func() {
+		close(p.stop)
+		if p.srv != nil {
+			// Voter calls are short; a bounded graceful stop lets those in
+			// flight persist and answer.
+			done := make(chan struct{})
+			go func() { p.srv.GracefulStop(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(time.Second):
+				p.srv.Stop()
+				<-done
+			}
+		}
+		p.wg.Wait()
+		for _, c := range p.clients {
+			c.conn.Close()
+		}
+		if p.voter != nil {
+			if err := p.voter.Close(); err != nil {
+				p.log.Warn("closing voter store", "err", err)
+			}
+		}
+	})
+}

@@ -1,0 +1,62 @@
+package voter
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	voterv1 "github.com/tenurehq/tenure/proto/voter/v1"
+	"github.com/tenurehq/tenure/voterstore"
+)
+
+// Errors of this package, always wrapped in an error that names the values
+// involved; test for them with errors.Is.
+var (
+	// ErrConfig is wrapped by every error of Config.Validate.
+	ErrConfig = errors.New("invalid voter configuration")
+
+	// ErrWrongCluster means a request came from a node of another cluster.
+	ErrWrongCluster = errors.New("request from another cluster")
+
+	// ErrClosed means the Server was closed.
+	ErrClosed = errors.New("voter closed")
+
+	// ErrStopped means the voter stopped answering after its store failed
+	// to save records that its memory already holds. It answers again only
+	// after a restart from its store (with the grace period that brings).
+	ErrStopped = errors.New("voter stopped after a store failure")
+)
+
+// statusError is the one place where the errors of a call become gRPC
+// status codes; clients map the codes back.
+//
+//   - InvalidArgument: the request failed validation; the message names the
+//     field. Resending it cannot help.
+//   - FailedPrecondition: the request names another cluster; the message
+//     names both. The node is pointed at the wrong voters.
+//   - Unavailable: the voter is closed or stopped, or its store failed. The
+//     request may or may not have taken effect; a node retries, here or at
+//     another voter, and learns the outcome from the repeat.
+//   - Canceled, DeadlineExceeded: the caller gave up before the records the
+//     reply depends on were durable. They may still become durable.
+//   - Internal: anything else, which is a bug.
+func statusError(err error) error {
+	var code codes.Code
+	switch {
+	case errors.Is(err, voterv1.ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, ErrWrongCluster):
+		code = codes.FailedPrecondition
+	case errors.Is(err, ErrClosed), errors.Is(err, ErrStopped), errors.Is(err, voterstore.ErrClosed):
+		code = codes.Unavailable
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	default:
+		code = codes.Internal
+	}
+	return status.Error(code, err.Error())
+}

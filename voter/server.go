@@ -1,0 +1,248 @@
+package voter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"google.golang.org/grpc"
+
+	"github.com/tenurehq/tenure/lease"
+	voterv1 "github.com/tenurehq/tenure/proto/voter/v1"
+	"github.com/tenurehq/tenure/voterstore"
+)
+
+// store is what a Server needs of its *voterstore.Store once it is open.
+type store interface {
+	Enqueue(recs []lease.ShardRecord) error
+	Barrier(ctx context.Context) error
+	Close() error
+}
+
+// Server drives one lease.Voter: it owns the voter's clock, its store and
+// its gRPC service. Its methods are safe for concurrent use. Every Server
+// that Open returns must be closed.
+type Server struct {
+	voterv1.UnimplementedVoterServer
+
+	cfg       Config
+	restarted bool
+	log       *slog.Logger
+
+	// mu serialises the voter, and with it the order in which records
+	// reach the store's queue.
+	mu     sync.Mutex
+	voter  *lease.Voter
+	store  store
+	failed error // the first store failure; never cleared
+	closed bool
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open validates cfg, opens the store in cfg.Dir (creating it if cfg.Init
+// is set), loads its records and starts the voter on them. A voter that
+// starts from an existing store is in its grace period for one
+// LeaseDuration and grants nothing meanwhile; Open logs which case applies.
+//
+// Open fails with an error wrapping ErrConfig for an invalid cfg, and with
+// the store's errors (voterstore.ErrNoStore, ErrExists, ErrWrongCluster,
+// ErrWrongVoter, ErrLocked, ErrCorrupt) otherwise.
+func Open(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+
+	st, err := voterstore.Open(voterstore.Options{
+		Dir:     cfg.Dir,
+		Cluster: cfg.Cluster,
+		VoterID: cfg.ID,
+		Init:    cfg.Init,
+		Logger:  cfg.Logger,
+	})
+	if errors.Is(err, voterstore.ErrNoStore) {
+		return nil, fmt.Errorf("voter: voter %q has no store in %s and will not vote without its records; "+
+			"if the data directory moved, point Config.Dir at it, and set Config.Init only as follows: %w",
+			cfg.ID, cfg.Dir, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("voter: voter %q: %w", cfg.ID, err)
+	}
+	recs, err := st.Records()
+	if err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("voter: voter %q: load records: %w", cfg.ID, err)
+	}
+
+	// The grace period starts now, after the store was opened, so it ends
+	// at least one LeaseDuration after the previous process stopped
+	// renewing sessions: every session it forgot has expired by then.
+	now := lease.Time(cfg.Clock())
+	v, err := lease.NewVoter(lease.VoterConfig{
+		ID:            cfg.ID,
+		LeaseDuration: cfg.LeaseDuration,
+		Boot:          st.Boot(),
+		Restarted:     st.Restarted(),
+	}, recs, now)
+	if err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("voter: voter %q: %w", cfg.ID, err)
+	}
+
+	s := &Server{
+		cfg:       cfg,
+		restarted: st.Restarted(),
+		log:       cfg.Logger.With("voter", cfg.ID, "cluster", cfg.Cluster),
+		voter:     v,
+		store:     st,
+	}
+	if s.restarted {
+		s.log.Info("voter restarted from its store: in grace period, granting nothing until every session it forgot has expired",
+			"boot", st.Boot(), "records", len(recs), "grace", cfg.LeaseDuration)
+	} else {
+		s.log.Info("voter initialised: no grace period", "boot", st.Boot())
+	}
+	return s, nil
+}
+
+// Register registers the voterv1.Voter service on g. Call it before
+// g.Serve.
+func (s *Server) Register(g *grpc.Server) {
+	voterv1.RegisterVoterServer(g, s)
+}
+
+// Call is the voterv1.Voter RPC: it applies one request to the voter and
+// replies once every record the reply depends on is durable. Errors are
+// gRPC statuses; see statusError for the codes.
+func (s *Server) Call(ctx context.Context, m *voterv1.CallRequest) (*voterv1.CallReply, error) {
+	rep, err := s.call(ctx, m)
+	if err != nil {
+		return nil, statusError(err)
+	}
+	return voterv1.ReplyToPB(s.cfg.Cluster, rep), nil
+}
+
+func (s *Server) call(ctx context.Context, m *voterv1.CallRequest) (lease.Reply, error) {
+	cluster, req, err := voterv1.RequestFromPB(m)
+	if err != nil {
+		return lease.Reply{}, fmt.Errorf("voter %q: %w", s.cfg.ID, err)
+	}
+	if cluster != s.cfg.Cluster {
+		return lease.Reply{}, fmt.Errorf("voter %q of cluster %q refuses node %q of cluster %q: %w",
+			s.cfg.ID, s.cfg.Cluster, req.From, cluster, ErrWrongCluster)
+	}
+	if err := ctx.Err(); err != nil {
+		// The caller is gone and will never see a reply: leave the
+		// voter's state alone rather than change it for nobody.
+		return lease.Reply{}, fmt.Errorf("voter %q: request from %q abandoned: %w", s.cfg.ID, req.From, err)
+	}
+
+	s.mu.Lock()
+	if err := s.refusing(); err != nil {
+		s.mu.Unlock()
+		return lease.Reply{}, err
+	}
+	// The clock is read under the lock so that the voter sees time in the
+	// order it handles requests. Read outside, a request stamped earlier
+	// could be handled later and move a session's lastSeen backwards,
+	// ending the holder's protection before the holder's own deadline.
+	rep, dirty := s.voter.Handle(req, lease.Time(s.cfg.Clock()))
+	st := s.store
+	// Queueing under the same lock puts the records on disk in the order
+	// the voter wrote them. Saved outside it, two requests' records for
+	// one shard could reach the queue in either order, and an older
+	// record could overwrite a newer one that a reply already promised.
+	err = st.Enqueue(dirty)
+	if err != nil {
+		s.fail(err)
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return lease.Reply{}, fmt.Errorf("voter %q: %w: %w", s.cfg.ID, ErrStopped, err)
+	}
+
+	// The reply leaves only once everything it depends on is durable: its
+	// own records, and those of earlier requests whose saves may still be
+	// in flight, since a rejection or a Held list can reveal them. Barrier
+	// waits for everything queued before it, so it is called for every
+	// request, including those that changed nothing.
+	if err := st.Barrier(ctx); err != nil {
+		switch {
+		case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+			// The records stay queued and may still become durable; the
+			// caller, who left, treats the request as neither applied nor
+			// lost. Nothing is wrong with the store.
+			return lease.Reply{}, fmt.Errorf("voter %q: %w", s.cfg.ID, err)
+		case errors.Is(err, voterstore.ErrClosed):
+			// Close committed what was queued; only the reply is lost.
+			return lease.Reply{}, fmt.Errorf("voter %q: %w: %w", s.cfg.ID, ErrClosed, err)
+		}
+		s.mu.Lock()
+		s.fail(err)
+		s.mu.Unlock()
+		return lease.Reply{}, fmt.Errorf("voter %q: %w: %w", s.cfg.ID, ErrStopped, err)
+	}
+	return rep, nil
+}
+
+// refusing returns why the voter answers nothing, or nil. s.mu must be
+// held.
+func (s *Server) refusing() error {
+	switch {
+	case s.closed:
+		return fmt.Errorf("voter %q: %w", s.cfg.ID, ErrClosed)
+	case s.failed != nil:
+		return fmt.Errorf("voter %q: %w: %w", s.cfg.ID, ErrStopped, s.failed)
+	}
+	return nil
+}
+
+// fail stops the voter after a store failure. The voter's memory now holds
+// records that may never reach the disk, so any later reply could promise
+// or reveal one of them; only a restart from the store, with its grace
+// period, makes memory and disk agree again. s.mu must be held.
+func (s *Server) fail(err error) {
+	if s.failed != nil || s.closed {
+		return
+	}
+	s.failed = err
+	s.log.Error("voter stopped: its store failed, so it answers no request until it is restarted from its store", "err", err)
+}
+
+// Record returns the voter's record for shard, as the voter holds it in
+// memory: it may not be durable yet. A record is not leadership; tools
+// must never present it as a leader. Safe for concurrent use, also after
+// Close.
+func (s *Server) Record(shard uint32) lease.Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.voter.Record(shard)
+}
+
+// Restarted reports whether the voter started from an existing store, and
+// so began with a grace period of one LeaseDuration.
+func (s *Server) Restarted() bool { return s.restarted }
+
+// Close stops the voter and closes its store once the records already
+// queued are committed. A call that arrives during or after Close fails
+// with codes.Unavailable, and so does one that handled its request but had
+// not yet started waiting for the store; one already waiting finishes with
+// the outcome of the commit it waits for. Stop (or GracefulStop) the
+// grpc.Server first so that no call is cut short. Close is idempotent:
+// later and concurrent calls wait for the first one and return its result.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		if err := s.store.Close(); err != nil {
+			s.closeErr = fmt.Errorf("voter: voter %q: %w", s.cfg.ID, err)
+		}
+		s.log.Info("voter closed")
+	})
+	return s.closeErr
+}
