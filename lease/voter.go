@@ -276,6 +276,16 @@ func (v *Voter) changesSince(self string, since, now Time) (expired, started []N
 			started = append(started, NodeGen{Node: n, Gen: s.gen})
 		}
 	}
+	// A restarted voter forgot every session. When its grace period ends,
+	// the holders it has records of but no session for lose its
+	// protection: for them that is an expiry too.
+	if v.graceUntil > since && v.graceUntil <= now {
+		for holder := range v.byHolder {
+			if _, ok := v.sessions[holder]; !ok && holder != self {
+				expired = append(expired, NodeGen{Node: holder})
+			}
+		}
+	}
 	byNodeGen := func(a, b NodeGen) int {
 		if c := strings.Compare(a.Node, b.Node); c != 0 {
 			return c

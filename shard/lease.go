@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/tenurehq/tenure/lease"
 )
@@ -77,10 +78,11 @@ func (e *LeaseEndedError) Is(target error) bool { return target == ErrLeaseEnded
 // Token to every side effect so that resources can fence stale leaders. A
 // Lease is safe for concurrent use.
 type Lease struct {
-	shard  uint32
-	epoch  atomic.Uint64
-	ctx    context.Context
-	cancel context.CancelCauseFunc
+	shard    uint32
+	epoch    atomic.Uint64
+	deadline atomic.Int64 // unix nanoseconds
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
 }
 
 func newLease(shard uint32, epoch uint64) *Lease {
@@ -101,6 +103,11 @@ func (l *Lease) Epoch() uint64 { return l.epoch.Load() }
 // Token returns the fencing token to attach to side effects: the shard
 // and the current epoch.
 func (l *Lease) Token() lease.Token { return lease.Token{Shard: l.shard, Epoch: l.epoch.Load()} }
+
+// Deadline returns when the lease ends unless keep-alives keep being
+// answered; the node moves it forward every tick while the voters answer.
+// No other node can lead the shard before it.
+func (l *Lease) Deadline() time.Time { return time.Unix(0, l.deadline.Load()) }
 
 // Context is cancelled when the lease ends; context.Cause then returns a
 // *LeaseEndedError.

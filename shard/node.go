@@ -352,6 +352,7 @@ func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 			if h != nil {
 				n.rpc.send(h.Tick(n.now()))
 				n.afterStep(st)
+				n.refreshDeadlines(h)
 			}
 		case done := <-n.leave:
 			n.releaseAll(st, ReasonShutdown)
@@ -446,6 +447,9 @@ func (n *Node) afterStep(st *loopState) {
 		switch c.Kind {
 		case lease.Gained:
 			l := newLease(c.Shard, c.Epoch)
+			if d, ok := h.Deadline(c.Shard, n.now()); ok {
+				l.deadline.Store(n.start.Add(time.Duration(d)).UnixNano())
+			}
 			n.setLease(c.Shard, l)
 			n.log.Info("leading shard", "shard", c.Shard, "epoch", c.Epoch)
 			n.handlers.push(func(hd Handler) { hd.Acquired(l) })
@@ -489,6 +493,19 @@ func (n *Node) afterStep(st *loopState) {
 		n.recompute(st)
 	} else if changed && st.table != nil {
 		n.publish(st.table, h)
+	}
+}
+
+// refreshDeadlines publishes each lease's current deadline on the wall
+// clock, for Lease.Deadline.
+func (n *Node) refreshDeadlines(h *lease.Holder) {
+	now := n.now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for s, l := range n.leases {
+		if d, ok := h.Deadline(s, now); ok {
+			l.deadline.Store(n.start.Add(time.Duration(d)).UnixNano())
+		}
 	}
 }
 

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/tenurehq/tenure/membership"
+	"github.com/tenurehq/tenure/shard"
+)
+
+// cluster is an in-process Tenure cluster on loopback: real gossip, real
+// gRPC between nodes and voters, voter stores on disk with fsync.
+type cluster struct {
+	shards  int
+	profile membership.Profile
+	ld      time.Duration
+	voters  []shard.VoterAddr
+	gossip  map[string]string // fixed gossip address per node, kept across restarts
+	dirs    map[string]string
+	root    string
+	started map[string]bool
+	log     *slog.Logger
+
+	mu    sync.Mutex
+	nodes map[string]*shard.Node
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func newCluster(nodes, voters, shards int, profile membership.Profile, ld time.Duration, logger *slog.Logger) (*cluster, error) {
+	root, err := os.MkdirTemp("", "tenure-bench-")
+	if err != nil {
+		return nil, err
+	}
+	c := &cluster{
+		shards: shards, profile: profile, ld: ld, root: root, log: logger,
+		gossip: map[string]string{}, dirs: map[string]string{}, started: map[string]bool{},
+		nodes: map[string]*shard.Node{},
+	}
+	for i := 1; i <= nodes; i++ {
+		id := fmt.Sprintf("node-%d", i)
+		if c.gossip[id], err = freeAddr(); err != nil {
+			return nil, err
+		}
+		if i <= voters {
+			addr, err := freeAddr()
+			if err != nil {
+				return nil, err
+			}
+			c.voters = append(c.voters, shard.VoterAddr{ID: id, Addr: addr})
+			c.dirs[id] = fmt.Sprintf("%s/%s", root, id)
+		}
+	}
+	for i := 1; i <= nodes; i++ {
+		if err := c.start(fmt.Sprintf("node-%d", i)); err != nil {
+			c.close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func (c *cluster) ids() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Sorted(maps.Keys(c.nodes))
+}
+
+func (c *cluster) node(id string) *shard.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[id]
+}
+
+func (c *cluster) start(id string) error {
+	var seeds []string
+	for _, other := range slices.Sorted(maps.Keys(c.gossip)) {
+		if other != id {
+			seeds = append(seeds, c.gossip[other])
+		}
+	}
+	cfg := shard.Config{
+		NodeID: id, Cluster: "bench", Shards: c.shards,
+		GossipAddr: c.gossip[id], Seeds: seeds, Profile: c.profile,
+		GRPCAddr: id + ".bench:7000",
+		Voters:   c.voters, LeaseDuration: c.ld,
+		Logger: c.log.With("node", id),
+	}
+	if i := slices.IndexFunc(c.voters, func(v shard.VoterAddr) bool { return v.ID == id }); i >= 0 {
+		cfg.GRPCAddr, cfg.DataDir, cfg.InitVoterStore = c.voters[i].Addr, c.dirs[id], !c.started[id]
+	}
+	n, err := shard.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := n.Start(context.Background()); err != nil {
+		n.Stop()
+		return err
+	}
+	c.mu.Lock()
+	c.nodes[id] = n
+	c.started[id] = true
+	c.mu.Unlock()
+	return nil
+}
+
+// crash stops id without Leave or release: a kill -9 as the cluster sees it.
+func (c *cluster) crash(id string) {
+	c.mu.Lock()
+	n := c.nodes[id]
+	delete(c.nodes, id)
+	c.mu.Unlock()
+	n.Stop()
+}
+
+func (c *cluster) close() {
+	for _, id := range c.ids() {
+		c.crash(id)
+	}
+	os.RemoveAll(c.root)
+}
+
+// leaders returns, per shard, the nodes whose lease on it is valid now.
+func (c *cluster) leaders(now time.Time) map[uint32]map[string]uint64 {
+	out := map[uint32]map[string]uint64{}
+	for _, id := range c.ids() {
+		n := c.node(id)
+		if n == nil {
+			continue
+		}
+		for s, l := range n.Leases() {
+			if l.Context().Err() != nil || !l.Deadline().After(now) {
+				continue
+			}
+			if out[s] == nil {
+				out[s] = map[string]uint64{}
+			}
+			out[s][id] = l.Epoch()
+		}
+	}
+	return out
+}
+
+// settled reports whether the live nodes agree on the assignment and every
+// shard is led by exactly its desired owner.
+func (c *cluster) settled() bool {
+	ids := c.ids()
+	if len(ids) == 0 {
+		return false
+	}
+	first := c.node(ids[0]).Table()
+	for _, id := range ids[1:] {
+		if !first.SameAssignment(c.node(id).Table()) {
+			return false
+		}
+	}
+	if len(first.DesiredCounts()) != len(ids) {
+		return false
+	}
+	leaders := c.leaders(time.Now())
+	for s := range uint32(c.shards) {
+		e, _ := first.Shard(int64(s))
+		if _, ok := leaders[s][e.Desired]; !ok || len(leaders[s]) != 1 {
+			return false
+		}
+	}
+	return true
+}
+
+// waitFor polls cond every millisecond until it holds or limit passes.
+func waitFor(limit time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}

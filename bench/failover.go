@@ -1,0 +1,135 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tenurehq/tenure/membership"
+)
+
+type failoverResult struct {
+	Scenario    string    `json:"scenario"`
+	Nodes       int       `json:"nodes"`
+	Voters      int       `json:"voters"`
+	Shards      int       `json:"shards"`
+	Reps        int       `json:"reps"`
+	Profile     string    `json:"profile"`
+	LeaseMS     float64   `json:"lease_ms"`
+	KeepAliveMS float64   `json:"keepalive_ms"`
+	P50MS       float64   `json:"p50_ms"`
+	P99MS       float64   `json:"p99_ms"`
+	MaxMS       float64   `json:"max_ms"`
+	MinMS       float64   `json:"min_ms"`
+	ShardsMoved int       `json:"shards_failed_over"`
+	Violations  int       `json:"violations"`
+	RunsMS      []float64 `json:"runs_ms"`
+}
+
+func runFailover(args []string, out io.Writer) error {
+	fs := flags("failover")
+	nodes := fs.Int("nodes", 5, "nodes in the cluster")
+	voters := fs.Int("voters", 3, "voters among them (1, 3 or 5)")
+	shards := fs.Int("shards", 1024, "shards P")
+	reps := fs.Int("reps", 20, "leaders to kill, one after another")
+	ld := fs.Duration("lease", time.Second, "lease duration (the default of shard.Config)")
+	profileName := fs.String("profile", "lan", "gossip profile: lan (the default of shard.Config), local or wan")
+	asJSON := fs.Bool("json", false, "print a JSON summary as the last line")
+	verbose := fs.Bool("v", false, "log the nodes' info output to stderr")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	profile, err := membership.ParseProfile(*profileName)
+	if err != nil {
+		return err
+	}
+	if *voters > *nodes || *reps < 1 || *nodes < 2 {
+		return fmt.Errorf("need 2 ≤ nodes, voters ≤ nodes and reps ≥ 1")
+	}
+	logger := slog.New(slog.DiscardHandler)
+	if *verbose {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	fmt.Fprintf(out, "failover: %d nodes, %d voters, %d shards, lease %v, %s gossip; %d kills\n",
+		*nodes, *voters, *shards, *ld, profile, *reps)
+	c, err := newCluster(*nodes, *voters, *shards, profile, *ld, logger)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	if !waitFor(time.Minute, c.settled) {
+		return fmt.Errorf("the cluster did not settle within a minute")
+	}
+
+	res := failoverResult{Scenario: "failover", Nodes: *nodes, Voters: *voters, Shards: *shards, Reps: *reps,
+		Profile: profile.String(), LeaseMS: msOf(*ld), KeepAliveMS: msOf(*ld / 4)}
+	var runs []time.Duration
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "rep\tkilled\tshards\tfailover\tviolations\t")
+	ids := c.ids()
+	for rep := range *reps {
+		// Kill leaders in turn; voters too (the other two keep a majority).
+		victim := ids[rep%len(ids)]
+		led := c.node(victim).Leases()
+		if len(led) == 0 {
+			return fmt.Errorf("rep %d: %s leads nothing", rep, victim)
+		}
+		old := map[uint32]uint64{}
+		for s, l := range led {
+			old[s] = l.Epoch()
+		}
+		began := time.Now()
+		c.crash(victim)
+		violations := 0
+		done := waitFor(time.Minute, func() bool {
+			now := time.Now()
+			leaders := c.leaders(now)
+			all := true
+			for s := range uint32(*shards) {
+				if len(leaders[s]) > 1 {
+					violations++ // two valid leases at once
+				}
+				for _, e := range leaders[s] {
+					if o, ok := old[s]; ok && e <= o {
+						violations++ // a new leader without a higher epoch
+					}
+				}
+				if _, ok := old[s]; ok && len(leaders[s]) == 0 {
+					all = false
+				}
+			}
+			return all
+		})
+		took := time.Since(began)
+		if !done {
+			return fmt.Errorf("rep %d: %s's shards were not led again within a minute", rep, victim)
+		}
+		runs = append(runs, took)
+		res.ShardsMoved += len(old)
+		res.Violations += violations
+		fmt.Fprintf(w, "%d\t%s\t%d\t%v\t%d\t\n", rep+1, victim, len(old), took.Round(time.Millisecond), violations)
+		if err := c.start(victim); err != nil {
+			return err
+		}
+		if !waitFor(time.Minute, c.settled) {
+			return fmt.Errorf("rep %d: the cluster did not settle after %s restarted", rep, victim)
+		}
+	}
+	w.Flush()
+	slices.Sort(runs)
+	res.P50MS, res.P99MS = msOf(percentile(runs, 50)), msOf(percentile(runs, 99))
+	res.MinMS, res.MaxMS = msOf(runs[0]), msOf(runs[len(runs)-1])
+	for _, r := range runs {
+		res.RunsMS = append(res.RunsMS, msOf(r))
+	}
+	fmt.Fprintf(out, "failover p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d kills (%d shards); violations %d\n",
+		res.P50MS, res.P99MS, res.MaxMS, len(runs), res.ShardsMoved, res.Violations)
+	if *asJSON {
+		return emit(out, res)
+	}
+	return nil
+}

@@ -1,0 +1,91 @@
+// Command bench is Tenure's benchmark harness. Each scenario prints a table
+// and, with -json, one JSON object as its last line.
+//
+//	go run ./bench failover -nodes 5 -voters 3 -shards 1024 -reps 20 -json
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"time"
+)
+
+type scenario struct {
+	about string
+	run   func(args []string, out io.Writer) error
+}
+
+var scenarios = map[string]scenario{
+	"failover": {"kill a leader (no Leave) repeatedly; time until its shards are led again", runFailover},
+}
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, out io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "help" {
+		usage(out)
+		if len(args) == 0 {
+			return fmt.Errorf("name a scenario")
+		}
+		return nil
+	}
+	sc, ok := scenarios[args[0]]
+	if !ok {
+		usage(out)
+		return fmt.Errorf("unknown scenario %q", args[0])
+	}
+	return sc.run(args[1:], out)
+}
+
+func usage(out io.Writer) {
+	fmt.Fprintln(out, "usage: go run ./bench <scenario> [flags]; scenarios:")
+	var names []string
+	for n := range scenarios {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(out, "  %-10s %s\n", n, scenarios[n].about)
+	}
+}
+
+// emit prints v as one JSON line.
+func emit(out io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(out, string(b))
+	return err
+}
+
+// percentile returns the p-th percentile (0..100) of sorted ds, nearest rank.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	rank := int(p/100*float64(len(sorted))+0.999999) - 1
+	rank = max(0, min(rank, len(sorted)-1))
+	return sorted[rank]
+}
+
+func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func flags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: go run ./bench %s [flags]\n", name)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
