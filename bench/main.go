@@ -88,4 +88,3 @@ func flags(name string) *flag.FlagSet {
 	}
 	return fs
 }
-

@@ -93,6 +93,12 @@ func (c HolderConfig) Validate() error {
 		return fmt.Errorf("%w: HolderConfig.MaxClockDrift must be in [0, 0.2), got %v", ErrConfig, c.MaxClockDrift)
 	case c.Rand == nil:
 		return fmt.Errorf("%w: HolderConfig.Rand is nil", ErrConfig)
+	case c.SafetyMargin < 0:
+		return fmt.Errorf("%w: HolderConfig.SafetyMargin must not be negative, got %v: a negative margin would outlast the voters' sessions", ErrConfig, c.SafetyMargin)
+	case c.KeepAliveInterval < 0:
+		return fmt.Errorf("%w: HolderConfig.KeepAliveInterval must be positive, got %v", ErrConfig, c.KeepAliveInterval)
+	case c.RequestTimeout < 0:
+		return fmt.Errorf("%w: HolderConfig.RequestTimeout must be positive, got %v", ErrConfig, c.RequestTimeout)
 	case c.BackoffMin <= 0 || c.BackoffMax < c.BackoffMin:
 		return fmt.Errorf("%w: HolderConfig.BackoffMin (%v) and BackoffMax (%v) must satisfy 0 < min ≤ max", ErrConfig, c.BackoffMin, c.BackoffMax)
 	}
@@ -249,7 +255,7 @@ type shardState struct {
 	// blocked names the live holder whose record refused the last attempt;
 	// when a voter reports its session expired the node retries at once.
 	blocked NodeGen
-	regrant bool           // a voter of the quorum stopped protecting the lease
+	regrant bool // a voter of the quorum stopped protecting the lease
 	// topUp is when to next ask the voters missing from the led epoch's
 	// quorum to grant that same epoch, so that the lease survives the loss
 	// of any minority; topDone lists voters whose record is already at or
@@ -601,8 +607,14 @@ func (h *Holder) Tick(now Time) []Envelope {
 		}
 		// Releases still unacknowledged ride along with whatever goes to
 		// the voter anyway: at least one keep-alive per interval.
+		queuedRelease := map[uint32]bool{}
+		for _, op := range ops {
+			if op.Kind == OpRelease {
+				queuedRelease[op.Shard] = true
+			}
+		}
 		for _, s := range h.sortedShards() {
-			if e, ok := h.shards[s].release[v]; ok {
+			if e, ok := h.shards[s].release[v]; ok && !queuedRelease[s] {
 				ops = append(ops, Op{Kind: OpRelease, Shard: s, Epoch: e})
 			}
 		}
@@ -688,11 +700,16 @@ func (h *Holder) topUpQuorum(s uint32, st *shardState, now Time) {
 func (h *Holder) failAcquisition(st *shardState, now Time) {
 	a := st.acq
 	st.acq = nil
-	st.floor = max(st.floor, a.epoch)
-	for v := range st.votes[a.epoch] {
-		h.queueRelease(st, v, a.epoch)
+	if len(st.votes[a.epoch]) > 0 {
+		// Partial grants: release them and never lead at this epoch. (An
+		// attempt nobody accepted gave nothing up, so the next one may ask
+		// for the same epoch again instead of driving epochs up.)
+		st.floor = max(st.floor, a.epoch)
+		for v := range st.votes[a.epoch] {
+			h.queueRelease(st, v, a.epoch)
+		}
+		delete(st.votes, a.epoch)
 	}
-	delete(st.votes, a.epoch)
 	st.nextTry = now.Add(h.backoff())
 	if st.led {
 		// A failed re-grant: keep leading on the old epoch while it lasts.

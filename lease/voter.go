@@ -59,6 +59,14 @@ type session struct {
 	older map[uint64]Time
 	// prevKA is when the previous keep-alive arrived, for expiry notices.
 	prevKA Time
+	// ended lists replaced generations with the time they expired, kept
+	// for a while so that every node's next keep-alive can hear of them.
+	ended []endedGen
+}
+
+type endedGen struct {
+	gen uint64
+	at  Time
 }
 
 // Voter is one voter's protocol state: sessions in memory and one record per
@@ -155,14 +163,19 @@ func (v *Voter) keepAlive(n string, inc uint64, now Time) (*session, bool) {
 	case now >= s.lastSeen.Add(v.cfg.LeaseDuration):
 		// The session expired: whatever named the old generation is no
 		// longer protected, so it must not be revived.
+		s.ended = append(s.ended, endedGen{gen: s.gen, at: s.lastSeen.Add(v.cfg.LeaseDuration)})
 		s.gen, s.began = v.newGen(), now
 	}
 	s.lastSeen = now
 	for g, seen := range s.older {
 		if now >= seen.Add(v.cfg.LeaseDuration) {
 			delete(s.older, g)
+			s.ended = append(s.ended, endedGen{gen: g, at: seen.Add(v.cfg.LeaseDuration)})
 		}
 	}
+	// Every node keeps alive far more often than this, so it has heard of
+	// an ended generation long before it is forgotten.
+	s.ended = slices.DeleteFunc(s.ended, func(e endedGen) bool { return now.Sub(e.at) > 4*v.cfg.LeaseDuration })
 	return s, true
 }
 
@@ -270,6 +283,11 @@ func (v *Voter) changesSince(self string, since, now Time) (expired, started []N
 		for g, seen := range s.older {
 			if at := seen.Add(ld); at > since && at <= now {
 				expired = append(expired, NodeGen{Node: n, Gen: g})
+			}
+		}
+		for _, e := range s.ended {
+			if e.at > since && e.at <= now {
+				expired = append(expired, NodeGen{Node: n, Gen: e.gen})
 			}
 		}
 		if s.began > since && s.began <= now {

@@ -124,9 +124,6 @@ func TestVoter(t *testing.T) {
 		wantDirty []lease.ShardRecord
 		// wantRecords, when set, are the voter's records afterwards.
 		wantRecords map[uint32]lease.Record
-		// bug, when set, describes a known defect the row exposes; the
-		// row is skipped until the defect is fixed.
-		bug string
 	}{
 		// KeepAlive(n, inc).
 		{
@@ -537,7 +534,6 @@ func TestVoter(t *testing.T) {
 				ka(12*time.Second, "n2", 1), ka(13*time.Second, "n1", 1),
 			},
 			want: lease.Reply{Gen: g12, Expired: []lease.NodeGen{{Node: "n2", Gen: g11}}, Started: []lease.NodeGen{{Node: "n2", Gen: g13}}},
-			bug:  "Voter.changesSince derives expiries from each session's current lastSeen, so a gen that expired and was replaced (same incarnation) before the sender's next keep-alive is never listed in Reply.Expired",
 		},
 		{
 			name: "notices/a replaced incarnation's expiry is listed even after its node's next keep-alive",
@@ -546,14 +542,10 @@ func TestVoter(t *testing.T) {
 				ka(9*time.Second, "n1", 1), ka(12*time.Second, "n2", 2), ka(13*time.Second, "n1", 1),
 			},
 			want: lease.Reply{Gen: g12, Expired: []lease.NodeGen{{Node: "n2", Gen: g11}}},
-			bug:  "Voter.keepAlive prunes expired older gens on the owner's keep-alive, before other nodes' next keep-alives could list them in Reply.Expired",
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.bug != "" {
-				t.Skip("known bug: " + tt.bug)
-			}
 			r := newVoterRun(t)
 			for _, s := range tt.give[:len(tt.give)-1] {
 				r.do(t, s)

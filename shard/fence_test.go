@@ -99,8 +99,8 @@ func TestFenceIsOnlyErrStaleEpoch(t *testing.T) {
 	}
 }
 
-// TestFenceCheckDoesNotAllocate pins the fast path: a shard already seen is
-// checked without a lock and without garbage.
+// TestFenceCheckDoesNotAllocate pins the fast path: accepting a token of a
+// shard already seen makes no garbage.
 func TestFenceCheckDoesNotAllocate(t *testing.T) {
 	var f shard.Fence
 	tok := lease.Token{Shard: 100_000, Epoch: 7}

@@ -1,8 +1,10 @@
 // Command tenure-demo runs a local Tenure cluster inside one process, on
-// loopback, and narrates what it does: the shard assignment, a node crash
-// and how long the survivors took to notice, and a graceful leave.
+// loopback, and narrates what it does: three of the nodes are voters; every
+// shard gets one leader with an epoch; a leader is killed and its shards
+// fail over at higher epochs; a node leaves gracefully and hands its shards
+// over without waiting for a lease to run out.
 //
-//	go run ./cmd/tenure-demo [-nodes 5] [-shards 1024] [-profile local]
+//	go run ./cmd/tenure-demo [-nodes 5] [-shards 1024] [-profile local] [-lease 1s]
 package main
 
 import (
@@ -11,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -32,16 +35,18 @@ type options struct {
 	nodes   int
 	shards  int
 	profile membership.Profile
+	lease   time.Duration
 	verbose bool
 }
 
 func parse(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("tenure-demo", flag.ContinueOnError)
-	fs.IntVar(&o.nodes, "nodes", 5, "number of nodes (3..50)")
+	fs.IntVar(&o.nodes, "nodes", 5, "number of nodes (4..50); the first three are voters")
 	fs.IntVar(&o.shards, "shards", 1024, "number of shards P")
 	profile := fs.String("profile", "local", "gossip profile: local, lan or wan")
-	fs.BoolVar(&o.verbose, "v", false, "log every node's debug output to stderr")
+	fs.DurationVar(&o.lease, "lease", time.Second, "lease duration")
+	fs.BoolVar(&o.verbose, "v", false, "log every node's output to stderr")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -50,13 +55,25 @@ func parse(args []string) (options, error) {
 		return o, err
 	}
 	o.profile = p
-	if o.nodes < 3 || o.nodes > 50 {
-		return o, fmt.Errorf("-nodes must be in [3, 50], got %d", o.nodes)
+	if o.nodes < 4 || o.nodes > 50 {
+		return o, fmt.Errorf("-nodes must be in [4, 50], got %d", o.nodes)
 	}
 	if o.shards < o.nodes || o.shards > shard.MaxShards {
 		return o, fmt.Errorf("-shards must be in [%d, %d], got %d", o.nodes, shard.MaxShards, o.shards)
 	}
+	if o.lease < 100*time.Millisecond {
+		return o, fmt.Errorf("-lease must be at least 100ms, got %v", o.lease)
+	}
 	return o, nil
+}
+
+type demo struct {
+	o      options
+	out    io.Writer
+	log    *slog.Logger
+	dir    string
+	voters []shard.VoterAddr
+	nodes  []*shard.Node
 }
 
 func run(args []string, out io.Writer) error {
@@ -64,172 +81,240 @@ func run(args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logger := slog.New(slog.DiscardHandler)
+	d := &demo{o: o, out: out, log: slog.New(slog.DiscardHandler)}
 	if o.verbose {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		d.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	fmt.Fprintf(out, "Starting %d nodes on loopback: %d shards, %s gossip profile.\n", o.nodes, o.shards, o.profile)
-
-	var nodes []*shard.Node
+	if d.dir, err = os.MkdirTemp("", "tenure-demo-"); err != nil {
+		return err
+	}
+	defer os.RemoveAll(d.dir)
 	defer func() {
-		for _, n := range nodes {
+		for _, n := range d.nodes {
 			n.Stop()
 		}
 	}()
-	for i := 1; i <= o.nodes; i++ {
-		id := fmt.Sprintf("node-%d", i)
-		var seeds []string
-		if len(nodes) > 0 {
-			seeds = []string{nodes[0].GossipAddr()}
-		}
-		n, err := shard.New(shard.Config{
-			NodeID:     id,
-			Cluster:    "demo",
-			Shards:     o.shards,
-			GossipAddr: "127.0.0.1:0",
-			Seeds:      seeds,
-			GRPCAddr:   fmt.Sprintf("127.0.0.1:%d", 7000+i),
-			Profile:    o.profile,
-			Logger:     logger,
-		})
+	return d.story()
+}
+
+func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.out, format+"\n", args...) }
+
+func (d *demo) story() error {
+	o := d.o
+	d.say("Starting %d nodes on loopback: %d shards, %s gossip, lease %v; node-1..3 are the voters.", o.nodes, o.shards, o.profile, o.lease)
+	for i := 1; i <= 3; i++ {
+		addr, err := freeAddr()
 		if err != nil {
 			return err
 		}
-		if err := n.Start(context.Background()); err != nil {
+		d.voters = append(d.voters, shard.VoterAddr{ID: fmt.Sprintf("node-%d", i), Addr: addr})
+	}
+	for i := 1; i <= o.nodes; i++ {
+		if err := d.start(fmt.Sprintf("node-%d", i)); err != nil {
 			return err
 		}
-		nodes = append(nodes, n)
 	}
-	ids := func(ns []*shard.Node) []string {
-		var out []string
-		for _, n := range ns {
-			out = append(out, n.ID())
-		}
-		return out
-	}
-
 	began := time.Now()
-	if err := waitAgree(nodes, ids(nodes), time.Minute); err != nil {
+	if err := d.wait(time.Minute, d.settled); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "All %d nodes agree on the assignment after %v.\n\n", o.nodes, ms(time.Since(began)))
-	before := nodes[0].Table()
-	printAssignment(out, before, nil)
-	printLookups(out, nodes[1])
+	d.say("Every shard has exactly one leader, its desired owner, after %v.\n", ms(time.Since(began)))
+	d.printLeaders()
+	d.printLookups(d.nodes[1])
 
-	// A crash: no goodbye. Survivors learn of it from failure detection.
-	victim := nodes[2]
-	survivors := slices.Delete(slices.Clone(nodes), 2, 3)
-	fmt.Fprintf(out, "\nCrashing %s (stopped without leaving the cluster)...\n", victim.ID())
+	// A crash: the victim's leases run out at the voters; the desired
+	// owners learn it from the voters and take over at higher epochs.
+	victim := d.nodes[3]
+	old := epochs(victim)
+	d.say("\nKilling %s (no goodbye) while it leads %d shards...", victim.ID(), len(old))
 	began = time.Now()
+	d.nodes = slices.Delete(d.nodes, 3, 4)
 	victim.Stop()
-	nodes = survivors
-	if err := waitAgree(nodes, ids(nodes), 2*time.Minute); err != nil {
+	if err := d.wait(time.Minute, func() bool { return d.ledAgain(old) }); err != nil {
 		return err
 	}
-	detect := time.Since(began)
-	after := nodes[0].Table()
-	fmt.Fprintf(out, "Every survivor dropped %s from its table %v after the crash (failure detection, %s profile).\n\n",
-		victim.ID(), ms(detect), o.profile)
-	printAssignment(out, after, before)
-	printMoves(out, before, after, victim.ID())
+	d.say("All %d of its shards are led again %v after the kill, each at a higher epoch (lease %v).", len(old), ms(time.Since(began)), o.lease)
+	d.printEpochChanges(old, 4)
 
-	// A graceful leave: peers hear it at once, no detection needed.
-	leaver := nodes[len(nodes)-1]
-	nodes = nodes[:len(nodes)-1]
-	fmt.Fprintf(out, "\n%s leaves gracefully...\n", leaver.ID())
+	// A graceful leave: the node releases its shards at the voters first,
+	// so the new owners need not wait for a lease to run out.
+	leaver := d.nodes[len(d.nodes)-1]
+	old = epochs(leaver)
+	d.nodes = d.nodes[:len(d.nodes)-1]
+	d.say("\n%s leaves gracefully, handing over %d shards...", leaver.ID(), len(old))
 	began = time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := leaver.Leave(ctx); err != nil {
 		return err
 	}
-	if err := waitAgree(nodes, ids(nodes), time.Minute); err != nil {
+	if err := d.wait(time.Minute, func() bool { return d.ledAgain(old) }); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "Every remaining node dropped %s %v after it announced its departure.\n", leaver.ID(), ms(time.Since(began)))
-	fmt.Fprintln(out, "\nLeaders, epochs, failover and handoff arrive with leases; this demo grows with them.")
+	d.say("All of them are led elsewhere %v after it began leaving: no failover wait.", ms(time.Since(began)))
+	if err := d.wait(time.Minute, d.settled); err != nil {
+		return err
+	}
+	d.say("")
+	d.printLeaders()
+	d.say("\nEvery leadership above carries its epoch as a fencing token: a resource that")
+	d.say("remembers the highest epoch per shard (shard.Fence) refuses a stale leader.")
 	return nil
 }
 
-// waitAgree waits until every node's table has the same assignment owned by
-// exactly want, checking every millisecond.
-func waitAgree(nodes []*shard.Node, want []string, limit time.Duration) error {
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func (d *demo) start(id string) error {
+	var seeds []string
+	if len(d.nodes) > 0 {
+		seeds = []string{d.nodes[0].GossipAddr()}
+	}
+	cfg := shard.Config{
+		NodeID: id, Cluster: "demo", Shards: d.o.shards,
+		GossipAddr: "127.0.0.1:0", Seeds: seeds, Profile: d.o.profile,
+		GRPCAddr: id + ".demo:7000", Voters: d.voters, LeaseDuration: d.o.lease,
+		Logger: d.log.With("node", id),
+	}
+	if i := slices.IndexFunc(d.voters, func(v shard.VoterAddr) bool { return v.ID == id }); i >= 0 {
+		cfg.GRPCAddr, cfg.DataDir, cfg.InitVoterStore = d.voters[i].Addr, d.dir+"/"+id, true
+	}
+	n, err := shard.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := n.Start(context.Background()); err != nil {
+		n.Stop()
+		return err
+	}
+	d.nodes = append(d.nodes, n)
+	return nil
+}
+
+// wait checks cond every millisecond until it holds or limit passes.
+func (d *demo) wait(limit time.Duration, cond func() bool) error {
 	deadline := time.Now().Add(limit)
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
-	for !agree(nodes, want) {
+	for !cond() {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("nodes did not agree on an assignment over %v within %v", want, limit)
+			return fmt.Errorf("the cluster did not get there within %v", limit)
 		}
 		<-tick.C
 	}
 	return nil
 }
 
-func agree(nodes []*shard.Node, want []string) bool {
-	first := nodes[0].Table()
-	owners := first.DesiredCounts()
-	if len(owners) != len(want) {
-		return false
+// leaders returns each shard's current leaders among the live nodes.
+func (d *demo) leaders() map[uint32][]string {
+	out := map[uint32][]string{}
+	for _, n := range d.nodes {
+		for s := range n.Leases() {
+			out[s] = append(out[s], n.ID())
+		}
 	}
-	for _, id := range want {
-		if owners[id] == 0 {
+	return out
+}
+
+func (d *demo) settled() bool {
+	first := d.nodes[0].Table()
+	for _, n := range d.nodes[1:] {
+		if !first.SameAssignment(n.Table()) {
 			return false
 		}
 	}
-	for _, n := range nodes[1:] {
-		if !first.SameAssignment(n.Table()) {
+	if len(first.DesiredCounts()) != len(d.nodes) {
+		return false
+	}
+	leaders := d.leaders()
+	for s := range d.o.shards {
+		e, _ := first.Shard(int64(s))
+		if l := leaders[uint32(s)]; len(l) != 1 || l[0] != e.Desired {
 			return false
 		}
 	}
 	return true
 }
 
-func printAssignment(out io.Writer, t, before *shard.Table) {
-	counts := t.DesiredCounts()
-	var ids []string
-	for id := range counts {
-		ids = append(ids, id)
+func epochs(n *shard.Node) map[uint32]uint64 {
+	out := map[uint32]uint64{}
+	for s, l := range n.Leases() {
+		out[s] = l.Epoch()
 	}
-	slices.Sort(ids)
-	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "node\tshards\tshare\tchange\t")
-	for _, id := range ids {
-		change := ""
-		if before != nil {
-			change = fmt.Sprintf("%+d", counts[id]-before.DesiredCounts()[id])
+	return out
+}
+
+// ledAgain reports whether every shard in old is led by a live node at a
+// higher epoch.
+func (d *demo) ledAgain(old map[uint32]uint64) bool {
+	now := map[uint32]uint64{}
+	for _, n := range d.nodes {
+		for s, l := range n.Leases() {
+			now[s] = l.Epoch()
 		}
-		fmt.Fprintf(w, "%s\t%d\t%.1f%%\t%s\t\n", id, counts[id], 100*float64(counts[id])/float64(t.Shards()), change)
+	}
+	for s, e := range old {
+		if now[s] <= e {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *demo) printLeaders() {
+	w := tabwriter.NewWriter(d.out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "node\tvoter\tleads\tshare\tepochs\t")
+	for _, n := range d.nodes {
+		led := epochs(n)
+		var lo, hi uint64
+		for _, e := range led {
+			if lo == 0 || e < lo {
+				lo = e
+			}
+			hi = max(hi, e)
+		}
+		voter := ""
+		if slices.ContainsFunc(d.voters, func(v shard.VoterAddr) bool { return v.ID == n.ID() }) {
+			voter = "yes"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%.1f%%\t%d..%d\t\n", n.ID(), voter, len(led), 100*float64(len(led))/float64(d.o.shards), lo, hi)
 	}
 	w.Flush()
 }
 
-func printLookups(out io.Writer, n *shard.Node) {
-	fmt.Fprintf(out, "\nLookups on %s (key → shard → owner):\n", n.ID())
+func (d *demo) printLookups(n *shard.Node) {
+	d.say("\nLookups on %s (key → shard → leader@epoch):", n.ID())
 	for _, key := range []string{"customer/1001", "customer/1002", "invoice/77", "order/abc"} {
 		e := n.LookupString(key)
-		fmt.Fprintf(out, "  %-14s → shard %4d → %s (%s)\n", key, e.Shard, e.Desired, e.Addr)
+		leader := e.Leader
+		if leader == "" {
+			leader = "(led by " + e.Desired + ", per the assignment)"
+		}
+		d.say("  %-14s → shard %4d → %s@%d %s", key, e.Shard, leader, e.Epoch, e.State)
 	}
 }
 
-func printMoves(out io.Writer, before, after *shard.Table, gone string) {
-	moved := 0
-	from := map[string]int{}
-	b, a := before.Entries(), after.Entries()
-	for i := range b {
-		if b[i].Desired != a[i].Desired {
-			moved++
-			from[b[i].Desired]++
+func (d *demo) printEpochChanges(old map[uint32]uint64, limit int) {
+	var shards []uint32
+	for s := range old {
+		shards = append(shards, s)
+	}
+	slices.Sort(shards)
+	var parts []string
+	for _, s := range shards[:min(limit, len(shards))] {
+		for _, n := range d.nodes {
+			if l, ok := n.Leases()[s]; ok {
+				parts = append(parts, fmt.Sprintf("shard %d: epoch %d → %d on %s", s, old[s], l.Epoch(), n.ID()))
+			}
 		}
 	}
-	var parts []string
-	for id, c := range from {
-		parts = append(parts, fmt.Sprintf("%s %d", id, c))
-	}
-	slices.Sort(parts)
-	fmt.Fprintf(out, "%d shards changed owner (ideal: only %s's %d); taken from: %s\n",
-		moved, gone, before.DesiredCounts()[gone], strings.Join(parts, ", "))
+	d.say("  %s, ...", strings.Join(parts, "; "))
 }
 
 func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }

@@ -22,6 +22,9 @@ func seeds(t *testing.T, def int) int {
 	if testing.Short() {
 		return def / 10
 	}
+	if raceOn {
+		return def / 5
+	}
 	return def
 }
 
