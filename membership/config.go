@@ -129,6 +129,23 @@ type Config struct {
 	Transport memberlist.Transport
 	// BootID overrides the random per-start boot ID. Tests only.
 	BootID string
+	// Gossip, if set, carries application state through gossip: messages
+	// passed to Membership.Broadcast reach every peer's Gossip.NotifyMsg,
+	// and push/pull exchanges carry LocalState to peers' MergeRemoteState.
+	Gossip StateDelegate
+}
+
+// StateDelegate receives application state from gossip. Its methods run on
+// memberlist's goroutines, concurrently with each other: they must be safe
+// for concurrent use, must not block, and must not call the Membership.
+type StateDelegate interface {
+	// NotifyMsg receives a peer's broadcast. The slice is the callee's.
+	NotifyMsg(msg []byte)
+	// LocalState returns this node's state for a push/pull exchange.
+	LocalState() []byte
+	// MergeRemoteState receives a peer's LocalState. The slice is the
+	// callee's.
+	MergeRemoteState(state []byte)
 }
 
 var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)

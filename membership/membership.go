@@ -103,8 +103,9 @@ func (e *IncompatibleError) Is(target error) bool { return target == ErrIncompat
 // Membership is this node's gossip membership. Its methods are safe for
 // concurrent use. Stop releases it.
 type Membership struct {
-	cfg Config
-	ml  *memberlist.Memberlist
+	cfg        Config
+	ml         *memberlist.Memberlist
+	broadcasts *memberlist.TransmitLimitedQueue
 
 	metaMu sync.Mutex // serialises SetState
 	local  atomic.Pointer[Meta]
@@ -175,6 +176,18 @@ func Start(cfg Config) (*Membership, error) {
 	}
 	d := &delegate{m: m}
 	mc.Delegate, mc.Events, mc.Alive, mc.Merge = d, d, d, d
+	m.broadcasts = &memberlist.TransmitLimitedQueue{
+		NumNodes: func() int {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			return max(1, len(m.view))
+		},
+		// Application state changes in bursts (a failover moves hundreds of
+		// shards) that fill several packets; retransmit more than
+		// memberlist's own messages so that each peer very likely hears
+		// each one before the next push/pull repairs what it missed.
+		RetransmitMult: max(mc.RetransmitMult, 6),
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("membership: start gossip on %s: %w", cfg.BindAddr, err)
@@ -267,6 +280,29 @@ func (m *Membership) otherSeeds() []string {
 	}
 	return out
 }
+
+// MaxBroadcastBytes is the largest message Broadcast accepts: it must fit
+// one gossip packet with room for memberlist's framing.
+const MaxBroadcastBytes = 1200
+
+// Broadcast queues msg for gossip to every peer, best effort: it is
+// retransmitted a few times (more in larger clusters) and may be lost, so
+// state sent this way must also travel in LocalState. It returns an error
+// for a message over MaxBroadcastBytes. Safe for concurrent use.
+func (m *Membership) Broadcast(msg []byte) error {
+	if len(msg) > MaxBroadcastBytes {
+		return fmt.Errorf("membership: broadcast of %d bytes, limit %d", len(msg), MaxBroadcastBytes)
+	}
+	m.broadcasts.QueueBroadcast(broadcast(append([]byte(nil), msg...)))
+	return nil
+}
+
+// broadcast is one queued message; none invalidates another.
+type broadcast []byte
+
+func (b broadcast) Invalidates(memberlist.Broadcast) bool { return false }
+func (b broadcast) Message() []byte                       { return b }
+func (b broadcast) Finished()                             {}
 
 // Addr returns the gossip host:port peers use to reach this node.
 func (m *Membership) Addr() string {
@@ -575,17 +611,33 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	return w
 }
 
-// NotifyMsg receives user messages; Tenure sends none yet.
-func (d *delegate) NotifyMsg([]byte) {}
+// NotifyMsg hands a peer's broadcast, copied (memberlist reuses the
+// buffer), to the State delegate.
+func (d *delegate) NotifyMsg(b []byte) {
+	if st := d.m.cfg.Gossip; st != nil && len(b) > 0 {
+		st.NotifyMsg(append([]byte(nil), b...))
+	}
+}
 
-// GetBroadcasts returns no user broadcasts.
-func (d *delegate) GetBroadcasts(int, int) [][]byte { return nil }
+// GetBroadcasts returns queued application broadcasts.
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.m.broadcasts.GetBroadcasts(overhead, limit)
+}
 
-// LocalState returns no user state for push/pull.
-func (d *delegate) LocalState(bool) []byte { return nil }
+// LocalState returns the State delegate's state for push/pull.
+func (d *delegate) LocalState(bool) []byte {
+	if st := d.m.cfg.Gossip; st != nil {
+		return st.LocalState()
+	}
+	return nil
+}
 
-// MergeRemoteState ignores user state.
-func (d *delegate) MergeRemoteState([]byte, bool) {}
+// MergeRemoteState hands a peer's state, copied, to the State delegate.
+func (d *delegate) MergeRemoteState(b []byte, _ bool) {
+	if st := d.m.cfg.Gossip; st != nil && len(b) > 0 {
+		st.MergeRemoteState(append([]byte(nil), b...))
+	}
+}
 
 // NotifyAlive refuses alive messages from incompatible nodes, so that no
 // member adopts them even when they arrive through gossip rather than a join.

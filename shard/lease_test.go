@@ -26,14 +26,28 @@ func ledBy(c *shardtest.Cluster, id string) map[uint32]uint64 {
 
 func TestLeaseClusterLeadsEveryShardOnce(t *testing.T) {
 	c := shardtest.NewLeaseCluster(t, 5, 3, 64, testLease)
-	shardtest.Eventually(t, converge, func() bool { return c.AllLedOnceBy(c.IDs()...) }, "every shard led by exactly one node")
-	// The table shows the leader of each shard it leads.
-	n := c.Node("node-2")
-	for s, epoch := range ledBy(c, "node-2") {
-		e, err := n.Table().Shard(int64(s))
-		if err != nil || e.Leader != "node-2" || e.Epoch != epoch || e.State != shard.Led {
-			t.Fatalf("table entry for led shard %d: %+v, %v", s, e, err)
+	shardtest.Eventually(t, converge, c.Settled, "every shard led by its desired owner")
+	// Every node's table names every shard's leader and epoch, learned
+	// from the leaders through gossip.
+	shardtest.Eventually(t, converge, func() bool {
+		leaders := c.Leaders()
+		for _, id := range c.IDs() {
+			tab := c.Node(id).Table()
+			for s := range uint32(64) {
+				e, err := tab.Shard(int64(s))
+				if err != nil || e.State != shard.Led || leaders[s][e.Leader] != e.Epoch || e.Epoch == 0 {
+					return false
+				}
+				if want := c.Node(e.Leader).Table(); want == nil {
+					return false
+				}
+			}
 		}
+		return true
+	}, "every table shows every shard's leader and epoch")
+	e := c.Node("node-1").LookupString("customer/1001")
+	if e.Addr == "" || e.Leader == "" {
+		t.Fatalf("lookup: %+v", e)
 	}
 }
 

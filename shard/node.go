@@ -132,6 +132,12 @@ func (c Config) membership() membership.Config {
 	}
 }
 
+func (n *Node) membershipConfig() membership.Config {
+	mc := n.cfg.membership()
+	mc.Gossip = n.gossip
+	return mc
+}
+
 func (c Config) assign() AssignConfig {
 	return AssignConfig{Shards: c.Shards, Load: c.Load, ReplicationFactor: c.ReplicationFactor}
 }
@@ -230,6 +236,7 @@ type Node struct {
 	handlers *handlerQueue
 
 	rpc     *rpcPlane
+	gossip  *leaderGossip
 	stop    chan struct{}
 	loopWG  sync.WaitGroup
 	handlWG sync.WaitGroup
@@ -256,6 +263,7 @@ func New(cfg Config) (*Node, error) {
 		leave:   make(chan chan struct{}),
 	}
 	n.holderRand = rand.New(rand.NewPCG(cfg.Rand.Uint64(), cfg.Rand.Uint64()))
+	n.gossip = newLeaderGossip(cfg.NodeID, cfg.GRPCAddr)
 	// Until gossip reports members, no shard has an owner.
 	a, err := Assign(cfg.assign(), nil)
 	if err != nil {
@@ -287,7 +295,7 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 		n.rpc = rp
 	}
-	mem, err := membership.Start(n.cfg.membership())
+	mem, err := membership.Start(n.membershipConfig())
 	if err != nil {
 		return fmt.Errorf("shard: node %s: %w", n.cfg.NodeID, err)
 	}
@@ -354,6 +362,14 @@ func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 				n.afterStep(st)
 				n.refreshDeadlines(h)
 			}
+			for _, msg := range n.gossip.flush() {
+				if err := mem.Broadcast(msg); err != nil {
+					n.log.Error("leadership gossip", "err", err)
+				}
+			}
+			if n.gossip.takeDirty() && st.table != nil {
+				n.publish(st.table, h)
+			}
 		case done := <-n.leave:
 			n.releaseAll(st, ReasonShutdown)
 			close(done)
@@ -370,11 +386,17 @@ func (n *Node) apply(st *loopState, ev membership.Event) {
 	case membership.Joined, membership.Updated:
 		old, had := st.view[ev.Member.NodeID]
 		st.view[ev.Member.NodeID] = ev.Member
-		if !had || old.BootID != ev.Member.BootID {
-			delete(st.expired, ev.Member.NodeID) // a new process: old expiries say nothing of it
+		if had && old.BootID != ev.Member.BootID {
+			// A new process: the old one's claims and expiries are void.
+			delete(st.expired, ev.Member.NodeID)
+			n.gossip.forget(ev.Member.NodeID)
+		}
+		if !had {
+			delete(st.expired, ev.Member.NodeID)
 		}
 	case membership.Left, membership.Failed:
 		delete(st.view, ev.Member.NodeID)
+		n.gossip.forget(ev.Member.NodeID)
 	}
 }
 
@@ -446,6 +468,7 @@ func (n *Node) afterStep(st *loopState) {
 		}
 		switch c.Kind {
 		case lease.Gained:
+			n.gossip.lead(c.Shard, c.Epoch)
 			l := newLease(c.Shard, c.Epoch)
 			if d, ok := h.Deadline(c.Shard, n.now()); ok {
 				l.deadline.Store(n.start.Add(time.Duration(d)).UnixNano())
@@ -455,12 +478,14 @@ func (n *Node) afterStep(st *loopState) {
 			n.handlers.push(func(hd Handler) { hd.Acquired(l) })
 			changed = true
 		case lease.Renewed:
+			n.gossip.lead(c.Shard, c.Epoch)
 			if l := n.getLease(c.Shard); l != nil {
 				l.epoch.Store(c.Epoch)
 			}
 			n.log.Info("lease renewed at a higher epoch", "shard", c.Shard, "epoch", c.Epoch)
 			changed = true
 		case lease.Lost:
+			n.gossip.unlead(c.Shard, c.Epoch)
 			r := reasonOf(c.Reason)
 			if c.Reason == lease.ReasonReleased {
 				r = ReasonRebalance
@@ -580,12 +605,19 @@ func (n *Node) Leases() map[uint32]*Lease {
 
 func (n *Node) publish(a *Assignment, h *lease.Holder) {
 	t := TableFromAssignment(0, a)
+	for s, r := range n.gossip.best() {
+		if int(s) < len(t.entries) {
+			t.entries[s].Leader, t.entries[s].Epoch, t.entries[s].State = r.node, r.epoch, Led
+			t.entries[s].Addr = r.addr
+		}
+	}
 	if h != nil {
 		now := n.now()
 		for _, s := range h.Led(now) {
-			e, _ := h.Leads(s, now)
-			t.entries[s].Leader, t.entries[s].Epoch, t.entries[s].State = n.cfg.NodeID, e, Led
-			t.entries[s].Addr = n.cfg.GRPCAddr
+			if e, _ := h.Leads(s, now); e >= t.entries[s].Epoch {
+				t.entries[s].Leader, t.entries[s].Epoch, t.entries[s].State = n.cfg.NodeID, e, Led
+				t.entries[s].Addr = n.cfg.GRPCAddr
+			}
 		}
 	}
 	n.mu.Lock()

@@ -292,11 +292,11 @@ func (d *demo) printLookups(n *shard.Node) {
 	d.say("\nLookups on %s (key → shard → leader@epoch):", n.ID())
 	for _, key := range []string{"customer/1001", "customer/1002", "invoice/77", "order/abc"} {
 		e := n.LookupString(key)
-		leader := e.Leader
-		if leader == "" {
-			leader = "(led by " + e.Desired + ", per the assignment)"
+		if e.State == shard.Unled {
+			d.say("  %-14s → shard %4d → no leader yet (desired owner %s)", key, e.Shard, e.Desired)
+			continue
 		}
-		d.say("  %-14s → shard %4d → %s@%d %s", key, e.Shard, leader, e.Epoch, e.State)
+		d.say("  %-14s → shard %4d → %s@%d at %s", key, e.Shard, e.Leader, e.Epoch, e.Addr)
 	}
 }
 

@@ -1,0 +1,287 @@
+package shard
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/tenurehq/tenure/membership"
+)
+
+// leaderGossip spreads who leads what. Each node broadcasts its own
+// leadership changes and sends its full set in gossip push/pull; each keeps
+// every peer's claims and, per shard, believes the highest epoch (DESIGN
+// §5). Claims are the leaders' own, never voter records. A peer's claims
+// go when it leaves or fails, when it restarts, and when a newer epoch
+// appears. The memberlist callbacks (NotifyMsg, LocalState,
+// MergeRemoteState) run on memberlist's goroutines: they only take the
+// mutex.
+type leaderGossip struct {
+	self, addr string
+
+	mu     sync.Mutex
+	own    map[uint32]uint64            // shards this node leads
+	claims map[string]map[uint32]uint64 // node → shard → epoch
+	addrs  map[string]string            // node → gRPC address
+	dirty  bool                         // claims changed since the last table
+	outbox []claim                      // own changes not yet broadcast
+	// relay holds peers' claims that were news here, to pass on:
+	// memberlist delivers a broadcast only to the peers its sender gossips
+	// with, so, as with memberlist's own alive messages, every node that
+	// learns something new retransmits it. Old news changes nothing and is
+	// not relayed, which ends the spread.
+	relay map[string][]claim
+}
+
+type claim struct {
+	shard uint32
+	epoch uint64
+	led   bool
+}
+
+var _ membership.StateDelegate = (*leaderGossip)(nil)
+
+func newLeaderGossip(self, addr string) *leaderGossip {
+	return &leaderGossip{
+		self: self, addr: addr,
+		own:    make(map[uint32]uint64),
+		claims: make(map[string]map[uint32]uint64),
+		addrs:  make(map[string]string),
+		relay:  make(map[string][]claim),
+	}
+}
+
+// lead and unlead record this node's own changes for the next flush.
+func (g *leaderGossip) lead(s uint32, e uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.own[s] = e
+	g.outbox = append(g.outbox, claim{shard: s, epoch: e, led: true})
+}
+
+func (g *leaderGossip) unlead(s uint32, e uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.own, s)
+	g.outbox = append(g.outbox, claim{shard: s, epoch: e})
+}
+
+// forget drops every claim of node (it left, failed or restarted).
+func (g *leaderGossip) forget(node string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.claims[node]) > 0 {
+		g.dirty = true
+	}
+	delete(g.claims, node)
+}
+
+// flush returns the broadcasts for own changes and news to relay since the
+// last flush.
+func (g *leaderGossip) flush() [][]byte {
+	g.mu.Lock()
+	out, relay := g.outbox, g.relay
+	g.outbox, g.relay = nil, make(map[string][]claim)
+	addrs := make(map[string]string, len(relay))
+	for node := range relay {
+		addrs[node] = g.addrs[node]
+	}
+	g.mu.Unlock()
+	msgs := chunkClaims(g.self, g.addr, out)
+	for _, node := range slices.Sorted(maps.Keys(relay)) {
+		msgs = append(msgs, chunkClaims(node, addrs[node], relay[node])...)
+	}
+	return msgs
+}
+
+func chunkClaims(node, addr string, cs []claim) [][]byte {
+	var msgs [][]byte
+	const perMessage = 64 // ≤ 22 bytes each: well inside MaxBroadcastBytes
+	for len(cs) > 0 {
+		n := min(perMessage, len(cs))
+		msgs = append(msgs, encodeClaims(kindDelta, node, addr, cs[:n]))
+		cs = cs[n:]
+	}
+	return msgs
+}
+
+// takeDirty reports whether peers' claims changed since the last call.
+func (g *leaderGossip) takeDirty() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	d := g.dirty
+	g.dirty = false
+	return d
+}
+
+// best returns, per shard, the peer claim with the highest epoch.
+func (g *leaderGossip) best() map[uint32]remoteLead {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[uint32]remoteLead)
+	for node, cs := range g.claims {
+		for s, e := range cs {
+			if cur, ok := out[s]; !ok || e > cur.epoch {
+				out[s] = remoteLead{node: node, addr: g.addrs[node], epoch: e}
+			}
+		}
+	}
+	return out
+}
+
+type remoteLead struct {
+	node, addr string
+	epoch      uint64
+}
+
+// NotifyMsg applies a peer's delta.
+func (g *leaderGossip) NotifyMsg(b []byte) { g.merge(b) }
+
+// MergeRemoteState applies a peer's full set.
+func (g *leaderGossip) MergeRemoteState(b []byte) { g.merge(b) }
+
+// LocalState returns this node's full set of claims.
+func (g *leaderGossip) LocalState() []byte {
+	g.mu.Lock()
+	cs := make([]claim, 0, len(g.own))
+	for s, e := range g.own {
+		cs = append(cs, claim{shard: s, epoch: e, led: true})
+	}
+	g.mu.Unlock()
+	return encodeClaims(kindFull, g.self, g.addr, cs)
+}
+
+func (g *leaderGossip) merge(b []byte) {
+	kind, node, addr, cs, err := decodeClaims(b)
+	if err != nil || node == g.self {
+		return // a malformed message changes nothing; our own are authoritative
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.addrs[node] = addr
+	if kind == kindFull {
+		g.replace(node, cs)
+		return
+	}
+	mine := g.claims[node]
+	if mine == nil {
+		mine = make(map[uint32]uint64)
+		g.claims[node] = mine
+	}
+	for _, c := range cs {
+		e, had := mine[c.shard]
+		switch {
+		case c.led && (!had || c.epoch > e):
+			mine[c.shard] = c.epoch
+		case !c.led && had && e <= c.epoch:
+			delete(mine, c.shard)
+		default:
+			continue // nothing new
+		}
+		g.relay[node] = append(g.relay[node], c)
+		g.dirty = true
+	}
+}
+
+// replace makes cs node's whole set of claims, relaying what differs.
+func (g *leaderGossip) replace(node string, cs []claim) {
+	old := g.claims[node]
+	mine := make(map[uint32]uint64, len(cs))
+	for _, c := range cs {
+		if c.led {
+			mine[c.shard] = c.epoch
+		}
+	}
+	for s, e := range mine {
+		if old[s] != e {
+			g.relay[node] = append(g.relay[node], claim{shard: s, epoch: e, led: true})
+		}
+	}
+	for s, e := range old {
+		if _, ok := mine[s]; !ok {
+			g.relay[node] = append(g.relay[node], claim{shard: s, epoch: e})
+		}
+	}
+	if len(g.relay[node]) > 0 {
+		g.dirty = true
+	}
+	g.claims[node] = mine
+}
+
+const (
+	claimsFormat = 1
+	kindDelta    = 1
+	kindFull     = 2
+	// maxClaims bounds a decoded message: more shards than any cluster has.
+	maxClaims = MaxShards
+)
+
+var errClaims = errors.New("malformed leadership gossip")
+
+func encodeClaims(kind byte, node, addr string, cs []claim) []byte {
+	b := []byte{claimsFormat, kind}
+	for _, s := range []string{node, addr} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	b = binary.AppendUvarint(b, uint64(len(cs)))
+	for _, c := range cs {
+		b = binary.AppendUvarint(b, uint64(c.shard))
+		b = binary.AppendUvarint(b, c.epoch)
+		led := byte(0)
+		if c.led {
+			led = 1
+		}
+		b = append(b, led)
+	}
+	return b
+}
+
+func decodeClaims(b []byte) (kind byte, node, addr string, cs []claim, err error) {
+	if len(b) < 2 || b[0] != claimsFormat || (b[1] != kindDelta && b[1] != kindFull) {
+		return 0, "", "", nil, fmt.Errorf("%w: bad header", errClaims)
+	}
+	kind, b = b[1], b[2:]
+	uv := func() (uint64, bool) {
+		v, n := binary.Uvarint(b)
+		if n <= 0 {
+			return 0, false
+		}
+		b = b[n:]
+		return v, true
+	}
+	str := func() (string, bool) {
+		n, ok := uv()
+		if !ok || n > 256 || n > uint64(len(b)) {
+			return "", false
+		}
+		s := string(b[:n])
+		b = b[n:]
+		return s, true
+	}
+	var ok bool
+	if node, ok = str(); !ok || node == "" {
+		return 0, "", "", nil, fmt.Errorf("%w: node", errClaims)
+	}
+	if addr, ok = str(); !ok {
+		return 0, "", "", nil, fmt.Errorf("%w: address", errClaims)
+	}
+	n, ok := uv()
+	if !ok || n > maxClaims || n > uint64(len(b)) {
+		return 0, "", "", nil, fmt.Errorf("%w: count", errClaims)
+	}
+	cs = make([]claim, 0, n)
+	for range n {
+		s, ok1 := uv()
+		e, ok2 := uv()
+		if !ok1 || !ok2 || len(b) < 1 || s >= MaxShards || b[0] > 1 {
+			return 0, "", "", nil, fmt.Errorf("%w: entry", errClaims)
+		}
+		cs = append(cs, claim{shard: uint32(s), epoch: e, led: b[0] == 1})
+		b = b[1:]
+	}
+	return kind, node, addr, cs, nil
+}
