@@ -466,7 +466,13 @@ func (h *Holder) abandon(st *shardState, now Time) {
 	}
 }
 
+// queueRelease schedules a release of epoch e at voter v. Releasing gives
+// e up for good (rule 1 of the lease rule): the floor rises so that no
+// later vote for e — a transfer forwarded late, a delayed grant reply —
+// can make this node lead at it while the voters already name someone
+// else.
 func (h *Holder) queueRelease(st *shardState, v int, e uint64) {
+	st.floor = max(st.floor, e)
 	if h.cfg.Mutations.NoRelease {
 		return
 	}

@@ -68,6 +68,23 @@ func TestRandomSeeds(t *testing.T) {
 		n, leaderships, messages, timeString(maxUnled))
 }
 
+// regressions are seeds that broke earlier versions of the protocol code;
+// they run on every build.
+var regressions = []struct {
+	seed uint64
+	why  string
+}{
+	{376, "a transfer forwarded after the target released that epoch was led next to a newer leader"},
+}
+
+func TestRegressionSeeds(t *testing.T) {
+	for _, r := range regressions {
+		if _, err := leasesim.Run(variant(r.seed)); err != nil {
+			t.Errorf("seed %d (%s): %v", r.seed, r.why, err)
+		}
+	}
+}
+
 func timeString(ns int64) string { return fmt.Sprint(durationOf(ns)) }
 
 // Each planted bug breaks one rule of the protocol. The checker must catch
