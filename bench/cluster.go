@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -179,6 +180,28 @@ func (c *cluster) settled() bool {
 		}
 	}
 	return true
+}
+
+// unsettled describes up to five shards that are not led by exactly their
+// desired owner, for error messages.
+func (c *cluster) unsettled() string {
+	ids := c.ids()
+	if len(ids) == 0 {
+		return "no live nodes"
+	}
+	first := c.node(ids[0]).Table()
+	leaders := c.leaders(time.Now())
+	var out []string
+	for s := range uint32(c.shards) {
+		e, _ := first.Shard(int64(s))
+		if _, ok := leaders[s][e.Desired]; !ok || len(leaders[s]) != 1 {
+			out = append(out, fmt.Sprintf("shard %d: desired %s, leaders %v", s, e.Desired, leaders[s]))
+		}
+	}
+	if len(out) > 5 {
+		out = append(out[:5], fmt.Sprintf("and %d more", len(out)-5))
+	}
+	return strings.Join(out, "; ")
 }
 
 // waitFor polls cond every millisecond until it holds or limit passes.

@@ -116,7 +116,7 @@ func runFailover(args []string, out io.Writer) error {
 			return err
 		}
 		if !waitFor(time.Minute, c.settled) {
-			return fmt.Errorf("rep %d: the cluster did not settle after %s restarted", rep, victim)
+			return fmt.Errorf("rep %d: the cluster did not settle after %s restarted: %s", rep, victim, c.unsettled())
 		}
 	}
 	w.Flush()

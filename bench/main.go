@@ -21,6 +21,7 @@ type scenario struct {
 
 var scenarios = map[string]scenario{
 	"failover": {"kill a leader (no Leave) repeatedly; time until its shards are led again", runFailover},
+	"detect":   {"gossip alone: time until every survivor drops a crashed node", runDetect},
 }
 
 func main() {

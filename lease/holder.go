@@ -208,6 +208,9 @@ type voterState struct {
 	hasFresh bool
 	lastSent Time
 	sentAny  bool
+	// noticesAt is the NoticesAt of the last reply processed, echoed in
+	// requests so that notices a lost reply carried are sent again.
+	noticesAt Time
 }
 
 type sentRequest struct {
@@ -627,7 +630,7 @@ func (h *Holder) Tick(now Time) []Envelope {
 		h.seq++
 		h.sent[h.seq] = sentRequest{voter: v, at: now}
 		vs.lastSent, vs.sentAny = now, true
-		out = append(out, Envelope{To: h.cfg.Voters[v], Req: Request{From: h.cfg.ID, Inc: h.cfg.Inc, Seq: h.seq, Ops: ops}})
+		out = append(out, Envelope{To: h.cfg.Voters[v], Req: Request{From: h.cfg.ID, Inc: h.cfg.Inc, Seq: h.seq, Ops: ops, NoticesSince: vs.noticesAt}})
 	}
 	clear(h.queued)
 	return out
@@ -761,6 +764,9 @@ func (h *Holder) Step(rep Reply, now Time) {
 		vs.fresh, vs.hasFresh = sentAt, true
 	}
 	current := rep.Gen == vs.gen
+	if rep.NoticesAt > vs.noticesAt {
+		vs.noticesAt = rep.NoticesAt
+	}
 	for _, x := range rep.Expired {
 		h.notices = append(h.notices, Notice{Voter: rep.Voter, Node: x.Node, Gen: x.Gen, Expired: true})
 	}

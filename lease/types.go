@@ -91,6 +91,10 @@ type Request struct {
 	// Seq identifies the request to its sender; replies echo it.
 	Seq uint64
 	Ops []Op
+	// NoticesSince echoes the NoticesAt of the last reply the sender
+	// processed from this voter (0 for none). The voter lists the session
+	// changes after it, so the notices of a lost reply come again.
+	NoticesSince Time
 }
 
 // Refusal says why a voter rejected an operation.
@@ -151,12 +155,16 @@ type Reply struct {
 	Results []Result
 	// Held lists every record that names the sender.
 	Held []ShardRecord
-	// Expired lists the sessions that expired at this voter since the
-	// sender's previous keep-alive.
+	// Expired lists the sessions that expired at this voter after the
+	// request's NoticesSince (or its previous keep-alive, without one).
 	Expired []NodeGen
-	// Started lists the sessions that began at this voter since the
-	// sender's previous keep-alive.
+	// Started lists the sessions that began at this voter in the same
+	// window.
 	Started []NodeGen
+	// NoticesAt is the voter's clock reading the notices run up to; the
+	// sender echoes it as its next request's NoticesSince. It is opaque to
+	// the sender: clocks of different processes are not comparable.
+	NoticesAt Time
 }
 
 // Errors returned by constructors and drivers.

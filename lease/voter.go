@@ -190,7 +190,14 @@ func (v *Voter) Handle(req Request, now Time) (Reply, []ShardRecord) {
 		return rep, nil
 	}
 	rep.Gen = s.gen
-	rep.Expired, rep.Started = v.changesSince(req.From, s.prevKA, now)
+	since := s.prevKA
+	if req.NoticesSince != 0 && req.NoticesSince <= now {
+		// The sender says which notices it has processed: repeat
+		// whatever a lost reply carried.
+		since = min(since, req.NoticesSince)
+	}
+	rep.Expired, rep.Started = v.changesSince(req.From, since, now)
+	rep.NoticesAt = now
 	s.prevKA = now
 
 	var dirty []ShardRecord
@@ -300,7 +307,9 @@ func (v *Voter) changesSince(self string, since, now Time) (expired, started []N
 	if v.graceUntil > since && v.graceUntil <= now {
 		for holder := range v.byHolder {
 			if _, ok := v.sessions[holder]; !ok && holder != self {
-				expired = append(expired, NodeGen{Node: holder})
+				// Boot<<32 is below every generation of this run and above
+				// every one of earlier runs: the news orders correctly.
+				expired = append(expired, NodeGen{Node: holder, Gen: uint64(v.cfg.Boot) << 32})
 			}
 		}
 	}

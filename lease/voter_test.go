@@ -555,6 +555,9 @@ func TestVoter(t *testing.T) {
 
 			want := tt.want
 			want.Voter, want.Seq = "v1", r.seq
+			if !got.Stale {
+				want.NoticesAt = lease.Time(last.at) // the voter's clock at the request
+			}
 			want.Results = slices.Clone(want.Results)
 			for i := range want.Results {
 				if i < len(last.ops) {
@@ -632,5 +635,31 @@ func TestNewVoterValidates(t *testing.T) {
 				t.Fatalf("NewVoter(%+v) error = %v, want ErrConfig", tt.give, err)
 			}
 		})
+	}
+}
+
+// A node that lost the reply carrying a notice hears it again: it echoes
+// the NoticesAt of the last reply it processed.
+func TestVoterRepeatsNoticesOfALostReply(t *testing.T) {
+	v, err := lease.NewVoter(lease.VoterConfig{ID: "v1", LeaseDuration: time.Second, Boot: 1}, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(d time.Duration) lease.Time { return lease.Time(d) }
+	v.Handle(lease.Request{From: "n2", Inc: 1, Seq: 1}, at(0))
+	first, _ := v.Handle(lease.Request{From: "n1", Inc: 1, Seq: 1}, at(100*time.Millisecond))
+	lost, _ := v.Handle(lease.Request{From: "n1", Inc: 1, Seq: 2, NoticesSince: first.NoticesAt}, at(1100*time.Millisecond))
+	if len(lost.Expired) != 1 || lost.Expired[0].Node != "n2" {
+		t.Fatalf("n2's expiry not reported: %+v", lost.Expired)
+	}
+	// That reply was lost: n1 still echoes the first one's NoticesAt.
+	again, _ := v.Handle(lease.Request{From: "n1", Inc: 1, Seq: 3, NoticesSince: first.NoticesAt}, at(1300*time.Millisecond))
+	if len(again.Expired) != 1 || again.Expired[0].Node != "n2" {
+		t.Fatalf("n2's expiry not repeated after a lost reply: %+v", again.Expired)
+	}
+	// Once processed, it is not repeated.
+	done, _ := v.Handle(lease.Request{From: "n1", Inc: 1, Seq: 4, NoticesSince: again.NoticesAt}, at(1500*time.Millisecond))
+	if len(done.Expired) != 0 {
+		t.Fatalf("expiry repeated after it was processed: %+v", done.Expired)
 	}
 }

@@ -315,7 +315,9 @@ type loopState struct {
 	view    map[string]membership.Member
 	holder  *lease.Holder // nil without voters
 	table   *Assignment
-	expired map[string]map[string]bool // node → voters that reported its session expired
+	// sessions[node][voter] is the latest session news a voter gave of
+	// node: the generation and whether it expired.
+	sessions map[string]map[string]sessionNews
 }
 
 // loop is the node's one goroutine of protocol logic: membership events,
@@ -323,7 +325,7 @@ type loopState struct {
 // locks.
 func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 	defer n.loopWG.Done()
-	st := &loopState{view: make(map[string]membership.Member), holder: h, expired: make(map[string]map[string]bool)}
+	st := &loopState{view: make(map[string]membership.Member), holder: h, sessions: make(map[string]map[string]sessionNews)}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	var replies <-chan lease.Reply
@@ -388,11 +390,11 @@ func (n *Node) apply(st *loopState, ev membership.Event) {
 		st.view[ev.Member.NodeID] = ev.Member
 		if had && old.BootID != ev.Member.BootID {
 			// A new process: the old one's claims and expiries are void.
-			delete(st.expired, ev.Member.NodeID)
+			delete(st.sessions, ev.Member.NodeID)
 			n.gossip.forget(ev.Member.NodeID)
 		}
 		if !had {
-			delete(st.expired, ev.Member.NodeID)
+			delete(st.sessions, ev.Member.NodeID)
 		}
 	case membership.Left, membership.Failed:
 		delete(st.view, ev.Member.NodeID)
@@ -403,7 +405,18 @@ func (n *Node) apply(st *loopState, ev membership.Event) {
 // leaseDead reports whether a majority of voters said node id's session
 // expired: its leases are provably over even if gossip has not noticed.
 func (n *Node) leaseDead(st *loopState, id string) bool {
-	return len(st.expired[id]) > len(n.cfg.Voters)/2
+	expired := 0
+	for _, news := range st.sessions[id] {
+		if news.expired {
+			expired++
+		}
+	}
+	return expired > len(n.cfg.Voters)/2
+}
+
+type sessionNews struct {
+	gen     uint64
+	expired bool
 }
 
 func (n *Node) recompute(st *loopState) {
@@ -447,7 +460,17 @@ func (n *Node) recompute(st *loopState) {
 }
 
 func sameOwners(a, b *Assignment) bool {
-	return TableFromAssignment(0, a).SameAssignment(TableFromAssignment(0, b))
+	if a.Shards() != b.Shards() {
+		return false
+	}
+	for s := range a.Shards() {
+		x, _ := a.Owner(ID(s))
+		y, _ := b.Owner(ID(s))
+		if x.ID != y.ID || x.Addr != y.Addr {
+			return false
+		}
+	}
+	return true
 }
 
 // afterStep acts on what the holder reported: lease transitions go to the
@@ -501,13 +524,13 @@ func (n *Node) afterStep(st *loopState) {
 			continue
 		}
 		dead := n.leaseDead(st, x.Node)
-		if x.Expired {
-			if st.expired[x.Node] == nil {
-				st.expired[x.Node] = make(map[string]bool)
-			}
-			st.expired[x.Node][x.Voter] = true
-		} else if st.expired[x.Node] != nil {
-			delete(st.expired[x.Node], x.Voter)
+		if st.sessions[x.Node] == nil {
+			st.sessions[x.Node] = make(map[string]sessionNews)
+		}
+		// Generations only grow at a voter, so the news of the highest
+		// one is the latest, whatever order the notices came in.
+		if cur, ok := st.sessions[x.Node][x.Voter]; !ok || x.Gen > cur.gen || (x.Gen == cur.gen && x.Expired) {
+			st.sessions[x.Node][x.Voter] = sessionNews{gen: x.Gen, expired: x.Expired}
 		}
 		if n.leaseDead(st, x.Node) != dead {
 			n.log.Info("voters report a node's session", "member", x.Node, "expired", !dead)

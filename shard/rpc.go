@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -47,7 +48,8 @@ type voterClient struct {
 	conn     *grpc.ClientConn
 	rpc      voterv1.VoterClient
 	queue    chan lease.Request
-	inflight sync.WaitGroup
+	inflight sync.WaitGroup // calls the sender started; only the sender waits
+	pending  atomic.Int64   // requests queued or in flight, for flush
 }
 
 // Per-voter limits: requests waiting to leave, and requests in flight.
@@ -133,9 +135,11 @@ func (p *rpcPlane) send(envs []lease.Envelope) {
 		if c == nil {
 			continue
 		}
+		c.pending.Add(1)
 		select {
 		case c.queue <- e.Req:
 		default:
+			c.pending.Add(-1)
 			p.log.Debug("voter queue full; request dropped", "voter", e.To)
 		}
 	}
@@ -160,7 +164,7 @@ func (p *rpcPlane) sender(c *voterClient) {
 		}
 		c.inflight.Add(1)
 		go func() {
-			defer func() { <-slots; c.inflight.Done() }()
+			defer func() { <-slots; c.pending.Add(-1); c.inflight.Done() }()
 			p.call(c, req)
 		}()
 	}
@@ -192,35 +196,26 @@ func (p *rpcPlane) call(c *voterClient, req lease.Request) {
 	}
 }
 
-// flush waits until every queued request has been answered or ctx ends.
+// flush waits until every queued request has been answered (or has
+// failed) or ctx ends.
 func (p *rpcPlane) flush(ctx context.Context) error {
 	t := time.NewTicker(2 * time.Millisecond)
 	defer t.Stop()
 	for {
-		empty := true
+		idle := true
 		for _, c := range p.clients {
-			if len(c.queue) > 0 {
-				empty = false
+			if c.pending.Load() > 0 {
+				idle = false
 			}
 		}
-		if empty {
-			done := make(chan struct{})
-			go func() {
-				for _, c := range p.clients {
-					c.inflight.Wait()
-				}
-				close(done)
-			}()
-			select {
-			case <-done:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+		if idle {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-p.stop:
+			return nil
 		case <-t.C:
 		}
 	}

@@ -162,10 +162,6 @@ func grant(shard uint32, epoch uint64) lease.Op {
 	return lease.Op{Kind: lease.OpGrant, Shard: shard, Epoch: epoch}
 }
 
-func release(shard uint32, epoch uint64) lease.Op {
-	return lease.Op{Kind: lease.OpRelease, Shard: shard, Epoch: epoch}
-}
-
 // wantResult fails the test unless res has the refusal and record given.
 func wantResult(tb testing.TB, what string, res lease.Result, refusal lease.Refusal, rec lease.Record) {
 	tb.Helper()

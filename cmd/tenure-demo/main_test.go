@@ -10,17 +10,18 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func TestDemoNarratesCrashAndLeave(t *testing.T) {
+func TestDemoNarratesLeadersFailoverAndLeave(t *testing.T) {
 	var out bytes.Buffer
 	if err := run([]string{"-nodes", "4", "-shards", "128"}, &out); err != nil {
 		t.Fatalf("run: %v\n%s", err, out.String())
 	}
 	t.Log(out.String())
 	for _, want := range []string{
-		"All 4 nodes agree on the assignment",
-		"Every survivor dropped node-3 from its table",
-		"shards changed owner",
-		"Every remaining node dropped node-4",
+		"Every shard has exactly one leader, its desired owner",
+		"Killing node-4",
+		"each at a higher epoch",
+		"node-3 leaves gracefully",
+		"led elsewhere",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
@@ -34,9 +35,10 @@ func TestDemoRejectsBadFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"too few nodes", []string{"-nodes", "1"}, "-nodes"},
+		{"too few nodes", []string{"-nodes", "3"}, "-nodes"},
 		{"fewer shards than nodes", []string{"-shards", "2"}, "-shards"},
 		{"unknown profile", []string{"-profile", "fast"}, "unknown profile"},
+		{"short lease", []string{"-lease", "10ms"}, "-lease"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -90,7 +90,7 @@ func checkCount(field string, n, limit int) *FieldError {
 
 // RequestToPB returns the wire form of r sent by a node of cluster.
 func RequestToPB(cluster string, r lease.Request) *CallRequest {
-	m := &CallRequest{Cluster: cluster, From: r.From, Inc: r.Inc, Seq: r.Seq}
+	m := &CallRequest{Cluster: cluster, From: r.From, Inc: r.Inc, Seq: r.Seq, NoticesSince: int64(r.NoticesSince)}
 	if len(r.Ops) > 0 {
 		m.Ops = make([]*Op, len(r.Ops))
 		for i, op := range r.Ops {
@@ -117,7 +117,7 @@ func RequestFromPB(m *CallRequest) (cluster string, r lease.Request, err error) 
 	if fe := checkCount("CallRequest.ops", len(m.Ops), MaxOps); fe != nil {
 		return "", lease.Request{}, fe
 	}
-	r = lease.Request{From: m.From, Inc: m.Inc, Seq: m.Seq}
+	r = lease.Request{From: m.From, Inc: m.Inc, Seq: m.Seq, NoticesSince: lease.Time(m.NoticesSince)}
 	if len(m.Ops) > 0 {
 		r.Ops = make([]lease.Op, len(m.Ops))
 		for i, op := range m.Ops {
@@ -136,8 +136,9 @@ func ReplyToPB(cluster string, r lease.Reply) *CallReply {
 		Cluster: cluster,
 		Voter:   r.Voter,
 		Seq:     r.Seq,
-		Stale:   r.Stale,
-		Gen:     r.Gen,
+		Stale:     r.Stale,
+		Gen:       r.Gen,
+		NoticesAt: int64(r.NoticesAt),
 	}
 	if len(r.Results) > 0 {
 		m.Results = make([]*Result, len(r.Results))
@@ -215,7 +216,7 @@ func ReplyFromPB(m *CallReply) (cluster string, r lease.Reply, err error) {
 	if fe != nil {
 		return "", lease.Reply{}, fe
 	}
-	r = lease.Reply{Voter: m.Voter, Seq: m.Seq, Stale: m.Stale, Gen: m.Gen}
+	r = lease.Reply{Voter: m.Voter, Seq: m.Seq, Stale: m.Stale, Gen: m.Gen, NoticesAt: lease.Time(m.NoticesAt)}
 	if len(m.Results) > 0 {
 		r.Results = make([]lease.Result, len(m.Results))
 		for i, res := range m.Results {

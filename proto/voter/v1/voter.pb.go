@@ -530,7 +530,11 @@ type CallRequest struct {
 	Seq uint64 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
 	// ops are applied in order after the keep-alive. At most 65536
 	// (voterv1.MaxOps).
-	Ops           []*Op `protobuf:"bytes,5,rep,name=ops,proto3" json:"ops,omitempty"`
+	Ops []*Op `protobuf:"bytes,5,rep,name=ops,proto3" json:"ops,omitempty"`
+	// notices_since echoes the notices_at of the last reply the sender
+	// processed from this voter (0 for none): the voter lists session
+	// changes after it, so a lost reply's notices come again.
+	NoticesSince  int64 `protobuf:"varint,6,opt,name=notices_since,json=noticesSince,proto3" json:"notices_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -600,6 +604,13 @@ func (x *CallRequest) GetOps() []*Op {
 	return nil
 }
 
+func (x *CallRequest) GetNoticesSince() int64 {
+	if x != nil {
+		return x.NoticesSince
+	}
+	return 0
+}
+
 // CallReply is a voter's answer to a CallRequest.
 type CallReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -630,7 +641,10 @@ type CallReply struct {
 	// started lists the sessions that began at this voter since the sender's
 	// previous keep-alive, so that the sender learns when a node it saw
 	// expire is back.
-	Started       []*NodeGen `protobuf:"bytes,9,rep,name=started,proto3" json:"started,omitempty"`
+	Started []*NodeGen `protobuf:"bytes,9,rep,name=started,proto3" json:"started,omitempty"`
+	// notices_at is the voter's clock when it listed the notices; opaque to
+	// the sender, which echoes it as notices_since.
+	NoticesAt     int64 `protobuf:"varint,10,opt,name=notices_at,json=noticesAt,proto3" json:"notices_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -728,6 +742,13 @@ func (x *CallReply) GetStarted() []*NodeGen {
 	return nil
 }
 
+func (x *CallReply) GetNoticesAt() int64 {
+	if x != nil {
+		return x.NoticesAt
+	}
+	return 0
+}
+
 var File_proto_voter_v1_voter_proto protoreflect.FileDescriptor
 
 const file_proto_voter_v1_voter_proto_rawDesc = "" +
@@ -755,13 +776,14 @@ const file_proto_voter_v1_voter_proto_rawDesc = "" +
 	"\x03gen\x18\x04 \x01(\x04R\x03gen\"/\n" +
 	"\aNodeGen\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x10\n" +
-	"\x03gen\x18\x02 \x01(\x04R\x03gen\"\x86\x01\n" +
+	"\x03gen\x18\x02 \x01(\x04R\x03gen\"\xab\x01\n" +
 	"\vCallRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12\x10\n" +
 	"\x03inc\x18\x03 \x01(\x04R\x03inc\x12\x10\n" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12%\n" +
-	"\x03ops\x18\x05 \x03(\v2\x13.tenure.voter.v1.OpR\x03ops\"\xc2\x02\n" +
+	"\x03ops\x18\x05 \x03(\v2\x13.tenure.voter.v1.OpR\x03ops\x12#\n" +
+	"\rnotices_since\x18\x06 \x01(\x03R\fnoticesSince\"\xe1\x02\n" +
 	"\tCallReply\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05voter\x18\x02 \x01(\tR\x05voter\x12\x10\n" +
@@ -771,7 +793,10 @@ const file_proto_voter_v1_voter_proto_rawDesc = "" +
 	"\aresults\x18\x06 \x03(\v2\x17.tenure.voter.v1.ResultR\aresults\x120\n" +
 	"\x04held\x18\a \x03(\v2\x1c.tenure.voter.v1.ShardRecordR\x04held\x122\n" +
 	"\aexpired\x18\b \x03(\v2\x18.tenure.voter.v1.NodeGenR\aexpired\x122\n" +
-	"\astarted\x18\t \x03(\v2\x18.tenure.voter.v1.NodeGenR\astarted*_\n" +
+	"\astarted\x18\t \x03(\v2\x18.tenure.voter.v1.NodeGenR\astarted\x12\x1d\n" +
+	"\n" +
+	"notices_at\x18\n" +
+	" \x01(\x03R\tnoticesAt*_\n" +
 	"\x06OpKind\x12\x17\n" +
 	"\x13OP_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rOP_KIND_GRANT\x10\x01\x12\x13\n" +
