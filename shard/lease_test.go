@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/tenurehq/tenure/shard"
 	"github.com/tenurehq/tenure/shard/shardtest"
 )
@@ -198,4 +201,43 @@ func TestLosingTwoVotersStopsEveryLeaderUntilOneReturns(t *testing.T) {
 	c.Restart("node-2")
 	shardtest.Eventually(t, converge, func() bool { return c.AllLedOnceBy(c.IDs()...) }, "every shard led again after a voter returned")
 	t.Logf("live nodes: %v, leaders: %v", c.IDs(), slices.Sorted(maps.Keys(c.Leaders())))
+}
+
+func TestMetricsCountLeases(t *testing.T) {
+	c := shardtest.NewLeaseCluster(t, 0, 3, 32, testLease)
+	reg := prometheus.NewRegistry()
+	c.Configure = func(cfg *shard.Config) {
+		if cfg.NodeID == "node-2" {
+			cfg.Registerer = reg
+		}
+	}
+	for _, id := range []string{"node-1", "node-2", "node-3"} {
+		c.Add(id)
+	}
+	shardtest.Eventually(t, converge, c.Settled, "every shard led by its desired owner")
+	held := len(c.Node("node-2").Leases())
+	shardtest.Eventually(t, converge, func() bool {
+		return gaugeValue(t, reg, "tenure_leases_held") == float64(held)
+	}, "tenure_leases_held reports node-2's %d leases", held)
+	if got := testutil.CollectAndCount(reg, "tenure_lease_transitions_total"); got == 0 {
+		t.Fatal("no lease transitions counted")
+	}
+	if got := testutil.CollectAndCount(reg, "tenure_voter_request_seconds"); got != 3 {
+		t.Fatalf("voter round trips recorded for %d voters, want 3", got)
+	}
+}
+
+// gaugeValue returns the value of the gauge called name in reg, or −1.
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
 }

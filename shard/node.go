@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenurehq/tenure/lease"
 	"github.com/tenurehq/tenure/membership"
@@ -96,6 +97,9 @@ type Config struct {
 	InitVoterStore bool
 	// Handler is told when this node gains and loses shards. Optional.
 	Handler Handler
+	// Registerer receives the node's Prometheus metrics (tenure_*, with a
+	// "node" label). Optional; nil registers nothing.
+	Registerer prometheus.Registerer
 
 	// Logger receives the node's logs. Default: discard.
 	Logger *slog.Logger
@@ -237,6 +241,7 @@ type Node struct {
 
 	rpc     *rpcPlane
 	gossip  *leaderGossip
+	metrics *metrics
 	stop    chan struct{}
 	loopWG  sync.WaitGroup
 	handlWG sync.WaitGroup
@@ -264,6 +269,10 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.holderRand = rand.New(rand.NewPCG(cfg.Rand.Uint64(), cfg.Rand.Uint64()))
 	n.gossip = newLeaderGossip(cfg.NodeID, cfg.GRPCAddr)
+	var err error
+	if n.metrics, err = newMetrics(cfg.Registerer, cfg.NodeID); err != nil {
+		return nil, fmt.Errorf("shard: Config.Registerer: %w", err)
+	}
 	// Until gossip reports members, no shard has an owner.
 	a, err := Assign(cfg.assign(), nil)
 	if err != nil {
@@ -289,7 +298,7 @@ func (n *Node) Start(ctx context.Context) error {
 		if h, err = lease.NewHolder(n.cfg.holder(n.inc, n.holderRand)); err != nil {
 			return fmt.Errorf("shard: node %s: %w", n.cfg.NodeID, err)
 		}
-		rp, err := startRPC(n.cfg, n.log)
+		rp, err := startRPC(n.cfg, n.log, n.metrics)
 		if err != nil {
 			return fmt.Errorf("shard: node %s: %w", n.cfg.NodeID, err)
 		}
@@ -312,9 +321,9 @@ func (n *Node) Start(ctx context.Context) error {
 
 // loopState is what the node's loop goroutine owns.
 type loopState struct {
-	view    map[string]membership.Member
-	holder  *lease.Holder // nil without voters
-	table   *Assignment
+	view   map[string]membership.Member
+	holder *lease.Holder // nil without voters
+	table  *Assignment
 	// sessions[node][voter] is the latest session news a voter gave of
 	// node: the generation and whether it expired.
 	sessions map[string]map[string]sessionNews
@@ -453,6 +462,13 @@ func (n *Node) recompute(st *loopState) {
 		}
 		n.afterStep(st)
 	}
+	states := map[string]int{}
+	for _, m := range st.view {
+		states[m.State.String()]++
+	}
+	for _, s := range []membership.State{membership.Joining, membership.Active, membership.Draining, membership.Leaving} {
+		n.metrics.members.WithLabelValues(s.String()).Set(float64(states[s.String()]))
+	}
 	if prev == nil || !sameOwners(prev, a) {
 		n.log.Info("assignment changed", "active", len(active))
 		n.publish(a, st.holder)
@@ -492,6 +508,7 @@ func (n *Node) afterStep(st *loopState) {
 		switch c.Kind {
 		case lease.Gained:
 			n.gossip.lead(c.Shard, c.Epoch)
+			n.metrics.transitions.WithLabelValues("acquired", "").Inc()
 			l := newLease(c.Shard, c.Epoch)
 			if d, ok := h.Deadline(c.Shard, n.now()); ok {
 				l.deadline.Store(n.start.Add(time.Duration(d)).UnixNano())
@@ -502,6 +519,7 @@ func (n *Node) afterStep(st *loopState) {
 			changed = true
 		case lease.Renewed:
 			n.gossip.lead(c.Shard, c.Epoch)
+			n.metrics.transitions.WithLabelValues("renewed", "").Inc()
 			if l := n.getLease(c.Shard); l != nil {
 				l.epoch.Store(c.Epoch)
 			}
@@ -590,6 +608,7 @@ func (n *Node) endLease(s uint32, r Reason) {
 		return
 	}
 	l.end(r)
+	n.metrics.transitions.WithLabelValues("released", r.String()).Inc()
 	n.log.Info("stopped leading shard", "shard", s, "epoch", l.Epoch(), "reason", r.String())
 	n.handlers.push(func(hd Handler) { hd.Released(l, r) })
 }
@@ -643,8 +662,16 @@ func (n *Node) publish(a *Assignment, h *lease.Holder) {
 			}
 		}
 	}
+	unled := 0
+	for i := range t.entries {
+		if t.entries[i].State == Unled {
+			unled++
+		}
+	}
+	n.metrics.unled.Set(float64(unled))
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.metrics.leases.Set(float64(len(n.leases)))
 	n.version++
 	t.version = n.version
 	n.dir.Publish(t)

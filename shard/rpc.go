@@ -27,6 +27,7 @@ import (
 // (they are keep-alives and idempotent operations).
 type rpcPlane struct {
 	log     *slog.Logger
+	metrics *metrics
 	cluster string
 	timeout time.Duration
 
@@ -58,9 +59,10 @@ const (
 	voterInflight = 8
 )
 
-func startRPC(cfg Config, log *slog.Logger) (p *rpcPlane, err error) {
+func startRPC(cfg Config, log *slog.Logger, m *metrics) (p *rpcPlane, err error) {
 	p = &rpcPlane{
 		log:     log,
+		metrics: m,
 		cluster: cfg.Cluster,
 		timeout: cfg.LeaseDuration / 2,
 		byID:    make(map[string]*voterClient),
@@ -180,7 +182,9 @@ func (p *rpcPlane) call(c *voterClient, req lease.Request) {
 		case <-ctx.Done():
 		}
 	}()
+	began := time.Now()
 	m, err := c.rpc.Call(ctx, voterv1.RequestToPB(p.cluster, req))
+	p.metrics.voterCall(c.id, time.Since(began), err)
 	if err != nil {
 		p.log.Debug("voter call failed", "voter", c.id, "err", err)
 		return

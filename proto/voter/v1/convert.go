@@ -133,9 +133,9 @@ func RequestFromPB(m *CallRequest) (cluster string, r lease.Request, err error) 
 // ReplyToPB returns the wire form of r sent by a voter of cluster.
 func ReplyToPB(cluster string, r lease.Reply) *CallReply {
 	m := &CallReply{
-		Cluster: cluster,
-		Voter:   r.Voter,
-		Seq:     r.Seq,
+		Cluster:   cluster,
+		Voter:     r.Voter,
+		Seq:       r.Seq,
 		Stale:     r.Stale,
 		Gen:       r.Gen,
 		NoticesAt: int64(r.NoticesAt),

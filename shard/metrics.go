@@ -1,0 +1,66 @@
+package shard
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the node's Prometheus metrics, registered with
+// Config.Registerer (or with nothing, when it is nil).
+type metrics struct {
+	leases      prometheus.Gauge
+	unled       prometheus.Gauge
+	transitions *prometheus.CounterVec
+	voterRTT    *prometheus.HistogramVec
+	voterErrors *prometheus.CounterVec
+	members     *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer, node string) (*metrics, error) {
+	labels := prometheus.Labels{"node": node}
+	m := &metrics{
+		leases: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "tenure", Name: "leases_held", ConstLabels: labels,
+			Help: "Shards this node leads now.",
+		}),
+		unled: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "tenure", Name: "shards_unled", ConstLabels: labels,
+			Help: "Shards without a known leader in this node's table.",
+		}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tenure", Name: "lease_transitions_total", ConstLabels: labels,
+			Help: "Leadership transitions of this node, by event (acquired, renewed, released) and reason.",
+		}, []string{"event", "reason"}),
+		voterRTT: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "tenure", Name: "voter_request_seconds", ConstLabels: labels,
+			Help:    "Round-trip time of answered voter requests (keep-alive plus batched operations), including the voter's fsync.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}, []string{"voter"}),
+		voterErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tenure", Name: "voter_request_failures_total", ConstLabels: labels,
+			Help: "Voter requests that failed or timed out (keep-alives included).",
+		}, []string{"voter"}),
+		members: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "tenure", Name: "members", ConstLabels: labels,
+			Help: "Live members in this node's gossip view, by state.",
+		}, []string{"state"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.leases, m.unled, m.transitions, m.voterRTT, m.voterErrors, m.members} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) voterCall(voter string, took time.Duration, err error) {
+	if err != nil {
+		m.voterErrors.WithLabelValues(voter).Inc()
+		return
+	}
+	m.voterRTT.WithLabelValues(voter).Observe(took.Seconds())
+}
