@@ -130,7 +130,7 @@ type Config struct {
 	// BootID overrides the random per-start boot ID. Tests only.
 	BootID string
 	// Gossip, if set, carries application state through gossip: messages
-	// passed to Membership.Broadcast reach every peer's Gossip.NotifyMsg,
+	// passed to Membership.SendToAll reach every peer's Gossip.NotifyMsg,
 	// and push/pull exchanges carry LocalState to peers' MergeRemoteState.
 	Gossip StateDelegate
 }
@@ -139,7 +139,7 @@ type Config struct {
 // memberlist's goroutines, concurrently with each other: they must be safe
 // for concurrent use, must not block, and must not call the Membership.
 type StateDelegate interface {
-	// NotifyMsg receives a peer's broadcast. The slice is the callee's.
+	// NotifyMsg receives a peer's message. The slice is the callee's.
 	NotifyMsg(msg []byte)
 	// LocalState returns this node's state for a push/pull exchange.
 	LocalState() []byte

@@ -103,9 +103,8 @@ func (e *IncompatibleError) Is(target error) bool { return target == ErrIncompat
 // Membership is this node's gossip membership. Its methods are safe for
 // concurrent use. Stop releases it.
 type Membership struct {
-	cfg        Config
-	ml         *memberlist.Memberlist
-	broadcasts *memberlist.TransmitLimitedQueue
+	cfg Config
+	ml  *memberlist.Memberlist
 
 	metaMu sync.Mutex // serialises SetState
 	local  atomic.Pointer[Meta]
@@ -176,18 +175,6 @@ func Start(cfg Config) (*Membership, error) {
 	}
 	d := &delegate{m: m}
 	mc.Delegate, mc.Events, mc.Alive, mc.Merge = d, d, d, d
-	m.broadcasts = &memberlist.TransmitLimitedQueue{
-		NumNodes: func() int {
-			m.mu.Lock()
-			defer m.mu.Unlock()
-			return max(1, len(m.view))
-		},
-		// Application state changes in bursts (a failover moves hundreds of
-		// shards) that fill several packets; retransmit more than
-		// memberlist's own messages so that each peer very likely hears
-		// each one before the next push/pull repairs what it missed.
-		RetransmitMult: max(mc.RetransmitMult, 6),
-	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("membership: start gossip on %s: %w", cfg.BindAddr, err)
@@ -281,28 +268,38 @@ func (m *Membership) otherSeeds() []string {
 	return out
 }
 
-// MaxBroadcastBytes is the largest message Broadcast accepts: it must fit
-// one gossip packet with room for memberlist's framing.
-const MaxBroadcastBytes = 1200
+// MaxMessageBytes is the largest message SendToAll accepts: it must fit one
+// gossip packet with room for memberlist's framing.
+const MaxMessageBytes = 1200
 
-// Broadcast queues msg for gossip to every peer, best effort: it is
-// retransmitted a few times (more in larger clusters) and may be lost, so
-// state sent this way must also travel in LocalState. It returns an error
-// for a message over MaxBroadcastBytes. Safe for concurrent use.
-func (m *Membership) Broadcast(msg []byte) error {
-	if len(msg) > MaxBroadcastBytes {
-		return fmt.Errorf("membership: broadcast of %d bytes, limit %d", len(msg), MaxBroadcastBytes)
+// SendToAll sends msg to every live peer's Gossip.NotifyMsg, best effort
+// (one UDP packet each, no retry): state sent this way must also travel in
+// LocalState, which push/pull repairs. Unlike memberlist's broadcasts,
+// which go out one packet per gossip round and so take seconds to drain a
+// burst, this costs one packet per peer now. It returns an error for a
+// message over MaxMessageBytes. Safe for concurrent use.
+func (m *Membership) SendToAll(msg []byte) error {
+	if len(msg) > MaxMessageBytes {
+		return fmt.Errorf("membership: message of %d bytes, limit %d", len(msg), MaxMessageBytes)
 	}
-	m.broadcasts.QueueBroadcast(broadcast(append([]byte(nil), msg...)))
+	self := m.Local().NodeID
+	for _, peer := range m.Members() {
+		if peer.NodeID == self {
+			continue
+		}
+		host, port, err := splitHostPort(peer.Addr)
+		if err != nil {
+			continue
+		}
+		// A Node built from the view's copy: memberlist's own Node values
+		// change under its lock.
+		node := &memberlist.Node{Name: peer.NodeID, Addr: net.ParseIP(host), Port: uint16(port)}
+		if err := m.ml.SendBestEffort(node, msg); err != nil {
+			m.cfg.Logger.Debug("send to peer", "peer", peer.NodeID, "err", err)
+		}
+	}
 	return nil
 }
-
-// broadcast is one queued message; none invalidates another.
-type broadcast []byte
-
-func (b broadcast) Invalidates(memberlist.Broadcast) bool { return false }
-func (b broadcast) Message() []byte                       { return b }
-func (b broadcast) Finished()                             {}
 
 // Addr returns the gossip host:port peers use to reach this node.
 func (m *Membership) Addr() string {
@@ -619,10 +616,8 @@ func (d *delegate) NotifyMsg(b []byte) {
 	}
 }
 
-// GetBroadcasts returns queued application broadcasts.
-func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
-	return d.m.broadcasts.GetBroadcasts(overhead, limit)
-}
+// GetBroadcasts returns nothing: application messages go out directly.
+func (d *delegate) GetBroadcasts(int, int) [][]byte { return nil }
 
 // LocalState returns the State delegate's state for push/pull.
 func (d *delegate) LocalState(bool) []byte {

@@ -11,10 +11,10 @@ import (
 	"github.com/tenurehq/tenure/membership"
 )
 
-// leaderGossip spreads who leads what. Each node broadcasts its own
-// leadership changes and sends its full set in gossip push/pull; each keeps
-// every peer's claims and, per shard, believes the highest epoch (DESIGN
-// §5). Claims are the leaders' own, never voter records. A peer's claims
+// leaderGossip spreads who leads what. Each node sends its own leadership
+// changes to every peer as they happen, resends its whole set every few
+// seconds, and carries it in gossip push/pull; each keeps every peer's
+// claims and, per shard, believes the highest epoch (DESIGN §5). Claims are the leaders' own, never voter records. A peer's claims
 // go when it leaves or fails, when it restarts, and when a newer epoch
 // appears. The memberlist callbacks (NotifyMsg, LocalState,
 // MergeRemoteState) run on memberlist's goroutines: they only take the
@@ -27,13 +27,7 @@ type leaderGossip struct {
 	claims map[string]map[uint32]uint64 // node → shard → epoch
 	addrs  map[string]string            // node → gRPC address
 	dirty  bool                         // claims changed since the last table
-	outbox []claim                      // own changes not yet broadcast
-	// relay holds peers' claims that were news here, to pass on:
-	// memberlist delivers a broadcast only to the peers its sender gossips
-	// with, so, as with memberlist's own alive messages, every node that
-	// learns something new retransmits it. Old news changes nothing and is
-	// not relayed, which ends the spread.
-	relay map[string][]claim
+	outbox []claim                      // own changes not yet sent
 }
 
 type claim struct {
@@ -50,7 +44,6 @@ func newLeaderGossip(self, addr string) *leaderGossip {
 		own:    make(map[uint32]uint64),
 		claims: make(map[string]map[uint32]uint64),
 		addrs:  make(map[string]string),
-		relay:  make(map[string][]claim),
 	}
 }
 
@@ -79,22 +72,25 @@ func (g *leaderGossip) forget(node string) {
 	delete(g.claims, node)
 }
 
-// flush returns the broadcasts for own changes and news to relay since the
-// last flush.
+// flush returns the messages for own changes since the last flush.
 func (g *leaderGossip) flush() [][]byte {
 	g.mu.Lock()
-	out, relay := g.outbox, g.relay
-	g.outbox, g.relay = nil, make(map[string][]claim)
-	addrs := make(map[string]string, len(relay))
-	for node := range relay {
-		addrs[node] = g.addrs[node]
+	out := g.outbox
+	g.outbox = nil
+	g.mu.Unlock()
+	return chunkClaims(g.self, g.addr, out)
+}
+
+// refresh returns messages carrying every own claim, to repair what lost
+// packets dropped.
+func (g *leaderGossip) refresh() [][]byte {
+	g.mu.Lock()
+	cs := make([]claim, 0, len(g.own))
+	for _, s := range slices.Sorted(maps.Keys(g.own)) {
+		cs = append(cs, claim{shard: s, epoch: g.own[s], led: true})
 	}
 	g.mu.Unlock()
-	msgs := chunkClaims(g.self, g.addr, out)
-	for _, node := range slices.Sorted(maps.Keys(relay)) {
-		msgs = append(msgs, chunkClaims(node, addrs[node], relay[node])...)
-	}
-	return msgs
+	return chunkClaims(g.self, g.addr, cs)
 }
 
 func chunkClaims(node, addr string, cs []claim) [][]byte {
@@ -181,31 +177,19 @@ func (g *leaderGossip) merge(b []byte) {
 		default:
 			continue // nothing new
 		}
-		g.relay[node] = append(g.relay[node], c)
 		g.dirty = true
 	}
 }
 
-// replace makes cs node's whole set of claims, relaying what differs.
+// replace makes cs node's whole set of claims.
 func (g *leaderGossip) replace(node string, cs []claim) {
-	old := g.claims[node]
 	mine := make(map[uint32]uint64, len(cs))
 	for _, c := range cs {
 		if c.led {
 			mine[c.shard] = c.epoch
 		}
 	}
-	for s, e := range mine {
-		if old[s] != e {
-			g.relay[node] = append(g.relay[node], claim{shard: s, epoch: e, led: true})
-		}
-	}
-	for s, e := range old {
-		if _, ok := mine[s]; !ok {
-			g.relay[node] = append(g.relay[node], claim{shard: s, epoch: e})
-		}
-	}
-	if len(g.relay[node]) > 0 {
+	if !maps.Equal(mine, g.claims[node]) {
 		g.dirty = true
 	}
 	g.claims[node] = mine

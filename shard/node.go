@@ -319,6 +319,10 @@ func (n *Node) Start(ctx context.Context) error {
 	return nil
 }
 
+// claimRefresh is how often a node resends all its leadership claims to
+// every peer, repairing messages lost on the way.
+const claimRefresh = 2 * time.Second
+
 // loopState is what the node's loop goroutine owns.
 type loopState struct {
 	view   map[string]membership.Member
@@ -342,6 +346,7 @@ func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 		replies = n.rpc.replies
 	}
 	events := mem.Events()
+	lastRefresh := time.Now()
 	for {
 		select {
 		case ev, ok := <-events:
@@ -373,8 +378,12 @@ func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 				n.afterStep(st)
 				n.refreshDeadlines(h)
 			}
-			for _, msg := range n.gossip.flush() {
-				if err := mem.Broadcast(msg); err != nil {
+			msgs := n.gossip.flush()
+			if time.Since(lastRefresh) >= claimRefresh {
+				msgs, lastRefresh = append(msgs, n.gossip.refresh()...), time.Now()
+			}
+			for _, msg := range msgs {
+				if err := mem.SendToAll(msg); err != nil {
 					n.log.Error("leadership gossip", "err", err)
 				}
 			}
