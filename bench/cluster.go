@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"os"
 	"slices"
@@ -33,13 +34,25 @@ type cluster struct {
 	nodes map[string]*shard.Node
 }
 
+// freeAddr returns a loopback address with a free TCP and UDP port below
+// the kernel's ephemeral range, so that a node restarted on it cannot find
+// it taken by some outgoing connection meanwhile.
 func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	for range 100 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		u, err := net.ListenPacket("udp", addr)
+		l.Close()
+		if err != nil {
+			continue
+		}
+		u.Close()
+		return addr, nil
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return "", fmt.Errorf("no free port found in 20000-32000")
 }
 
 func newCluster(nodes, voters, shards int, profile membership.Profile, ld time.Duration, logger *slog.Logger) (*cluster, error) {
@@ -119,13 +132,20 @@ func (c *cluster) start(id string) error {
 	return nil
 }
 
+func (c *cluster) isVoter(id string) bool {
+	return slices.ContainsFunc(c.voters, func(v shard.VoterAddr) bool { return v.ID == id })
+}
+
 // crash stops id without Leave or release: a kill -9 as the cluster sees it.
-func (c *cluster) crash(id string) {
+func (c *cluster) crash(id string) { c.detach(id).Stop() }
+
+// detach removes id from the cluster's view and returns it, still running.
+func (c *cluster) detach(id string) *shard.Node {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	n := c.nodes[id]
 	delete(c.nodes, id)
-	c.mu.Unlock()
-	n.Stop()
+	return n
 }
 
 func (c *cluster) close() {

@@ -64,6 +64,10 @@ func runFailover(args []string, out io.Writer) error {
 	if !waitFor(time.Minute, c.settled) {
 		return fmt.Errorf("the cluster did not settle within a minute")
 	}
+	// Let the start-up burst (every shard acquired at once, tables
+	// gossiped, voter stores written) die down: reps measure a cluster in
+	// its steady state.
+	time.Sleep(2 * *ld)
 
 	res := failoverResult{Scenario: "failover", Nodes: *nodes, Voters: *voters, Shards: *shards, Reps: *reps,
 		Profile: profile.String(), LeaseMS: msOf(*ld), KeepAliveMS: msOf(*ld / 4)}
@@ -83,7 +87,11 @@ func runFailover(args []string, out io.Writer) error {
 			old[s] = l.Epoch()
 		}
 		began := time.Now()
-		c.crash(victim)
+		// The victim stops in the background: a crashed process does not
+		// wait for its own shutdown, and failover is timed from now.
+		stopped := make(chan struct{})
+		n := c.detach(victim)
+		go func() { n.Stop(); close(stopped) }()
 		violations := 0
 		done := waitFor(time.Minute, func() bool {
 			now := time.Now()
@@ -105,6 +113,7 @@ func runFailover(args []string, out io.Writer) error {
 			return all
 		})
 		took := time.Since(began)
+		<-stopped
 		if !done {
 			return fmt.Errorf("rep %d: %s's shards were not led again within a minute", rep, victim)
 		}
@@ -115,8 +124,15 @@ func runFailover(args []string, out io.Writer) error {
 		if err := c.start(victim); err != nil {
 			return err
 		}
+		restarted := time.Now()
 		if !waitFor(time.Minute, c.settled) {
 			return fmt.Errorf("rep %d: the cluster did not settle after %s restarted: %s", rep, victim, c.unsettled())
+		}
+		// A restarted voter grants nothing for one lease (its grace
+		// period): the next kill waits that out, so that every rep starts
+		// from a healthy cluster with three voters able to grant.
+		if c.isVoter(victim) {
+			time.Sleep(time.Until(restarted.Add(*ld + 100*time.Millisecond)))
 		}
 	}
 	w.Flush()
