@@ -52,9 +52,12 @@ tools: $(STATICCHECK)
 bench:
 	$(GO) test ./shard -run '^$$' -bench . -benchmem -count 5
 
-## fuzz: run each fuzz target for FUZZTIME.
+## fuzz: run each fuzz target (metadata, leadership gossip, voter RPC decoding) for FUZZTIME.
 fuzz:
 	$(GO) test ./membership -run '^$$' -fuzz '^FuzzDecodeMeta$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./shard -run '^$$' -fuzz '^FuzzDecodeClaims$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./proto/voter/v1 -run '^$$' -fuzz '^FuzzRequestFromPB$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./proto/voter/v1 -run '^$$' -fuzz '^FuzzReplyFromPB$$' -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf .tools
