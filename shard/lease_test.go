@@ -18,6 +18,11 @@ import (
 
 const testLease = time.Second
 
+// slack is what a loaded machine may add to a lease before a test calls
+// an ending late. Gossip alone would take longer: the Local profile needs
+// about 0.4 s to declare a node dead, and then nothing ends leases.
+const slack = 400 * time.Millisecond
+
 // ledBy returns the shards id leads, from the cluster's lease view.
 func ledBy(c *shardtest.Cluster, id string) map[uint32]uint64 {
 	out := map[uint32]uint64{}
@@ -96,7 +101,9 @@ func TestIsolatedNodeStopsLeadingWithinItsLease(t *testing.T) {
 	// keep-alive, so within LD of the cut.
 	shardtest.Eventually(t, 2*testLease, func() bool { return len(ledBy(c, "node-5")) == 0 }, "node-5 stops leading")
 	stopped := time.Since(began)
-	if stopped > testLease+100*time.Millisecond {
+	// Within its lease, give or take the loop's tick and a loaded test
+	// machine; without a bound it could be stopping on gossip's say-so.
+	if stopped > testLease+slack {
 		t.Fatalf("node-5 stopped leading %v after the cut, lease is %v", stopped, testLease)
 	}
 	// Its leases run out, unless its own (partitioned) view of the
@@ -195,7 +202,7 @@ func TestLosingTwoVotersStopsEveryLeaderUntilOneReturns(t *testing.T) {
 	began := time.Now()
 	c.Crash("node-2")
 	shardtest.Eventually(t, 3*testLease, func() bool { return len(c.Leaders()) == 0 }, "no node leads anything")
-	if d := time.Since(began); d > testLease+100*time.Millisecond {
+	if d := time.Since(began); d > testLease+slack {
 		t.Fatalf("leaders kept leading %v after losing the voter majority (lease %v)", d, testLease)
 	}
 	c.Restart("node-2")
