@@ -245,3 +245,71 @@ func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	return -1
 }
+
+// The Handler hears every acquisition and release, in order, and a node
+// that leaves hands its shards over without their new owners waiting for a
+// lease to run out.
+func TestHandlerAndGracefulLeave(t *testing.T) {
+	c := shardtest.NewLeaseCluster(t, 0, 3, 32, testLease)
+	var mu sync.Mutex
+	held := map[uint32]bool{}
+	var events []string
+	c.Configure = func(cfg *shard.Config) {
+		if cfg.NodeID != "node-4" {
+			return
+		}
+		cfg.Handler = shard.HandlerFuncs{
+			OnAcquired: func(l *shard.Lease) {
+				mu.Lock()
+				defer mu.Unlock()
+				if held[l.Shard()] {
+					t.Errorf("shard %d acquired twice without a release", l.Shard())
+				}
+				held[l.Shard()] = true
+				events = append(events, "acquired")
+			},
+			OnReleased: func(l *shard.Lease, r shard.Reason) {
+				mu.Lock()
+				defer mu.Unlock()
+				if !held[l.Shard()] {
+					t.Errorf("shard %d released without an acquisition", l.Shard())
+				}
+				if l.Context().Err() == nil {
+					t.Errorf("shard %d released with its context still live", l.Shard())
+				}
+				delete(held, l.Shard())
+				events = append(events, "released:"+r.String())
+			},
+		}
+	}
+	for _, id := range []string{"node-1", "node-2", "node-3", "node-4"} {
+		c.Add(id)
+	}
+	shardtest.Eventually(t, converge, c.Settled, "every shard led by its desired owner")
+	mine := ledBy(c, "node-4")
+	shardtest.Eventually(t, converge, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(held) == len(mine)
+	}, "the handler saw node-4's %d acquisitions", len(mine))
+	began := time.Now()
+	c.Leave("node-4")
+	shardtest.Eventually(t, converge, func() bool {
+		leaders := c.Leaders()
+		for s := range mine {
+			if len(leaders[s]) != 1 {
+				return false
+			}
+		}
+		return true
+	}, "node-4's shards led elsewhere")
+	if d := time.Since(began); d >= testLease {
+		t.Fatalf("handover after a graceful leave took %v, as long as a failover", d)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(held) != 0 {
+		t.Fatalf("the handler still holds %d shards after Leave", len(held))
+	}
+	t.Logf("graceful leave handed %d shards over in %v; handler events: %d", len(mine), time.Since(began), len(events))
+}
