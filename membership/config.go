@@ -97,6 +97,9 @@ type Config struct {
 	Voter bool
 	// State is the state the node starts in. Default Active.
 	State State
+	// Incarnation is advertised in the metadata: larger for every start of
+	// a process under NodeID (a start timestamp will do). Optional.
+	Incarnation uint64
 
 	// Profile selects gossip timing. Default LAN.
 	Profile Profile
@@ -249,16 +252,17 @@ func (c Config) meta(bootID string) Meta {
 		weight = 0
 	}
 	return Meta{
-		NodeID:   c.NodeID,
-		BootID:   bootID,
-		GRPCAddr: c.GRPCAddr,
-		Zone:     c.Zone,
-		Cluster:  c.Cluster,
-		Weight:   weight,
-		Shards:   uint32(c.Shards),
-		Protocol: ProtocolVersion,
-		State:    c.State,
-		Voter:    c.Voter,
+		NodeID:      c.NodeID,
+		BootID:      bootID,
+		GRPCAddr:    c.GRPCAddr,
+		Zone:        c.Zone,
+		Cluster:     c.Cluster,
+		Weight:      weight,
+		Shards:      uint32(c.Shards),
+		Protocol:    ProtocolVersion,
+		State:       c.State,
+		Voter:       c.Voter,
+		Incarnation: c.Incarnation,
 	}
 }
 

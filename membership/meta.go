@@ -74,6 +74,10 @@ type Meta struct {
 	State State
 	// Voter says whether the node is one of the configured voters.
 	Voter bool
+	// Incarnation orders the processes that have run under NodeID: a
+	// restart advertises a larger one. Voters refuse a transfer to any
+	// but a target's current incarnation. 0 when unknown (older nodes).
+	Incarnation uint64
 }
 
 // ErrMetaTooLarge is returned when a node's encoded Meta exceeds MaxMetaBytes.
@@ -99,6 +103,7 @@ func (m Meta) Encode() ([]byte, error) {
 		voter = 1
 	}
 	b = append(b, byte(m.State), voter)
+	b = binary.AppendUvarint(b, m.Incarnation) // added after format 1 shipped: optional on decode
 	if len(b) > MaxMetaBytes {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d (NodeID %d, GRPCAddr %d, Zone %d, Cluster %d bytes)",
 			ErrMetaTooLarge, len(b), MaxMetaBytes, len(m.NodeID), len(m.GRPCAddr), len(m.Zone), len(m.Cluster))
@@ -124,6 +129,9 @@ func DecodeMeta(b []byte) (Meta, error) {
 		Protocol: d.uint32(),
 		State:    State(d.byte()),
 		Voter:    d.byte() == 1,
+	}
+	if d.err == nil && len(d.b) > 0 {
+		m.Incarnation = d.uvarint("incarnation")
 	}
 	if d.err != nil {
 		return Meta{}, d.err

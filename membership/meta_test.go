@@ -1,6 +1,7 @@
 package membership_test
 
 import (
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ func sampleMeta() membership.Meta {
 		NodeID: "node-1", BootID: "0123456789abcdef0123456789abcdef", GRPCAddr: "10.1.2.3:7000",
 		Zone: "eu-west-1a", Cluster: "payments", Weight: 3, Shards: 1024,
 		Protocol: membership.ProtocolVersion, State: membership.Draining, Voter: true,
+		Incarnation: 1763900000123456789,
 	}
 }
 
@@ -35,6 +37,20 @@ func TestMetaRoundTrip(t *testing.T) {
 	}
 }
 
+// Metadata written before Incarnation existed still decodes.
+func TestDecodeMetaWithoutIncarnation(t *testing.T) {
+	m := sampleMeta()
+	m.Incarnation = 0
+	b, err := m.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := membership.DecodeMeta(b[:len(b)-1]) // drop the trailing uvarint 0
+	if err != nil || got != m {
+		t.Fatalf("DecodeMeta of the older format = %+v, %v; want %+v", got, err, m)
+	}
+}
+
 func TestMetaTooLarge(t *testing.T) {
 	m := sampleMeta()
 	m.Zone = strings.Repeat("z", 500)
@@ -49,8 +65,19 @@ func TestDecodeMetaRejectsTruncated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The trailing incarnation is optional (older nodes do not send it),
+	// so the one prefix that ends right before it decodes; every other
+	// truncation must not.
+	older := len(binary.AppendUvarint(nil, sampleMeta().Incarnation))
 	for n := range len(b) {
-		if _, err := membership.DecodeMeta(b[:n]); err == nil {
+		_, err := membership.DecodeMeta(b[:n])
+		if n == len(b)-older {
+			if err != nil {
+				t.Fatalf("DecodeMeta of the format without incarnation: %v", err)
+			}
+			continue
+		}
+		if err == nil {
 			t.Fatalf("DecodeMeta accepted %d of %d bytes", n, len(b))
 		}
 	}

@@ -138,7 +138,7 @@ func (c Config) membership() membership.Config {
 
 func (n *Node) membershipConfig() membership.Config {
 	mc := n.cfg.membership()
-	mc.Gossip = n.gossip
+	mc.Gossip, mc.Incarnation = n.gossip, n.inc
 	return mc
 }
 
