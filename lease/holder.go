@@ -496,6 +496,8 @@ func (h *Holder) endLease(st *shardState, s uint32, r Reason, now Time) {
 // Transfer hands shard s to node to (incarnation toInc) in one voter round.
 // The lease ends now, before the request leaves; Transferred or
 // TransferFailed reports the outcome. It returns an error if s is not led.
+// Call SetDesired(s, false) first: a node that still wants s acquires it
+// again once the transfer is over.
 func (h *Holder) Transfer(s uint32, to string, toInc uint64, now Time) error {
 	e, ok := h.Leads(s, now)
 	if !ok {

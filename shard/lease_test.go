@@ -127,9 +127,10 @@ func TestIsolatedNodeStopsLeadingWithinItsLease(t *testing.T) {
 	t.Logf("isolated leader stopped after %v", stopped)
 }
 
+// contextCause waits for l's context to end and returns why it did.
 func contextCause(l *shard.Lease) error {
 	<-l.Context().Done()
-	return contextCauseOf(l)
+	return context.Cause(l.Context())
 }
 
 // allLedOnceAmong is AllLedOnceBy counting only the given nodes' leases.

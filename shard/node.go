@@ -246,7 +246,8 @@ type Node struct {
 	loopWG  sync.WaitGroup
 	handlWG sync.WaitGroup
 	once    sync.Once
-	// ended is closed when the loop has released its leases at Leave.
+	// leave asks the loop to release every lease; it closes the channel
+	// it is sent once the releases are queued.
 	leave chan chan struct{}
 }
 
