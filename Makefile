@@ -58,6 +58,7 @@ fuzz:
 	$(GO) test ./shard -run '^$$' -fuzz '^FuzzDecodeClaims$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./proto/voter/v1 -run '^$$' -fuzz '^FuzzRequestFromPB$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./proto/voter/v1 -run '^$$' -fuzz '^FuzzReplyFromPB$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./proto/tenure/v1 -run '^$$' -fuzz '^FuzzEntryFromPB$$' -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf .tools
@@ -133,7 +134,8 @@ proto: proto-tools
 
 ## proto-lint: compile every .proto file with warnings as errors and check
 ## that each file's package and go_package match its directory.
-# proto/voter/v1/x.proto must declare `package tenure.voter.v1;` and a
+# proto/voter/v1/x.proto must declare `package tenure.voter.v1;` (and
+# proto/tenure/v1, the public API, `package tenure.v1;`) and a
 # go_package of $(PROTO_MODULE)/proto/voter/v1, or the generated code would
 # land elsewhere. Skipped, with a message, where protoc cannot be had.
 proto-lint:
@@ -143,7 +145,7 @@ proto-lint:
 	$(PROTOC) -I . --fatal_warnings --descriptor_set_out=/dev/null $(PROTO_FILES); \
 	bad=0; \
 	for f in $(PROTO_FILES); do \
-		dir=$${f%/*}; pkg="tenure.$$(echo "$${dir#proto/}" | tr / .)"; \
+		dir=$${f%/*}; pkg="tenure.$$(echo "$${dir#proto/}" | tr / . | sed 's/^tenure\.//')"; \
 		grep -Eq "^package $$pkg;" "$$f" || { echo "$$f: want package $$pkg;"; bad=1; }; \
 		grep -Eq "^option go_package = \"$(PROTO_MODULE)/$$dir[;\"]" "$$f" || \
 			{ echo "$$f: want option go_package = \"$(PROTO_MODULE)/$$dir;...\""; bad=1; }; \

@@ -1,0 +1,144 @@
+// Package tenurev1 is the wire form of Tenure's public API: the Tenure gRPC
+// service generated from tenure.proto, the conversions between its messages
+// and the shard package's types, and (in status.go) the one mapping between
+// Go errors and gRPC statuses.
+//
+// The ToPB functions take values this process built and trust them. The
+// FromPB functions take messages that arrived from the network and validate
+// them: every error they return wraps ErrInvalid and is a *FieldError
+// naming the offending field. A client looks a key up with
+//
+//	pb, err := tenurev1.NewTenureClient(conn).Lookup(ctx, &tenurev1.LookupRequest{Key: key})
+//	if err != nil {
+//		err = tenurev1.FromStatus(err) // errors.Is(err, shard.ErrNotLeader), ...
+//		...
+//	}
+//	entry, err := tenurev1.EntryFromPB(pb.GetEntry())
+//
+// and a server answers with EntryToPB and returns every error through
+// ToStatus.
+package tenurev1
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/tenurehq/tenure/shard"
+)
+
+// MaxStringLen is the longest a string field of a received entry (a NodeID,
+// an address) may be, in bytes. Honest peers stay far below it.
+const MaxStringLen = 256
+
+// ErrInvalid is wrapped by every error a FromPB function returns.
+var ErrInvalid = errors.New("invalid tenure message")
+
+// FieldError says which field of a received message is invalid and why.
+// errors.Is(err, ErrInvalid) holds for every *FieldError.
+type FieldError struct {
+	// Field is the path of the field from the message type, in proto names:
+	// "ShardEntry.state". For a nil message it is the type alone.
+	Field string
+	// Reason says what is wrong with the field.
+	Reason string
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("%v: %s: %s", ErrInvalid, e.Field, e.Reason)
+}
+
+// Is reports whether target is ErrInvalid.
+func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
+
+func invalid(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// checkString enforces MaxStringLen and, if required, non-emptiness.
+func checkString(field, s string, required bool) *FieldError {
+	switch {
+	case required && s == "":
+		return invalid(field, "empty")
+	case len(s) > MaxStringLen:
+		return invalid(field, "%d bytes exceed the limit of %d", len(s), MaxStringLen)
+	}
+	return nil
+}
+
+// EntryToPB returns the wire form of e. A state outside shard's maps to
+// SHARD_STATE_UNSPECIFIED, which every receiver rejects.
+func EntryToPB(e shard.Entry) *ShardEntry {
+	return &ShardEntry{
+		Shard:   uint32(e.Shard),
+		State:   stateToPB(e.State),
+		Leader:  e.Leader,
+		Address: e.Addr,
+		Epoch:   e.Epoch,
+		Desired: e.Desired,
+	}
+}
+
+// EntryFromPB validates a received entry and returns its shard form. It
+// rejects a nil message, a shard number of shard.MaxShards or more, an
+// unspecified or unknown state, a led or moving shard without a leader or
+// at epoch 0, and strings longer than MaxStringLen.
+func EntryFromPB(m *ShardEntry) (shard.Entry, error) {
+	if m == nil {
+		return shard.Entry{}, invalid("ShardEntry", "nil message")
+	}
+	if m.Shard >= shard.MaxShards {
+		return shard.Entry{}, invalid("ShardEntry.shard", "%d is not below the limit of %d shards", m.Shard, shard.MaxShards)
+	}
+	state, ok := stateFromPB(m.State)
+	switch {
+	case m.State == ShardState_SHARD_STATE_UNSPECIFIED:
+		return shard.Entry{}, invalid("ShardEntry.state", "not set")
+	case !ok:
+		return shard.Entry{}, invalid("ShardEntry.state", "unknown state %d", int32(m.State))
+	}
+	led := state == shard.Led || state == shard.Moving
+	if fe := checkString("ShardEntry.leader", m.Leader, led); fe != nil {
+		return shard.Entry{}, fe
+	}
+	if led && m.Epoch == 0 {
+		return shard.Entry{}, invalid("ShardEntry.epoch", "0 for a %v shard", state)
+	}
+	if fe := checkString("ShardEntry.address", m.Address, false); fe != nil {
+		return shard.Entry{}, fe
+	}
+	if fe := checkString("ShardEntry.desired", m.Desired, false); fe != nil {
+		return shard.Entry{}, fe
+	}
+	return shard.Entry{
+		Shard:   shard.ID(m.Shard),
+		State:   state,
+		Epoch:   m.Epoch,
+		Leader:  m.Leader,
+		Desired: m.Desired,
+		Addr:    m.Address,
+	}, nil
+}
+
+func stateToPB(s shard.State) ShardState {
+	switch s {
+	case shard.Led:
+		return ShardState_SHARD_STATE_LED
+	case shard.Unled:
+		return ShardState_SHARD_STATE_UNLED
+	case shard.Moving:
+		return ShardState_SHARD_STATE_MOVING
+	}
+	return ShardState_SHARD_STATE_UNSPECIFIED
+}
+
+func stateFromPB(s ShardState) (shard.State, bool) {
+	switch s {
+	case ShardState_SHARD_STATE_LED:
+		return shard.Led, true
+	case ShardState_SHARD_STATE_UNLED:
+		return shard.Unled, true
+	case ShardState_SHARD_STATE_MOVING:
+		return shard.Moving, true
+	}
+	return 0, false
+}
