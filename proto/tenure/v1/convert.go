@@ -20,9 +20,7 @@
 package tenurev1
 
 import (
-	"errors"
-	"fmt"
-
+	"github.com/tenurehq/tenure/proto/internal/wirecheck"
 	"github.com/tenurehq/tenure/shard"
 )
 
@@ -31,38 +29,17 @@ import (
 const MaxStringLen = 256
 
 // ErrInvalid is wrapped by every error a FromPB function returns.
-var ErrInvalid = errors.New("invalid tenure message")
+var ErrInvalid = wirecheck.ErrInvalid
 
 // FieldError says which field of a received message is invalid and why.
 // errors.Is(err, ErrInvalid) holds for every *FieldError.
-type FieldError struct {
-	// Field is the path of the field from the message type, in proto names:
-	// "ShardEntry.state". For a nil message it is the type alone.
-	Field string
-	// Reason says what is wrong with the field.
-	Reason string
-}
+type FieldError = wirecheck.FieldError
 
-func (e *FieldError) Error() string {
-	return fmt.Sprintf("%v: %s: %s", ErrInvalid, e.Field, e.Reason)
-}
-
-// Is reports whether target is ErrInvalid.
-func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
-
-func invalid(field, format string, args ...any) *FieldError {
-	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
-}
+var invalid = wirecheck.Invalid
 
 // checkString enforces MaxStringLen and, if required, non-emptiness.
 func checkString(field, s string, required bool) *FieldError {
-	switch {
-	case required && s == "":
-		return invalid(field, "empty")
-	case len(s) > MaxStringLen:
-		return invalid(field, "%d bytes exceed the limit of %d", len(s), MaxStringLen)
-	}
-	return nil
+	return wirecheck.String(field, s, required, MaxStringLen)
 }
 
 // EntryToPB returns the wire form of e. A state outside shard's maps to

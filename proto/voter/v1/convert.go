@@ -17,10 +17,10 @@
 package voterv1
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/tenurehq/tenure/lease"
+	"github.com/tenurehq/tenure/proto/internal/wirecheck"
 )
 
 // Limits on what a FromPB function accepts. They bound the memory and the
@@ -40,53 +40,20 @@ const (
 )
 
 // ErrInvalid is wrapped by every error RequestFromPB and ReplyFromPB return.
-var ErrInvalid = errors.New("invalid voter message")
+var ErrInvalid = wirecheck.ErrInvalid
 
 // FieldError says which field of a received message is invalid and why.
 // errors.Is(err, ErrInvalid) holds for every *FieldError.
-type FieldError struct {
-	// Field is the path of the field from the message type, in proto names:
-	// "CallRequest.ops[3].kind". For a nil message it is the type alone.
-	Field string
-	// Reason says what is wrong with the field.
-	Reason string
-}
+type FieldError = wirecheck.FieldError
 
-func (e *FieldError) Error() string {
-	return fmt.Sprintf("%v: %s: %s", ErrInvalid, e.Field, e.Reason)
-}
-
-// Is reports whether target is ErrInvalid.
-func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
-
-// in returns e with its field placed under the path prefix. The element
-// checkers report paths relative to their element, so that the index is
-// formatted only when a message is rejected.
-func (e *FieldError) in(prefix string) *FieldError {
-	return &FieldError{Field: prefix + "." + e.Field, Reason: e.Reason}
-}
-
-func invalid(field, format string, args ...any) *FieldError {
-	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
-}
+var invalid = wirecheck.Invalid
 
 // checkString enforces MaxStringLen and, if required, non-emptiness.
 func checkString(field, s string, required bool) *FieldError {
-	switch {
-	case required && s == "":
-		return invalid(field, "empty")
-	case len(s) > MaxStringLen:
-		return invalid(field, "%d bytes exceed the limit of %d", len(s), MaxStringLen)
-	}
-	return nil
+	return wirecheck.String(field, s, required, MaxStringLen)
 }
 
-func checkCount(field string, n, limit int) *FieldError {
-	if n > limit {
-		return invalid(field, "%d entries exceed the limit of %d", n, limit)
-	}
-	return nil
-}
+var checkCount = wirecheck.Count
 
 // RequestToPB returns the wire form of r sent by a node of cluster.
 func RequestToPB(cluster string, r lease.Request) *CallRequest {
@@ -123,7 +90,7 @@ func RequestFromPB(m *CallRequest) (cluster string, r lease.Request, err error) 
 		for i, op := range m.Ops {
 			var fe *FieldError
 			if r.Ops[i], fe = opFromPB(op); fe != nil {
-				return "", lease.Request{}, fe.in(fmt.Sprintf("CallRequest.ops[%d]", i))
+				return "", lease.Request{}, fe.In(fmt.Sprintf("CallRequest.ops[%d]", i))
 			}
 		}
 	}
@@ -180,7 +147,7 @@ func nodeGensFromPB(field string, m []*NodeGen) ([]lease.NodeGen, *FieldError) {
 	out := make([]lease.NodeGen, len(m))
 	for i, ng := range m {
 		if fe := checkString("node", ng.GetNode(), true); fe != nil {
-			return nil, fe.in(fmt.Sprintf("%s[%d]", field, i))
+			return nil, fe.In(fmt.Sprintf("%s[%d]", field, i))
 		}
 		out[i] = lease.NodeGen{Node: ng.GetNode(), Gen: ng.GetGen()}
 	}
@@ -221,7 +188,7 @@ func ReplyFromPB(m *CallReply) (cluster string, r lease.Reply, err error) {
 		r.Results = make([]lease.Result, len(m.Results))
 		for i, res := range m.Results {
 			if r.Results[i], fe = resultFromPB(res); fe != nil {
-				return "", lease.Reply{}, fe.in(fmt.Sprintf("CallReply.results[%d]", i))
+				return "", lease.Reply{}, fe.In(fmt.Sprintf("CallReply.results[%d]", i))
 			}
 		}
 	}
@@ -230,7 +197,7 @@ func ReplyFromPB(m *CallReply) (cluster string, r lease.Reply, err error) {
 		for i, sr := range m.Held {
 			r.Held[i].Shard = sr.GetShard()
 			if r.Held[i].Record, fe = recordFromPB(sr.GetRecord()); fe != nil {
-				return "", lease.Reply{}, fe.in(fmt.Sprintf("CallReply.held[%d].record", i))
+				return "", lease.Reply{}, fe.In(fmt.Sprintf("CallReply.held[%d].record", i))
 			}
 		}
 	}
@@ -278,7 +245,7 @@ func opFromPB(m *Op) (lease.Op, *FieldError) {
 func resultFromPB(m *Result) (lease.Result, *FieldError) {
 	op, fe := opFromPB(m.GetOp())
 	if fe != nil {
-		return lease.Result{}, fe.in("op")
+		return lease.Result{}, fe.In("op")
 	}
 	refusal, ok := refusalFromPB(m.GetRefusal())
 	switch {
@@ -289,7 +256,7 @@ func resultFromPB(m *Result) (lease.Result, *FieldError) {
 	}
 	rec, fe := recordFromPB(m.GetRecord())
 	if fe != nil {
-		return lease.Result{}, fe.in("record")
+		return lease.Result{}, fe.In("record")
 	}
 	return lease.Result{Op: op, Refusal: refusal, Record: rec, Gen: m.GetGen()}, nil
 }
