@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 
 	"github.com/tenurehq/tenure/lease"
 	"github.com/tenurehq/tenure/membership"
@@ -100,6 +101,39 @@ type Config struct {
 	// Registerer receives the node's Prometheus metrics (tenure_*, with a
 	// "node" label). Optional; nil registers nothing.
 	Registerer prometheus.Registerer
+
+	// Planner chooses the leader each shard should have. Set it to a
+	// rebalance.Policy (the zero value is good): it moves only what the
+	// load bounds require — on a leave only the leaver's shards, on a join
+	// about P/(N+1). Default: the ring assignment alone (consistent hashing
+	// with bounded loads), which moves 1.06–1.27 × the ideal and also moves
+	// shards between members that stay.
+	Planner Planner
+	// JoinSettle is how long a member must be active in this node's view
+	// before it receives shards, so that a node that bounces does not make
+	// shards flap. A member that already leads shards counts as settled.
+	// Default 2 × LeaseDuration.
+	JoinSettle time.Duration
+	// MaxConcurrentHandoffs bounds the graceful handoffs this node runs at
+	// once as a source. Default 4; a draining node uses 8 × this.
+	MaxConcurrentHandoffs int
+	// HandoffTimeout bounds each whole handoff: the target's Prepare, the
+	// source's Quiesce and the voter round. Default 5 s.
+	HandoffTimeout time.Duration
+	// QuiesceTimeout bounds the source's Quiesce; work still running then
+	// is cancelled with the lease. Default 1 s.
+	QuiesceTimeout time.Duration
+
+	// GRPCServerOptions are added to the node's gRPC server (TLS
+	// credentials, interceptors). Optional.
+	GRPCServerOptions []grpc.ServerOption
+	// GRPCDialOptions are added to the node's connections to voters and
+	// peers (TLS credentials). Default: insecure transport.
+	GRPCDialOptions []grpc.DialOption
+	// RegisterGRPC registers the application's own services on the node's
+	// gRPC server before it serves (the daemon adds the public API, health
+	// and reflection). Optional.
+	RegisterGRPC func(*grpc.Server)
 
 	// Logger receives the node's logs. Default: discard.
 	Logger *slog.Logger

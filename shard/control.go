@@ -1,0 +1,170 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Planner chooses the leader every shard should have. Each node runs it on
+// its own view: current[s] is the node that leads shard s now as far as
+// this node knows ("" for none or a node that is not an eligible member),
+// members are the eligible members (active, settled, not draining, lease
+// not expired). It returns the target leader of every shard ("" for none).
+//
+// It must be a pure, deterministic function of its arguments (member order
+// aside): nodes with the same view must compute the same targets, and
+// calling it again with the targets it returned must return them unchanged.
+// rebalance.Policy is the Planner to use; see Config.Planner.
+type Planner interface {
+	Target(shards int, current []string, members []Member) ([]string, error)
+}
+
+// ringPlanner is the planner without stickiness: the ring assignment alone.
+type ringPlanner struct{ cfg AssignConfig }
+
+func (p ringPlanner) Target(shards int, _ []string, members []Member) ([]string, error) {
+	a, err := Assign(p.cfg, members)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, shards)
+	for s := range out {
+		if m, ok := a.Owner(ID(s)); ok {
+			out[s] = m.ID
+		}
+	}
+	return out, nil
+}
+
+// Move is one planned change of leader: Shard goes from From ("" when
+// nobody leads it) to To.
+type Move struct {
+	Shard    uint32
+	From, To string
+}
+
+// Preparer is an optional extension of Handler: a node about to receive a
+// shard in a graceful handoff calls Prepare first, so the application can
+// warm caches or catch up before it leads. A nil error says ready; an
+// error refuses the move, which is retried later with backoff. ctx ends at
+// Config.HandoffTimeout. Prepare runs on its own goroutine, possibly
+// concurrently with other Prepare calls and with the Handler's methods.
+type Preparer interface {
+	Prepare(ctx context.Context, shard uint32, epoch uint64) error
+}
+
+// Quiescer is an optional extension of Handler: a node handing a shard off
+// calls Quiesce once the target is prepared, so the application stops
+// taking new work for l and finishes what is in flight. When Quiesce
+// returns, or when ctx ends at Config.QuiesceTimeout, the lease ends (its
+// context is cancelled) and the voters are asked to transfer the shard.
+// Quiesce runs on its own goroutine, possibly concurrently with other
+// Quiesce calls and with the Handler's methods.
+type Quiescer interface {
+	Quiesce(ctx context.Context, l *Lease) error
+}
+
+// Transition is one leadership change of this node, kept for status pages.
+type Transition struct {
+	Time   time.Time
+	Shard  uint32
+	Epoch  uint64
+	Event  string // "acquired", "renewed" or "released"
+	Reason Reason // for "released"
+	// Peer is the other node of a handoff: the source for "acquired", the
+	// target for "released"; empty otherwise.
+	Peer string
+}
+
+// Errors of the operator controls.
+var (
+	// ErrUnknownNode: the named node is not an active member.
+	ErrUnknownNode = errors.New("unknown node")
+	// ErrDraining: the node is draining (or stopped) and takes no shards.
+	ErrDraining = errors.New("node is draining")
+	// ErrNotStarted: the node has not been started, or has stopped.
+	ErrNotStarted = errors.New("node not running")
+	// ErrNoVoters: the node has no voters and leads nothing.
+	ErrNoVoters = errors.New("node has no voters")
+	// ErrHandoff is matched by every *HandoffError.
+	ErrHandoff = errors.New("handoff failed")
+)
+
+// HandoffError says why a handoff of Shard to To did not happen, and at
+// which step: "prepare" (the target refused or was unreachable; the source
+// still leads), "transfer" (the voters refused; the shard was released and
+// is acquired again by its desired owner). It matches ErrHandoff.
+type HandoffError struct {
+	Shard uint32
+	To    string
+	Step  string
+	Err   error
+}
+
+func (e *HandoffError) Error() string {
+	return fmt.Sprintf("handoff of shard %d to %s failed at %s: %v", e.Shard, e.To, e.Step, e.Err)
+}
+
+// Is matches ErrHandoff.
+func (e *HandoffError) Is(target error) bool { return target == ErrHandoff }
+
+// Unwrap returns the step's error.
+func (e *HandoffError) Unwrap() error { return e.Err }
+
+// Drain hands every shard this node leads to its new owner gracefully,
+// then leaves gossip and stops the node: the node first leaves the active
+// set (peers stop planning shards onto it), then hands off up to
+// 8 × MaxConcurrentHandoffs shards at once. Shards not handed off when ctx
+// ends are released at the voters, so their owners take over within one
+// voter round. It returns nil when every shard left by handoff.
+func (n *Node) Drain(ctx context.Context) error {
+	return errors.New("shard: Drain: not implemented")
+}
+
+// Transfer hands shard s, which this node must lead, to node to: a graceful
+// handoff (Prepare on the target, Quiesce here, one voter round). The plan
+// is overridden for s until the planner agrees or the override expires
+// (ten × JoinSettle). It returns *NotLeaderError when this node does not
+// lead s, ErrUnknownNode when to is not an active member, and a
+// *HandoffError when a step failed.
+func (n *Node) Transfer(ctx context.Context, s uint32, to string) error {
+	return errors.New("shard: Transfer: not implemented")
+}
+
+// PauseRebalance stops automatic rebalancing on every node: shards of
+// failed or draining nodes are still taken over, but no shard moves between
+// live members until ResumeRebalance. It spreads by gossip and waits until
+// this node applies it.
+func (n *Node) PauseRebalance(ctx context.Context) error {
+	return errors.New("shard: PauseRebalance: not implemented")
+}
+
+// ResumeRebalance undoes PauseRebalance on every node.
+func (n *Node) ResumeRebalance(ctx context.Context) error {
+	return errors.New("shard: ResumeRebalance: not implemented")
+}
+
+// RebalancePaused reports whether automatic rebalancing is paused in this
+// node's view.
+func (n *Node) RebalancePaused() bool { return false }
+
+// Plan returns the moves this node's planner would make now from its own
+// view, paused or not (a dry run): every shard whose leader is not its
+// target, sorted by shard.
+func (n *Node) Plan() []Move { return nil }
+
+// Ready reports whether the node has joined, its view has settled and it
+// is not draining: the moment a health check should say SERVING.
+func (n *Node) Ready() bool { return false }
+
+// Transitions returns this node's latest leadership transitions, oldest
+// first (at most 256).
+func (n *Node) Transitions() []Transition { return nil }
+
+// Voters returns the static voter set.
+func (n *Node) Voters() []VoterAddr { return append([]VoterAddr(nil), n.cfg.Voters...) }
+
+// Config returns the node's configuration with defaults filled.
+func (n *Node) Config() Config { return n.cfg }
