@@ -333,7 +333,9 @@ func (n *Node) Start(ctx context.Context) error {
 		if h, err = lease.NewHolder(n.cfg.holder(n.inc, n.holderRand)); err != nil {
 			return fmt.Errorf("shard: node %s: %w", n.cfg.NodeID, err)
 		}
-		rp, err := startRPC(n.cfg, n.log, n.metrics)
+	}
+	if len(n.cfg.Voters) > 0 || n.cfg.GRPCListen != "" {
+		rp, err := startRPC(n.cfg, n.log, n.metrics, nil)
 		if err != nil {
 			return fmt.Errorf("shard: node %s: %w", n.cfg.NodeID, err)
 		}

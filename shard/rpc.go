@@ -35,6 +35,8 @@ type rpcPlane struct {
 	lis   net.Listener
 	voter *voter.Server
 
+	dialOpts []grpc.DialOption // for voters and peers
+
 	clients []*voterClient
 	byID    map[string]*voterClient
 	replies chan lease.Reply
@@ -59,7 +61,10 @@ const (
 	voterInflight = 8
 )
 
-func startRPC(cfg Config, log *slog.Logger, m *metrics) (p *rpcPlane, err error) {
+// startRPC opens the voter store (on a voter), serves gRPC on
+// cfg.GRPCListen when set — the voter protocol, what register adds and the
+// application's services — and connects to the voters.
+func startRPC(cfg Config, log *slog.Logger, m *metrics, register func(*grpc.Server)) (p *rpcPlane, err error) {
 	p = &rpcPlane{
 		log:     log,
 		metrics: m,
@@ -82,6 +87,8 @@ func startRPC(cfg Config, log *slog.Logger, m *metrics) (p *rpcPlane, err error)
 		if err != nil {
 			return nil, err
 		}
+	}
+	if cfg.GRPCListen != "" {
 		listen := cfg.Listen
 		if listen == nil {
 			listen = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
@@ -89,10 +96,19 @@ func startRPC(cfg Config, log *slog.Logger, m *metrics) (p *rpcPlane, err error)
 		if p.lis, err = listen(cfg.GRPCListen); err != nil {
 			return nil, fmt.Errorf("gRPC listen on %s: %w", cfg.GRPCListen, err)
 		}
-		p.srv = grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+		sopts := append([]grpc.ServerOption{grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime: 5 * time.Second, PermitWithoutStream: true,
-		}))
-		p.voter.Register(p.srv)
+		})}, cfg.GRPCServerOptions...)
+		p.srv = grpc.NewServer(sopts...)
+		if p.voter != nil {
+			p.voter.Register(p.srv)
+		}
+		if register != nil {
+			register(p.srv)
+		}
+		if cfg.RegisterGRPC != nil {
+			cfg.RegisterGRPC(p.srv)
+		}
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
@@ -116,6 +132,8 @@ func startRPC(cfg Config, log *slog.Logger, m *metrics) (p *rpcPlane, err error)
 	if cfg.Dial != nil {
 		opts = append(opts, grpc.WithContextDialer(cfg.Dial))
 	}
+	opts = append(opts, cfg.GRPCDialOptions...)
+	p.dialOpts = opts
 	for _, v := range cfg.Voters {
 		conn, err := grpc.NewClient("passthrough:///"+v.Addr, opts...)
 		if err != nil {
