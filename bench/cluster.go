@@ -25,6 +25,7 @@ type cluster struct {
 	ld      time.Duration
 	voters  []shard.VoterAddr
 	gossip  map[string]string // fixed gossip address per node, kept across restarts
+	grpc    map[string]string // fixed gRPC address per node
 	dirs    map[string]string
 	root    string
 	started map[string]bool
@@ -62,7 +63,7 @@ func newCluster(nodes, voters, shards int, profile membership.Profile, ld time.D
 	}
 	c := &cluster{
 		shards: shards, profile: profile, ld: ld, root: root, log: logger,
-		gossip: map[string]string{}, dirs: map[string]string{}, started: map[string]bool{},
+		gossip: map[string]string{}, grpc: map[string]string{}, dirs: map[string]string{}, started: map[string]bool{},
 		nodes: map[string]*shard.Node{},
 	}
 	for i := 1; i <= nodes; i++ {
@@ -70,11 +71,11 @@ func newCluster(nodes, voters, shards int, profile membership.Profile, ld time.D
 		if c.gossip[id], err = freeAddr(); err != nil {
 			return nil, err
 		}
+		if c.grpc[id], err = freeAddr(); err != nil {
+			return nil, err
+		}
 		if i <= voters {
-			addr, err := freeAddr()
-			if err != nil {
-				return nil, err
-			}
+			addr := c.grpc[id]
 			c.voters = append(c.voters, shard.VoterAddr{ID: id, Addr: addr})
 			c.dirs[id] = fmt.Sprintf("%s/%s", root, id)
 		}
@@ -110,7 +111,7 @@ func (c *cluster) start(id string) error {
 	cfg := shard.Config{
 		NodeID: id, Cluster: "bench", Shards: c.shards,
 		GossipAddr: c.gossip[id], Seeds: seeds, Profile: c.profile,
-		GRPCAddr: id + ".bench:7000",
+		GRPCAddr: c.grpc[id],
 		Voters:   c.voters, LeaseDuration: c.ld,
 		Logger: c.log.With("node", id),
 	}

@@ -53,6 +53,8 @@ type Config struct {
 	// when the node is a voter.
 	GRPCAddr string
 	// GRPCListen is the address the gRPC server binds to. Default GRPCAddr.
+	// A node serves gRPC when it has Voters (peers hand shards to it there)
+	// or RegisterGRPC is set.
 	GRPCListen string
 	// Zone is the node's failure domain. Optional.
 	Zone string
@@ -241,13 +243,11 @@ func (c Config) Validate() error {
 	if err := c.holder(1, c.Rand).Validate(); err != nil {
 		return fmt.Errorf("shard: Config: %w", err)
 	}
-	if c.isVoter() {
-		if c.DataDir == "" {
-			return fmt.Errorf("shard: Config.DataDir is required: node %s is a voter", c.NodeID)
-		}
-		if _, _, err := net.SplitHostPort(c.GRPCListen); err != nil {
-			return fmt.Errorf("shard: Config.GRPCListen %q: node %s is a voter and must serve gRPC: %w", c.GRPCListen, c.NodeID, err)
-		}
+	if _, _, err := net.SplitHostPort(c.GRPCListen); err != nil {
+		return fmt.Errorf("shard: Config.GRPCListen %q: node %s has voters and must serve gRPC (peers hand shards to it there): %w", c.GRPCListen, c.NodeID, err)
+	}
+	if c.isVoter() && c.DataDir == "" {
+		return fmt.Errorf("shard: Config.DataDir is required: node %s is a voter", c.NodeID)
 	}
 	return nil
 }
@@ -334,7 +334,7 @@ func (n *Node) Start(ctx context.Context) error {
 			return fmt.Errorf("shard: node %s: %w", n.cfg.NodeID, err)
 		}
 	}
-	if len(n.cfg.Voters) > 0 || n.cfg.GRPCListen != "" {
+	if len(n.cfg.Voters) > 0 || n.cfg.RegisterGRPC != nil {
 		rp, err := startRPC(n.cfg, n.log, n.metrics, nil)
 		if err != nil {
 			return fmt.Errorf("shard: node %s: %w", n.cfg.NodeID, err)

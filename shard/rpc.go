@@ -74,9 +74,10 @@ func startRPC(cfg Config, log *slog.Logger, m *metrics, register func(*grpc.Serv
 		replies: make(chan lease.Reply, 1024),
 		stop:    make(chan struct{}),
 	}
+	plane := p // the named result is nil on the error returns
 	defer func() {
 		if err != nil {
-			p.close()
+			plane.close()
 		}
 	}()
 	if cfg.isVoter() {
@@ -88,7 +89,7 @@ func startRPC(cfg Config, log *slog.Logger, m *metrics, register func(*grpc.Serv
 			return nil, err
 		}
 	}
-	if cfg.GRPCListen != "" {
+	if cfg.GRPCListen != "" && (len(cfg.Voters) > 0 || cfg.RegisterGRPC != nil) {
 		listen := cfg.Listen
 		if listen == nil {
 			listen = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }

@@ -73,6 +73,7 @@ type demo struct {
 	log    *slog.Logger
 	dir    string
 	voters []shard.VoterAddr
+	grpc   map[string]string // gRPC address per node
 	nodes  []*shard.Node
 }
 
@@ -102,12 +103,17 @@ func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.out, format+"\n",
 func (d *demo) story() error {
 	o := d.o
 	d.say("Starting %d nodes on loopback: %d shards, %s gossip, lease %v; node-1..3 are the voters.", o.nodes, o.shards, o.profile, o.lease)
-	for i := 1; i <= 3; i++ {
+	d.grpc = make(map[string]string)
+	for i := 1; i <= o.nodes; i++ {
 		addr, err := freeAddr()
 		if err != nil {
 			return err
 		}
-		d.voters = append(d.voters, shard.VoterAddr{ID: fmt.Sprintf("node-%d", i), Addr: addr})
+		id := fmt.Sprintf("node-%d", i)
+		d.grpc[id] = addr
+		if i <= 3 {
+			d.voters = append(d.voters, shard.VoterAddr{ID: id, Addr: addr})
+		}
 	}
 	for i := 1; i <= o.nodes; i++ {
 		if err := d.start(fmt.Sprintf("node-%d", i)); err != nil {
@@ -179,7 +185,7 @@ func (d *demo) start(id string) error {
 	cfg := shard.Config{
 		NodeID: id, Cluster: "demo", Shards: d.o.shards,
 		GossipAddr: "127.0.0.1:0", Seeds: seeds, Profile: d.o.profile,
-		GRPCAddr: id + ".demo:7000", Voters: d.voters, LeaseDuration: d.o.lease,
+		GRPCAddr: d.grpc[id], Voters: d.voters, LeaseDuration: d.o.lease,
 		Logger: d.log.With("node", id),
 	}
 	if i := slices.IndexFunc(d.voters, func(v shard.VoterAddr) bool { return v.ID == id }); i >= 0 {

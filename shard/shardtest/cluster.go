@@ -35,6 +35,7 @@ type Cluster struct {
 	nodes     map[string]*shard.Node // live nodes
 	dirs      map[string]string      // voter data directories, kept across restarts
 	listeners map[string]net.Listener
+	opened    []net.Listener // non-voters' gRPC listeners, closed at cleanup
 	started   map[string]bool
 }
 
@@ -82,6 +83,9 @@ func newCluster(t testing.TB, shards int) *Cluster {
 		for _, l := range c.listeners {
 			l.Close()
 		}
+		for _, l := range c.opened {
+			l.Close()
+		}
 	})
 	return c
 }
@@ -115,6 +119,15 @@ func (c *Cluster) Config(id string) shard.Config {
 			}
 			return c.Net.Listen(id, addr)
 		}
+	} else if len(c.Voters) > 0 {
+		// Every leader serves gRPC: handoffs reach it there.
+		l, err := c.Net.Listen(id, "127.0.0.1:0")
+		if err != nil {
+			c.t.Fatalf("gRPC listener for %s: %v", id, err)
+		}
+		c.opened = append(c.opened, l)
+		cfg.GRPCAddr = l.Addr().String()
+		cfg.Listen = func(string) (net.Listener, error) { return l, nil }
 	}
 	if c.Configure != nil {
 		c.Configure(&cfg)
