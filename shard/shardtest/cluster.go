@@ -108,6 +108,8 @@ func (c *Cluster) Config(id string) shard.Config {
 		Voters:        c.Voters,
 		LeaseDuration: c.LeaseDuration,
 		Dial:          c.Net.Dialer(id),
+		// The Local gossip profile converges in a few hundred ms.
+		JoinSettle: 300 * time.Millisecond,
 	}
 	if i := slices.IndexFunc(c.Voters, func(v shard.VoterAddr) bool { return v.ID == id }); i >= 0 {
 		addr := c.Voters[i].Addr
