@@ -314,8 +314,8 @@ type Node struct {
 	draining  atomic.Bool
 	history   transitions
 	loopWG    sync.WaitGroup
-	handlWG sync.WaitGroup
-	once    sync.Once
+	handlWG   sync.WaitGroup
+	once      sync.Once
 	// leave asks the loop to release every lease; it closes the channel
 	// it is sent once the releases are queued.
 	leave chan chan struct{}
