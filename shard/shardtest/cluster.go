@@ -196,6 +196,16 @@ func (c *Cluster) Leave(id string) {
 	delete(c.nodes, id)
 }
 
+// Drain drains id (graceful handoff of every shard, then leave) and
+// forgets it.
+func (c *Cluster) Drain(id string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := c.nodes[id].Drain(ctx)
+	delete(c.nodes, id)
+	return err
+}
+
 // StopAll stops every live node.
 func (c *Cluster) StopAll() {
 	for _, id := range c.IDs() {
