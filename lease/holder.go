@@ -550,6 +550,19 @@ func (h *Holder) Expect(s uint32, until Time) {
 	}
 }
 
+// Transferring returns the shards whose Transfer awaits the voters'
+// answer, sorted: a node must not stop before they are answered, or the
+// target learns of them only from its voters' Held records.
+func (h *Holder) Transferring() []uint32 {
+	var out []uint32
+	for _, s := range h.sortedShards() {
+		if h.shards[s].xfer != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // MinTransferEpoch is the lowest epoch at which this node can be handed
 // shard s: above every epoch it gave up there (its floor). A source passes
 // it to TransferAt, so that a target that once lost a race for s can still

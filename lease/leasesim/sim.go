@@ -9,7 +9,18 @@
 //     the same simulated instant (each judged by its own clock);
 //   - never two nodes leading one (shard, epoch);
 //   - the epochs of successive leaders of a shard strictly increase;
-//   - once faults stop, every shard is led again within a bound.
+//   - once faults stop, every shard is led again within a bound;
+//   - once faults stop, a planned move (a handoff, a drain) leaves its
+//     shard without a leader for less than a lease: less than a crash
+//     failover would.
+//
+// Handoffs follow DESIGN §4: the source asks the target to prepare (the
+// target expects the shard and names the lowest epoch it can lead at),
+// then transfers; the forward of the outcome is a message too, so every
+// step can be dropped, delayed, duplicated or cut off by a crash. Nodes
+// drain — they leave the desired set, hand everything off, stop and come
+// back — and, once faults stop, the run drains a node and moves shards by
+// plan to measure the gaps of planned moves.
 //
 // Canonical use:
 //
@@ -48,6 +59,7 @@ type Faults struct {
 	PauseFor           time.Duration
 	VoterCrashRate     float64
 	TransferRate       float64 // fraction of unwanted leaderships handed off rather than released
+	DrainRate          float64 // node drains per node per second
 }
 
 // DefaultFaults is a hostile but realistic mix for a 1 s lease.
@@ -61,6 +73,7 @@ func DefaultFaults() Faults {
 		PauseRate: 0.02, PauseFor: 2500 * time.Millisecond,
 		VoterCrashRate: 0.01,
 		TransferRate:   0.5,
+		DrainRate:      0.02,
 	}
 }
 
@@ -99,6 +112,10 @@ type Config struct {
 	// ReuseGens makes restarted voters keep their boot counter, so that
 	// generations repeat: a deliberately broken store, for checker tests.
 	ReuseGens bool
+	// StopDrainEarly makes a draining node stop as soon as it leads
+	// nothing, before the voters answered its transfers: a deliberately
+	// broken drain, for checker tests.
+	StopDrainEarly bool
 	// Script, if set, runs instead of random faults: directed scenarios.
 	// The script decides which node wants which shard (Want); nothing is
 	// released or transferred unless it says so.
@@ -159,6 +176,11 @@ type Result struct {
 	Leaderships int           // leadership starts
 	Messages    int           // messages sent
 	MaxUnled    time.Duration // longest a shard went without a leader after faults stopped
+	// Handoffs counts transfers forwarded; MaxHandoffGap is the longest a
+	// shard went without a leader in a planned move after faults stopped.
+	Handoffs      int
+	PlannedMoves  int
+	MaxHandoffGap time.Duration
 }
 
 type clock struct{ rate, offset float64 }
@@ -176,6 +198,23 @@ type node struct {
 	view     map[string]bool // nodes this node believes up
 	was      map[uint32]uint64
 	wants    map[uint32]bool // scripted desires, kept across restarts
+	// preparing holds handoffs this node started: the target asked to
+	// prepare, the reply not yet in.
+	preparing map[uint32]prep
+	// expect holds shards this node prepared for, until when (global
+	// time): it wants them whatever its own view says, as shard.Node does.
+	expect   map[uint32]time.Duration
+	draining bool
+	// pref holds planned owners this node has heard of (shard → node),
+	// prefV their versions.
+	pref  map[uint32]int
+	prefV map[uint32]int
+}
+
+type prep struct {
+	to    int
+	epoch uint64
+	at    time.Duration
 }
 
 type voter struct {
@@ -196,6 +235,8 @@ const (
 	evForward
 	evView
 	evFault
+	evPrepare  // source → target: get ready for shard
+	evPrepared // target → source: ready, with the lowest epoch it can lead at
 )
 
 type event struct {
@@ -209,6 +250,12 @@ type event struct {
 	fwd   lease.Change
 	inc   uint64 // recipient incarnation for messages to nodes
 	fn    func()
+	// prepare and prepared messages
+	shard    uint32
+	from     int
+	epoch    uint64 // the source's epoch; for evPrepared, the minimum
+	fromInc  uint64
+	minEpoch uint64
 }
 
 type queue []*event
@@ -244,6 +291,11 @@ type Sim struct {
 	top     map[uint32]uint64    // highest epoch led per shard
 	hist    map[uint32][]string  // leadership starts per shard, "n1@3"
 	unled   map[uint32]time.Duration
+	moving  map[uint32]time.Duration // planned moves under way since
+	plans   int                      // Plan calls so far
+	// plannedFrom is when the cluster has recovered from the faults and
+	// planned moves must be short; 0 while faults last.
+	plannedFrom time.Duration
 }
 
 // Run simulates cfg and returns the first violation as a *Violation.
@@ -267,6 +319,7 @@ func New(cfg Config) (*Sim, error) {
 		top:     make(map[uint32]uint64),
 		hist:    make(map[uint32][]string),
 		unled:   make(map[uint32]time.Duration),
+		moving:  make(map[uint32]time.Duration),
 	}
 	for i := range cfg.Voters {
 		vt := &voter{id: fmt.Sprintf("v%d", i+1), clk: s.newClock(false), boot: 1, persisted: map[uint32]lease.Record{}}
@@ -276,7 +329,8 @@ func New(cfg Config) (*Sim, error) {
 		}
 	}
 	for i := range cfg.Nodes {
-		n := &node{id: fmt.Sprintf("n%d", i+1), clk: s.newClock(true), view: map[string]bool{}, was: map[uint32]uint64{}, wants: map[uint32]bool{}}
+		n := &node{id: fmt.Sprintf("n%d", i+1), clk: s.newClock(true), view: map[string]bool{}, was: map[uint32]uint64{},
+			wants: map[uint32]bool{}, preparing: map[uint32]prep{}, expect: map[uint32]time.Duration{}, pref: map[uint32]int{}, prefV: map[uint32]int{}}
 		s.nodes = append(s.nodes, n)
 	}
 	for i := range s.nodes {
@@ -336,7 +390,11 @@ func (s *Sim) startNode(i int) error {
 		return err
 	}
 	n.h, n.up, n.pausedT, n.deferred = h, true, 0, nil
+	n.draining = false
+	n.view[n.id] = true
 	clear(n.was)
+	clear(n.preparing)
+	clear(n.expect)
 	s.refreshDesired(i)
 	s.schedule(&event{at: s.now + time.Duration(s.rng.Int64N(int64(s.cfg.Tick))), kind: evTick, node: i, inc: n.inc})
 	s.trace("%s starts, incarnation %d", n.id, n.inc)
@@ -482,7 +540,7 @@ func (s *Sim) handle(e *event) {
 			vt.persisted[r.Shard] = r.Record
 		}
 		s.send(len(s.nodes)+e.voter, e.node, &event{kind: evToNode, node: e.node, rep: rep, inc: e.inc})
-	case evToNode, evForward:
+	case evToNode, evForward, evPrepare, evPrepared:
 		n := s.nodes[e.node]
 		if !n.up || n.inc != e.inc {
 			return
@@ -500,9 +558,33 @@ func (s *Sim) paused(i int) bool { return s.now < s.nodes[i].pausedT }
 func (s *Sim) deliver(i int, e *event) {
 	n := s.nodes[i]
 	now := n.clk.at(s.now)
-	if e.kind == evForward {
+	switch e.kind {
+	case evForward:
 		n.h.AcceptTransfer(e.fwd.Shard, e.fwd.Epoch, e.fwd.Gens, now)
-	} else {
+	case evPrepare:
+		// The target expects the shard for the handoff's timeout and
+		// names the lowest epoch it can lead it at. A draining node
+		// refuses (it does not answer).
+		if !n.draining {
+			n.expect[e.shard] = s.now + handoffTimeout
+			n.h.Expect(e.shard, now.Add(handoffTimeout))
+			s.send(i, e.from, &event{kind: evPrepared, node: e.from, inc: e.fromInc, shard: e.shard, from: i, epoch: e.epoch, minEpoch: n.h.MinTransferEpoch(e.shard)})
+		}
+	case evPrepared:
+		p, ok := n.preparing[e.shard]
+		if !ok || p.to != e.from || p.epoch != e.epoch {
+			break
+		}
+		delete(n.preparing, e.shard)
+		if ep, led := n.h.Leads(e.shard, now); !led || ep != e.epoch || s.desired(i, e.shard) != e.from {
+			break
+		}
+		to := s.nodes[e.from]
+		n.h.SetDesired(e.shard, false)
+		if err := n.h.TransferAt(e.shard, to.id, to.inc, e.minEpoch, now); err == nil {
+			s.trace("%s transfers shard %d to %s (at least epoch %d)", n.id, e.shard, to.id, e.minEpoch)
+		}
+	default:
 		n.h.Step(e.rep, now)
 	}
 	s.drainChanges(i)
@@ -519,22 +601,41 @@ func (s *Sim) tickNode(i int) {
 	}
 	now := n.clk.at(s.now)
 	// Shards this node leads but no longer wants go to their desired
-	// owner, by transfer or release.
-	for _, sh := range n.h.Led(now) {
+	// owner, by handoff (prepare, then transfer) or release. A draining
+	// node, and every node once faults stop, always hands off.
+	led := n.h.Led(now)
+	for _, sh := range led {
 		if s.cfg.Script != nil {
 			break
 		}
-		if owner := s.desired(i, sh); owner != i {
-			if s.rng.Float64() < s.cfg.Faults.TransferRate && owner >= 0 {
-				to := s.nodes[owner]
-				if err := n.h.Transfer(sh, to.id, to.inc, now); err == nil {
-					s.trace("%s transfers shard %d to %s", n.id, sh, to.id)
-				}
-			} else {
-				n.h.Release(sh, now)
-				s.trace("%s releases shard %d", n.id, sh)
-			}
+		owner := s.desired(i, sh)
+		if owner == i {
+			continue
 		}
+		if p, ok := n.preparing[sh]; ok {
+			if s.now-p.at < prepareTimeout {
+				continue // waiting for the target
+			}
+			delete(n.preparing, sh)
+		}
+		handoff := n.draining || !s.faults || s.rng.Float64() < s.cfg.Faults.TransferRate
+		if handoff && owner >= 0 {
+			e, _ := n.h.Leads(sh, now)
+			n.preparing[sh] = prep{to: owner, epoch: e, at: s.now}
+			s.trace("%s asks %s to prepare for shard %d", n.id, s.nodes[owner].id, sh)
+			s.send(i, owner, &event{kind: evPrepare, node: owner, inc: s.nodes[owner].inc, shard: sh, from: i, epoch: e, fromInc: n.inc})
+		} else if owner >= 0 || n.draining {
+			n.h.Release(sh, now)
+			s.trace("%s releases shard %d", n.id, sh)
+		}
+	}
+	busy := len(n.preparing) > 0 || len(n.h.Transferring()) > 0
+	if n.draining && len(led) == 0 && (!busy || s.cfg.StopDrainEarly) && s.cfg.Script == nil {
+		// Drained: leave, and come back a little later.
+		s.trace("%s drained", n.id)
+		s.Crash(i)
+		s.At(s.now+time.Second, func() { s.Restart(i) })
+		return
 	}
 	for _, env := range n.h.Tick(now) {
 		v := slices.Index(s.voterIDs(), env.To)
@@ -548,8 +649,18 @@ func (s *Sim) drainChanges(i int) {
 	for _, c := range n.h.TakeChanges() {
 		s.trace("%s %s shard %d epoch %d %s", n.id, kindName(c.Kind), c.Shard, c.Epoch, reasonName(c))
 		if c.Kind == lease.Transferred {
-			to := slices.IndexFunc(s.nodes, func(m *node) bool { return m.id == c.To })
+			to := slices.IndexFunc(s.nodes, func(m *node) bool { return m.id == c.To && m.up })
+			if to < 0 {
+				to = slices.IndexFunc(s.nodes, func(m *node) bool { return m.id == c.To })
+			}
+			s.res.Handoffs++
 			s.send(i, to, &event{kind: evForward, node: to, fwd: c, inc: s.nodes[to].inc})
+		}
+		if c.Kind == lease.Lost && c.Reason == lease.ReasonHandoff && s.plannedFrom > 0 && s.now >= s.plannedFrom {
+			if _, ok := s.moving[c.Shard]; !ok {
+				s.moving[c.Shard] = s.now
+				s.res.PlannedMoves++
+			}
 		}
 	}
 	n.h.TakeNotices()
@@ -566,9 +677,13 @@ func reasonName(c lease.Change) string {
 	return ""
 }
 
-// desired returns the desired owner of shard sh in node i's view: the
-// highest rendezvous hash among the nodes it believes up.
+// desired returns the desired owner of shard sh in node i's view: a
+// planned owner it heard of, if up in its view, else the highest
+// rendezvous hash among the nodes it believes up.
 func (s *Sim) desired(i int, sh uint32) int {
+	if j, ok := s.nodes[i].pref[sh]; ok && s.nodes[i].view[s.nodes[j].id] {
+		return j
+	}
 	best, bestH := -1, uint64(0)
 	for j, m := range s.nodes {
 		if !s.nodes[i].view[m.id] {
@@ -594,7 +709,8 @@ func (s *Sim) refreshDesired(i int) {
 		return
 	}
 	for sh := range s.cfg.Shards {
-		n.h.SetDesired(uint32(sh), s.desired(i, uint32(sh)) == i)
+		until, expected := n.expect[uint32(sh)]
+		n.h.SetDesired(uint32(sh), s.desired(i, uint32(sh)) == i || expected && s.now < until)
 	}
 }
 
@@ -614,6 +730,39 @@ func (s *Sim) learn(j int, up bool) {
 	}
 }
 
+// Drain makes node i leave the desired set (peers learn it after their
+// gossip lag), hand every shard off, stop, and start again a second later.
+func (s *Sim) Drain(i int) {
+	n := s.nodes[i]
+	if !n.up || n.draining {
+		return
+	}
+	n.draining = true
+	n.view[n.id] = false
+	s.refreshDesired(i)
+	s.trace("%s drains", n.id)
+	s.learn(i, false)
+}
+
+// Plan makes node j the planned owner of shard sh; nodes learn it after
+// their gossip lag.
+func (s *Sim) Plan(sh uint32, j int) {
+	s.plans++
+	version := s.plans
+	for i := range s.nodes {
+		lag := time.Duration(s.rng.Int64N(int64(s.cfg.GossipLag) + 1))
+		s.At(s.now+lag, func() {
+			// Plans spread like gossip: the newest wins whatever order
+			// they arrive in.
+			n := s.nodes[i]
+			if version > n.prefV[sh] {
+				n.pref[sh], n.prefV[sh] = j, version
+				s.refreshDesired(i)
+			}
+		})
+	}
+}
+
 // Crash stops node i; peers learn of it after their gossip lag.
 func (s *Sim) Crash(i int) {
 	n := s.nodes[i]
@@ -621,6 +770,7 @@ func (s *Sim) Crash(i int) {
 		return
 	}
 	n.up, n.h, n.deferred = false, nil, nil
+	n.draining = false
 	s.trace("%s crashes", n.id)
 	s.learn(i, false)
 }
@@ -809,6 +959,8 @@ func (s *Sim) injectFaults() {
 			s.At(s.now+time.Duration(s.rng.Int64N(int64(f.DownFor)+1)), func() { s.Restart(i) })
 		case n.up && r < (f.CrashRate+f.PauseRate)*dt:
 			s.Pause(i, time.Duration(s.rng.Int64N(int64(f.PauseFor)+1)))
+		case n.up && r < (f.CrashRate+f.PauseRate+f.DrainRate)*dt:
+			s.Drain(i)
 		}
 	}
 	for i, v := range s.voters {
@@ -831,7 +983,23 @@ func (s *Sim) calm() {
 		s.RestartVoter(i)
 	}
 	s.trace("faults stop")
+	// Planned moves on a calm cluster, once it has settled: a drain, then
+	// shards moved by plan.
+	at := s.now + s.LiveBound()/2
+	s.plannedFrom = at
+	s.At(at, func() { s.Drain(s.rng.IntN(len(s.nodes))) })
+	for k := range 4 {
+		s.At(at+2*time.Second+time.Duration(k)*300*time.Millisecond, func() {
+			s.Plan(uint32(s.rng.IntN(s.cfg.Shards)), s.rng.IntN(len(s.nodes)))
+		})
+	}
 }
+
+// Handoff timing of the simulated nodes.
+const (
+	handoffTimeout = time.Second
+	prepareTimeout = 300 * time.Millisecond
+)
 
 func (s *Sim) fail(rule, what string) {
 	if s.err == nil {
@@ -876,6 +1044,15 @@ func (s *Sim) check() {
 		}
 		if len(leaders) > 1 {
 			s.fail("one leader at a time", fmt.Sprintf("shard %d: %s", sh, strings.Join(leaders, ", ")))
+		}
+		if since, ok := s.moving[sh]; ok {
+			gap := s.now - since
+			if len(leaders) > 0 {
+				s.res.MaxHandoffGap = max(s.res.MaxHandoffGap, gap)
+				delete(s.moving, sh)
+			} else if gap >= s.cfg.LeaseDuration {
+				s.fail("planned moves are short", fmt.Sprintf("shard %d without a leader for %v in a planned move (a crash failover takes at least %v)", sh, gap, s.cfg.LeaseDuration))
+			}
 		}
 		if !s.faults && s.cfg.Script == nil {
 			if len(leaders) == 0 {

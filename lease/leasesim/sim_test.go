@@ -54,7 +54,7 @@ func TestRandomSeeds(t *testing.T) {
 		return
 	}
 	n := seeds(t, 200)
-	var maxUnled, leaderships, messages int64
+	var maxUnled, leaderships, messages, handoffs, planned, maxGap int64
 	for seed := uint64(1); seed <= uint64(n); seed++ {
 		res, err := leasesim.Run(variant(seed))
 		if err != nil {
@@ -63,9 +63,15 @@ func TestRandomSeeds(t *testing.T) {
 		maxUnled = max(maxUnled, int64(res.MaxUnled))
 		leaderships += int64(res.Leaderships)
 		messages += int64(res.Messages)
+		handoffs += int64(res.Handoffs)
+		planned += int64(res.PlannedMoves)
+		maxGap = max(maxGap, int64(res.MaxHandoffGap))
 	}
-	t.Logf("%d seeds: %d leaderships, %d messages, longest unled after faults %v",
-		n, leaderships, messages, timeString(maxUnled))
+	if planned == 0 {
+		t.Fatal("no planned move happened once faults stopped: the gap check checked nothing")
+	}
+	t.Logf("%d seeds: %d leaderships, %d messages, longest unled after faults %v; %d transfers, %d planned moves after faults, longest gap in one %v",
+		n, leaderships, messages, timeString(maxUnled), handoffs, planned, timeString(maxGap))
 }
 
 // regressions are seeds that broke earlier versions of the protocol code;
@@ -99,6 +105,7 @@ func TestCheckerCatchesPlantedBugs(t *testing.T) {
 		{"lease timer started at the reply", func(c *leasesim.Config) { c.NodeMu.TimerFromReply = true }},
 		{"voter accepts an equal epoch", func(c *leasesim.Config) { c.VoterMu.AcceptEqualEpoch = true }},
 		{"voter forgets its records on restart", func(c *leasesim.Config) { c.ForgetOnRestart = true }},
+		{"draining node stops before its transfers are answered", func(c *leasesim.Config) { c.StopDrainEarly = true }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
