@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/tenurehq/tenure/membership"
+	"github.com/tenurehq/tenure/rebalance"
 	"github.com/tenurehq/tenure/shard"
 	"github.com/tenurehq/tenure/voterstore"
 )
@@ -153,6 +154,9 @@ func start(o options, logOut io.Writer) (*daemon, error) {
 		GRPCAddr: o.GRPCAdvertise, GRPCListen: o.GRPCAddr,
 		Zone: o.Zone, Weight: o.Weight, NoShards: o.NoShards, Profile: o.Profile, GossipKeys: o.GossipKeys,
 		Voters: o.Voters, LeaseDuration: o.LeaseDuration, DataDir: o.DataDir, InitVoterStore: o.Init,
+		// The sticky planner moves only what the load bounds require; the
+		// ring alone would also shuffle shards between members that stay.
+		Planner:    rebalance.Policy{},
 		Handler:    transitionLog{log: log},
 		Registerer: d.reg,
 		Logger:     log,
