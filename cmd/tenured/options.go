@@ -444,6 +444,8 @@ func withDefaultPort(s string, port int) string {
 		return net.JoinHostPort(strings.Trim(s, "[]"), strconv.Itoa(port))
 	case strings.Count(s, ":") == 1:
 		return s
+	case strings.Contains(s, ":") && net.ParseIP(s) == nil:
+		return s // not an IPv6 address: let the split report it
 	}
 	return net.JoinHostPort(s, strconv.Itoa(port))
 }
