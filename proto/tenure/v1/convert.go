@@ -47,7 +47,7 @@ func checkString(field, s string, required bool) *FieldError {
 func EntryToPB(e shard.Entry) *ShardEntry {
 	return &ShardEntry{
 		Shard:   uint32(e.Shard),
-		State:   stateToPB(e.State),
+		State:   StateToPB(e.State),
 		Leader:  e.Leader,
 		Address: e.Addr,
 		Epoch:   e.Epoch,
@@ -133,7 +133,9 @@ func StateFromPB(field string, s ShardState) (shard.State, error) {
 	return st, nil
 }
 
-func stateToPB(s shard.State) ShardState {
+// StateToPB returns the wire form of s; SHARD_STATE_UNSPECIFIED, which
+// every receiver rejects, for a state outside shard's.
+func StateToPB(s shard.State) ShardState {
 	switch s {
 	case shard.Led:
 		return ShardState_SHARD_STATE_LED
