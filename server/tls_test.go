@@ -119,8 +119,11 @@ func TestAdminRequiresAVerifiedClientCertificate(t *testing.T) {
 		t.Fatalf("Lookup without a client certificate: %v", err)
 	}
 	for name, call := range map[string]func() error{
-		"Drain":    func() error { _, err := anonymous.Drain(ctx, drain); return err },
-		"Transfer": func() error { _, err := anonymous.Transfer(ctx, &tenurev1.TransferRequest{Shard: 1, Node: "node-1"}); return err },
+		"Drain": func() error { _, err := anonymous.Drain(ctx, drain); return err },
+		"Transfer": func() error {
+			_, err := anonymous.Transfer(ctx, &tenurev1.TransferRequest{Shard: 1, Node: "node-1"})
+			return err
+		},
 		"PauseRebalance": func() error {
 			_, err := anonymous.PauseRebalance(ctx, &tenurev1.PauseRebalanceRequest{})
 			return err
