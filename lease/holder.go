@@ -528,6 +528,20 @@ func (h *Holder) Transfer(s uint32, to string, toInc uint64, now Time) error {
 	return nil
 }
 
+// Expect marks s desired but starts no acquisition of it before until: the
+// node is the target of a handoff in progress, and the source's Transfer
+// (forwarded through AcceptTransfer, or found in a voter's Held records)
+// is what should make it lead. Records naming it are adopted meanwhile. If
+// the handoff never completes — the source died mid-way — the node
+// acquires s itself from until on, as DESIGN §4 asks.
+func (h *Holder) Expect(s uint32, until Time) {
+	st := h.shard(s)
+	st.desired = true
+	if st.acq == nil && until > st.nextTry {
+		st.nextTry = until
+	}
+}
+
 // AcceptTransfer records a transfer of s to this node at epoch, forwarded
 // by the source with the generation each accepting voter named. The node
 // leads once a majority of those generations are its current ones with

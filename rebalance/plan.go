@@ -334,3 +334,12 @@ func (q *queue) Pop() any {
 	q.idx = q.idx[:len(q.idx)-1]
 	return x
 }
+
+// Target makes a Policy a shard.Planner: the target of Plan, for
+// shard.Config.Planner.
+func (p Policy) Target(shards int, current []string, members []shard.Member) ([]string, error) {
+	target, _, err := Plan(p, shards, current, members)
+	return target, err
+}
+
+var _ shard.Planner = Policy{}

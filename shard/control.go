@@ -4,7 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"sync"
 	"time"
+
+	"github.com/tenurehq/tenure/membership"
 )
 
 // Planner chooses the leader every shard should have. Each node runs it on
@@ -115,56 +120,167 @@ func (e *HandoffError) Unwrap() error { return e.Err }
 
 // Drain hands every shard this node leads to its new owner gracefully,
 // then leaves gossip and stops the node: the node first leaves the active
-// set (peers stop planning shards onto it), then hands off up to
-// 8 × MaxConcurrentHandoffs shards at once. Shards not handed off when ctx
-// ends are released at the voters, so their owners take over within one
-// voter round. It returns nil when every shard left by handoff.
+// set (it advertises the draining state, so peers stop planning shards
+// onto it), then hands off up to 8 × MaxConcurrentHandoffs shards at once.
+// Shards not handed off when ctx ends are released at the voters, so their
+// owners take over within one voter round. It returns nil when every shard
+// left by handoff.
 func (n *Node) Drain(ctx context.Context) error {
-	return errors.New("shard: Drain: not implemented")
+	mem := n.membership()
+	if mem == nil {
+		return ErrNotStarted
+	}
+	n.draining.Store(true)
+	n.ready.Store(false)
+	if !n.do(func(st *loopState) { st.draining, st.dirty = true, true }) {
+		return ErrNotStarted
+	}
+	if err := mem.SetState(ctx, membership.Draining); err != nil {
+		n.log.Warn("advertising the draining state", "err", err)
+	}
+	began := time.Now()
+	var left []uint32
+	for {
+		ch := n.Changed()
+		leases := n.Leases()
+		if len(leases) == 0 {
+			break
+		}
+		select {
+		case <-ch:
+			continue
+		case <-ctx.Done():
+		case <-n.stop:
+		}
+		left = slices.Sorted(maps.Keys(leases))
+		break
+	}
+	n.log.Info("drained", "took", time.Since(began), "released", len(left))
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.LeaseDuration)
+	defer cancel()
+	err := n.Leave(lctx)
+	if len(left) > 0 {
+		return errors.Join(fmt.Errorf("shard: drain of %s ended (%w) with %d shards not handed off (released instead): %v", n.cfg.NodeID, context.Cause(ctx), len(left), left), err)
+	}
+	return err
 }
 
 // Transfer hands shard s, which this node must lead, to node to: a graceful
-// handoff (Prepare on the target, Quiesce here, one voter round). The plan
-// is overridden for s until the planner agrees or the override expires
-// (ten × JoinSettle). It returns *NotLeaderError when this node does not
-// lead s, ErrUnknownNode when to is not an active member, and a
-// *HandoffError when a step failed.
+// handoff (Prepare on the target, Quiesce here, one voter round). It
+// returns once the voters accepted and the target was told to lead. It
+// returns a *NotLeaderError when this node does not lead s, ErrUnknownNode
+// when to is not an active member, and a *HandoffError when a step failed.
+// The planner keeps the shard where it is put unless the load bounds
+// require otherwise.
 func (n *Node) Transfer(ctx context.Context, s uint32, to string) error {
-	return errors.New("shard: Transfer: not implemented")
+	if int(s) >= n.cfg.Shards {
+		return fmt.Errorf("shard: %w: %d (P = %d)", ErrUnknownShard, s, n.cfg.Shards)
+	}
+	if len(n.cfg.Voters) == 0 {
+		return ErrNoVoters
+	}
+	if to == n.cfg.NodeID {
+		if _, ok := n.Leases()[s]; ok {
+			return nil
+		}
+		return n.notLeader(s)
+	}
+	done := make(chan error, 1)
+	var err error
+	if !n.do(func(st *loopState) {
+		if st.draining {
+			err = ErrDraining
+			return
+		}
+		err = n.startHandoff(st, s, to, done)
+	}) {
+		return ErrNotStarted
+	}
+	if err != nil {
+		return err
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-n.stop:
+		return ErrNotStarted
+	}
 }
 
 // PauseRebalance stops automatic rebalancing on every node: shards of
-// failed or draining nodes are still taken over, but no shard moves between
-// live members until ResumeRebalance. It spreads by gossip and waits until
-// this node applies it.
-func (n *Node) PauseRebalance(ctx context.Context) error {
-	return errors.New("shard: PauseRebalance: not implemented")
-}
+// failed or draining nodes are still taken over, and operators' Transfers
+// still run, but no shard moves between live members by plan until
+// ResumeRebalance. The setting spreads by gossip (the latest one wins); it
+// applies on this node when PauseRebalance returns.
+func (n *Node) PauseRebalance(ctx context.Context) error { return n.setPaused(ctx, true) }
 
 // ResumeRebalance undoes PauseRebalance on every node.
-func (n *Node) ResumeRebalance(ctx context.Context) error {
-	return errors.New("shard: ResumeRebalance: not implemented")
+func (n *Node) ResumeRebalance(ctx context.Context) error { return n.setPaused(ctx, false) }
+
+func (n *Node) setPaused(ctx context.Context, p bool) error {
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	n.gossip.setPaused(p)
+	if !n.do(func(st *loopState) { st.dirty = true }) {
+		return ErrNotStarted
+	}
+	return nil
 }
 
 // RebalancePaused reports whether automatic rebalancing is paused in this
 // node's view.
-func (n *Node) RebalancePaused() bool { return false }
+func (n *Node) RebalancePaused() bool { return n.gossip.paused() }
 
-// Plan returns the moves this node's planner would make now from its own
-// view, paused or not (a dry run): every shard whose leader is not its
-// target, sorted by shard.
-func (n *Node) Plan() []Move { return nil }
+// Plan returns the moves this node's planner wants now, paused or not (a
+// dry run): every shard whose known leader is not its target, sorted by
+// shard. Only the leaders of those shards act on them.
+func (n *Node) Plan() []Move {
+	var out []Move
+	n.do(func(st *loopState) {
+		n.plan(st)
+		out = moves(st.current, st.target)
+	})
+	return out
+}
 
-// Ready reports whether the node has joined, its view has settled and it
-// is not draining: the moment a health check should say SERVING.
-func (n *Node) Ready() bool { return false }
+// Ready reports whether the node has joined, has been up for JoinSettle,
+// and is not draining: the moment a health check should say SERVING.
+func (n *Node) Ready() bool { return n.ready.Load() }
 
 // Transitions returns this node's latest leadership transitions, oldest
 // first (at most 256).
-func (n *Node) Transitions() []Transition { return nil }
+func (n *Node) Transitions() []Transition { return n.history.list() }
 
 // Voters returns the static voter set.
 func (n *Node) Voters() []VoterAddr { return append([]VoterAddr(nil), n.cfg.Voters...) }
 
 // Config returns the node's configuration with defaults filled.
 func (n *Node) Config() Config { return n.cfg }
+
+// transitions is a bounded history of Transitions, safe for concurrent use.
+type transitions struct {
+	mu  sync.Mutex
+	buf []Transition
+}
+
+const maxTransitions = 256
+
+func (t *transitions) add(x Transition) {
+	x.Time = time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.buf) == maxTransitions {
+		copy(t.buf, t.buf[1:])
+		t.buf = t.buf[:maxTransitions-1]
+	}
+	t.buf = append(t.buf, x)
+}
+
+func (t *transitions) list() []Transition {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.buf)
+}

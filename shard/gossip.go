@@ -28,6 +28,21 @@ type leaderGossip struct {
 	addrs  map[string]string            // node → gRPC address
 	dirty  bool                         // claims changed since the last table
 	outbox []claim                      // own changes not yet sent
+	// ctl is the cluster-wide rebalancing switch: the setting with the
+	// highest (version, node) wins everywhere.
+	ctl     control
+	ctlSend bool // ctl changed here and is not sent yet
+}
+
+// control is the pause switch of automatic rebalancing.
+type control struct {
+	version uint64
+	node    string
+	paused  bool
+}
+
+func (c control) newer(d control) bool {
+	return c.version > d.version || c.version == d.version && c.node > d.node
 }
 
 type claim struct {
@@ -62,6 +77,39 @@ func (g *leaderGossip) unlead(s uint32, e uint64) {
 	g.outbox = append(g.outbox, claim{shard: s, epoch: e})
 }
 
+// hint records that node leads s at epoch e, as a transfer this node made
+// tells it, ahead of node's own claim; node's next full set replaces it.
+func (g *leaderGossip) hint(s uint32, node, addr string, e uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.claims[node] == nil {
+		g.claims[node] = make(map[uint32]uint64)
+	}
+	if e > g.claims[node][s] {
+		g.claims[node][s] = e
+		g.dirty = true
+	}
+	if g.addrs[node] == "" {
+		g.addrs[node] = addr
+	}
+}
+
+// setPaused sets the cluster-wide rebalancing switch, to be sent with the
+// next flush.
+func (g *leaderGossip) setPaused(p bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.ctl = control{version: g.ctl.version + 1, node: g.self, paused: p}
+	g.ctlSend, g.dirty = true, true
+}
+
+// paused reports the switch as this node knows it.
+func (g *leaderGossip) paused() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.ctl.paused
+}
+
 // forget drops every claim of node (it left, failed or restarted).
 func (g *leaderGossip) forget(node string) {
 	g.mu.Lock()
@@ -77,8 +125,14 @@ func (g *leaderGossip) flush() [][]byte {
 	g.mu.Lock()
 	out := g.outbox
 	g.outbox = nil
+	ctl, send := g.ctl, g.ctlSend
+	g.ctlSend = false
 	g.mu.Unlock()
-	return chunkClaims(g.self, g.addr, out)
+	msgs := chunkClaims(g.self, g.addr, out)
+	if send {
+		msgs = append(msgs, encodeControl(ctl))
+	}
+	return msgs
 }
 
 // refresh returns messages carrying every own claim, to repair what lost
@@ -89,8 +143,13 @@ func (g *leaderGossip) refresh() [][]byte {
 	for _, s := range slices.Sorted(maps.Keys(g.own)) {
 		cs = append(cs, claim{shard: s, epoch: g.own[s], led: true})
 	}
+	ctl := g.ctl
 	g.mu.Unlock()
-	return chunkClaims(g.self, g.addr, cs)
+	msgs := chunkClaims(g.self, g.addr, cs)
+	if ctl.version > 0 {
+		msgs = append(msgs, encodeControl(ctl))
+	}
+	return msgs
 }
 
 func chunkClaims(node, addr string, cs []claim) [][]byte {
@@ -151,6 +210,16 @@ func (g *leaderGossip) LocalState() []byte {
 }
 
 func (g *leaderGossip) merge(b []byte) {
+	if len(b) >= 2 && b[0] == claimsFormat && b[1] == kindControl {
+		if c, err := decodeControl(b); err == nil {
+			g.mu.Lock()
+			if c.newer(g.ctl) {
+				g.ctl, g.dirty = c, true
+			}
+			g.mu.Unlock()
+		}
+		return
+	}
 	kind, node, addr, cs, err := decodeClaims(b)
 	if err != nil || node == g.self {
 		return // a malformed message changes nothing; our own are authoritative
@@ -199,6 +268,7 @@ const (
 	claimsFormat = 1
 	kindDelta    = 1
 	kindFull     = 2
+	kindControl  = 3
 	// maxClaims bounds a decoded message: more shards than any cluster has.
 	maxClaims = MaxShards
 )
@@ -268,4 +338,30 @@ func decodeClaims(b []byte) (kind byte, node, addr string, cs []claim, err error
 		b = b[1:]
 	}
 	return kind, node, addr, cs, nil
+}
+
+func encodeControl(c control) []byte {
+	b := []byte{claimsFormat, kindControl}
+	b = binary.AppendUvarint(b, c.version)
+	b = binary.AppendUvarint(b, uint64(len(c.node)))
+	b = append(b, c.node...)
+	if c.paused {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+func decodeControl(b []byte) (control, error) {
+	b = b[2:]
+	v, n := binary.Uvarint(b)
+	if n <= 0 {
+		return control{}, fmt.Errorf("%w: control version", errClaims)
+	}
+	b = b[n:]
+	l, n := binary.Uvarint(b)
+	if n <= 0 || l == 0 || l > 256 || uint64(len(b)-n) != l+1 || b[len(b)-1] > 1 {
+		return control{}, fmt.Errorf("%w: control", errClaims)
+	}
+	b = b[n:]
+	return control{version: v, node: string(b[:l]), paused: b[l] == 1}, nil
 }

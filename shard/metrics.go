@@ -15,6 +15,10 @@ type metrics struct {
 	voterRTT    *prometheus.HistogramVec
 	voterErrors *prometheus.CounterVec
 	members     *prometheus.GaugeVec
+	// handoffs counts handoffs this node ran as the source, by outcome:
+	// done, failed_prepare, failed_quiesce, failed_transfer.
+	handoffs       *prometheus.CounterVec
+	handoffSeconds prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, node string) (*metrics, error) {
@@ -45,11 +49,20 @@ func newMetrics(reg prometheus.Registerer, node string) (*metrics, error) {
 			Namespace: "tenure", Name: "members", ConstLabels: labels,
 			Help: "Live members in this node's gossip view, by state.",
 		}, []string{"state"}),
+		handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tenure", Name: "handoffs_total", ConstLabels: labels,
+			Help: "Graceful handoffs this node ran as the source, by outcome (done, failed_prepare, failed_quiesce, failed_transfer).",
+		}, []string{"outcome"}),
+		handoffSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "tenure", Name: "handoff_seconds", ConstLabels: labels,
+			Help:    "Duration of completed handoffs run by this node, from start (prepare) to the target told to lead.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.leases, m.unled, m.transitions, m.voterRTT, m.voterErrors, m.members} {
+	for _, c := range []prometheus.Collector{m.leases, m.unled, m.transitions, m.voterRTT, m.voterErrors, m.members, m.handoffs, m.handoffSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/tenurehq/tenure/lease"
 	"github.com/tenurehq/tenure/membership"
+	peerv1 "github.com/tenurehq/tenure/proto/peer/v1"
 )
 
 // VoterAddr names one voter: its NodeID and the gRPC address it serves the
@@ -202,6 +204,18 @@ func (c Config) withDefaults() Config {
 	if c.Rand == nil {
 		c.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	}
+	if c.JoinSettle == 0 {
+		c.JoinSettle = 2 * c.LeaseDuration
+	}
+	if c.MaxConcurrentHandoffs == 0 {
+		c.MaxConcurrentHandoffs = 4
+	}
+	if c.HandoffTimeout == 0 {
+		c.HandoffTimeout = 5 * time.Second
+	}
+	if c.QuiesceTimeout == 0 {
+		c.QuiesceTimeout = time.Second
+	}
 	c.Seeds = slices.Clone(c.Seeds)
 	c.Voters = slices.Clone(c.Voters)
 	return c
@@ -228,6 +242,16 @@ func (c Config) Validate() error {
 	}
 	if err := c.assign().Validate(); err != nil {
 		return err
+	}
+	switch {
+	case c.JoinSettle < 0:
+		return fmt.Errorf("shard: Config.JoinSettle must not be negative, got %v", c.JoinSettle)
+	case c.MaxConcurrentHandoffs < 0:
+		return fmt.Errorf("shard: Config.MaxConcurrentHandoffs must not be negative, got %d", c.MaxConcurrentHandoffs)
+	case c.HandoffTimeout < 10*time.Millisecond || c.HandoffTimeout > time.Minute:
+		return fmt.Errorf("shard: Config.HandoffTimeout must be in [10ms, 1m], got %v", c.HandoffTimeout)
+	case c.QuiesceTimeout < 0 || c.QuiesceTimeout >= c.HandoffTimeout:
+		return fmt.Errorf("shard: Config.QuiesceTimeout must be in [0, HandoffTimeout=%v), got %v", c.HandoffTimeout, c.QuiesceTimeout)
 	}
 	if len(c.Voters) == 0 {
 		return nil
@@ -274,12 +298,24 @@ type Node struct {
 	handlers *handlerQueue
 
 	rpc     *rpcPlane
+	peers   *peers
 	gossip  *leaderGossip
 	metrics *metrics
+	planner Planner
 	stop    chan struct{}
-	loopWG  sync.WaitGroup
-	handlWG sync.WaitGroup
-	once    sync.Once
+	// ctl carries closures to run on the loop (see do).
+	ctl chan func(*loopState)
+	// runCtx ends when the node stops; background work (handoffs) runs
+	// under it and bg waits for it.
+	runCtx    context.Context
+	runCancel context.CancelFunc
+	bg        sync.WaitGroup
+	ready     atomic.Bool
+	draining  atomic.Bool
+	history   transitions
+	loopWG    sync.WaitGroup
+	handlWG   sync.WaitGroup
+	once      sync.Once
 	// leave asks the loop to release every lease; it closes the channel
 	// it is sent once the releases are queued.
 	leave chan chan struct{}
@@ -301,7 +337,13 @@ func New(cfg Config) (*Node, error) {
 		leases:  make(map[uint32]*Lease),
 		stop:    make(chan struct{}),
 		leave:   make(chan chan struct{}),
+		ctl:     make(chan func(*loopState)),
+		planner: cfg.Planner,
 	}
+	if n.planner == nil {
+		n.planner = ringPlanner{cfg.assign()}
+	}
+	n.runCtx, n.runCancel = context.WithCancel(context.Background())
 	n.holderRand = rand.New(rand.NewPCG(cfg.Rand.Uint64(), cfg.Rand.Uint64()))
 	n.gossip = newLeaderGossip(cfg.NodeID, cfg.GRPCAddr)
 	var err error
@@ -309,11 +351,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("shard: Config.Registerer: %w", err)
 	}
 	// Until gossip reports members, no shard has an owner.
-	a, err := Assign(cfg.assign(), nil)
-	if err != nil {
-		return nil, err
-	}
-	n.publish(a, nil)
+	n.publish(&loopState{planState: planState{target: make([]string, cfg.Shards)}})
 	return n, nil
 }
 
@@ -335,11 +373,16 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 	}
 	if len(n.cfg.Voters) > 0 || n.cfg.RegisterGRPC != nil {
-		rp, err := startRPC(n.cfg, n.log, n.metrics, nil)
+		rp, err := startRPC(n.cfg, n.log, n.metrics, func(g *grpc.Server) {
+			if h != nil {
+				peerv1.RegisterPeerServer(g, peerServer{n: n})
+			}
+		})
 		if err != nil {
 			return fmt.Errorf("shard: node %s: %w", n.cfg.NodeID, err)
 		}
 		n.rpc = rp
+		n.peers = newPeers(rp.dialOpts)
 	}
 	mem, err := membership.Start(n.membershipConfig())
 	if err != nil {
@@ -364,10 +407,10 @@ const claimRefresh = 2 * time.Second
 type loopState struct {
 	view   map[string]membership.Member
 	holder *lease.Holder // nil without voters
-	table  *Assignment
 	// sessions[node][voter] is the latest session news a voter gave of
 	// node: the generation and whether it expired.
 	sessions map[string]map[string]sessionNews
+	planState
 }
 
 // loop is the node's one goroutine of protocol logic: membership events,
@@ -375,7 +418,9 @@ type loopState struct {
 // locks.
 func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 	defer n.loopWG.Done()
-	st := &loopState{view: make(map[string]membership.Member), holder: h, sessions: make(map[string]map[string]sessionNews)}
+	st := &loopState{view: make(map[string]membership.Member), holder: h,
+		sessions: make(map[string]map[string]sessionNews), planState: newPlanState()}
+	st.since[n.cfg.NodeID] = time.Now()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	var replies <-chan lease.Reply
@@ -405,7 +450,10 @@ func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 					break drain
 				}
 			}
-			n.recompute(st)
+			n.countMembers(st)
+			n.plan(st)
+		case f := <-n.ctl:
+			f(st)
 		case rep := <-replies:
 			h.Step(rep, n.now())
 			n.afterStep(st)
@@ -424,8 +472,11 @@ func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 					n.log.Error("leadership gossip", "err", err)
 				}
 			}
-			if n.gossip.takeDirty() && st.table != nil {
-				n.publish(st.table, h)
+			if n.gossip.takeDirty() {
+				st.dirty = true
+			}
+			if st.dirty || (!st.settleAt.IsZero() && !time.Now().Before(st.settleAt)) {
+				n.plan(st)
 			}
 		case done := <-n.leave:
 			n.releaseAll(st, ReasonShutdown)
@@ -439,21 +490,33 @@ func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 
 func (n *Node) apply(st *loopState, ev membership.Event) {
 	n.log.Debug("membership", "event", ev.Type.String(), "member", ev.Member.NodeID, "state", ev.Member.State.String())
+	id := ev.Member.NodeID
+	st.dirty = true
 	switch ev.Type {
 	case membership.Joined, membership.Updated:
-		old, had := st.view[ev.Member.NodeID]
-		st.view[ev.Member.NodeID] = ev.Member
+		old, had := st.view[id]
+		st.view[id] = ev.Member
 		if had && old.BootID != ev.Member.BootID {
 			// A new process: the old one's claims and expiries are void.
-			delete(st.sessions, ev.Member.NodeID)
-			n.gossip.forget(ev.Member.NodeID)
+			delete(st.sessions, id)
+			delete(st.drainingPeers, id)
+			n.gossip.forget(id)
 		}
 		if !had {
-			delete(st.sessions, ev.Member.NodeID)
+			delete(st.sessions, id)
+		}
+		active := ev.Member.State == membership.Active
+		if active && (!had || old.State != membership.Active || old.BootID != ev.Member.BootID) && id != n.cfg.NodeID {
+			st.since[id] = time.Now()
+		}
+		if !active && id != n.cfg.NodeID {
+			delete(st.since, id)
 		}
 	case membership.Left, membership.Failed:
-		delete(st.view, ev.Member.NodeID)
-		n.gossip.forget(ev.Member.NodeID)
+		delete(st.view, id)
+		delete(st.since, id)
+		delete(st.drainingPeers, id)
+		n.gossip.forget(id)
 	}
 }
 
@@ -474,69 +537,19 @@ type sessionNews struct {
 	expired bool
 }
 
-func (n *Node) recompute(st *loopState) {
-	var active []Member
+// countMembers updates the members gauge from the view.
+func (n *Node) countMembers(st *loopState) {
+	states := map[membership.State]int{}
 	for _, m := range st.view {
-		if m.State == membership.Active && !n.leaseDead(st, m.NodeID) {
-			active = append(active, Member{ID: m.NodeID, Addr: m.GRPCAddr, Zone: m.Zone, Weight: int(m.Weight)})
-		}
-	}
-	a, err := Assign(n.cfg.assign(), active)
-	if err != nil {
-		// Members come from gossip, which refused duplicates and
-		// incompatible nodes; an error here is a bug worth shouting about,
-		// and the previous assignment stays in place.
-		n.log.Error("assignment failed; keeping the previous one", "err", err)
-		return
-	}
-	prev := st.table
-	st.table = a
-	if h := st.holder; h != nil {
-		now := n.now()
-		for s := range n.cfg.Shards {
-			m, ok := a.Owner(ID(s))
-			mine := ok && m.ID == n.cfg.NodeID
-			h.SetDesired(uint32(s), mine)
-			if !mine {
-				if _, led := h.Leads(uint32(s), now); led {
-					// Without a rebalancer the handoff is a release: the
-					// desired owner acquires once the voters hear it.
-					h.Release(uint32(s), now)
-					n.log.Info("releasing shard", "shard", s, "to", m.ID)
-				}
-			}
-		}
-		n.afterStep(st)
-	}
-	states := map[string]int{}
-	for _, m := range st.view {
-		states[m.State.String()]++
+		states[m.State]++
 	}
 	for _, s := range []membership.State{membership.Joining, membership.Active, membership.Draining, membership.Leaving} {
-		n.metrics.members.WithLabelValues(s.String()).Set(float64(states[s.String()]))
+		n.metrics.members.WithLabelValues(s.String()).Set(float64(states[s]))
 	}
-	if prev == nil || !sameOwners(prev, a) {
-		n.log.Info("assignment changed", "active", len(active))
-		n.publish(a, st.holder)
-	}
-}
-
-func sameOwners(a, b *Assignment) bool {
-	if a.Shards() != b.Shards() {
-		return false
-	}
-	for s := range a.Shards() {
-		x, _ := a.Owner(ID(s))
-		y, _ := b.Owner(ID(s))
-		if x.ID != y.ID || x.Addr != y.Addr {
-			return false
-		}
-	}
-	return true
 }
 
 // afterStep acts on what the holder reported: lease transitions go to the
-// Handler and the table, session notices to the assignment.
+// Handler, the table and the rebalancer, session notices to the plan.
 func (n *Node) afterStep(st *loopState) {
 	h := st.holder
 	if h == nil {
@@ -544,15 +557,9 @@ func (n *Node) afterStep(st *loopState) {
 	}
 	changed := false
 	for _, c := range h.TakeChanges() {
-		if (c.Kind == lease.Gained || c.Kind == lease.Renewed) && !n.desiredHere(st, c.Shard) {
-			// Won by an acquisition that was already under way when the
-			// assignment moved the shard elsewhere: give it to its owner.
-			h.Release(c.Shard, n.now())
-			n.log.Info("releasing shard won after it moved", "shard", c.Shard, "epoch", c.Epoch)
-			continue
-		}
 		switch c.Kind {
 		case lease.Gained:
+			delete(st.expecting, c.Shard)
 			n.gossip.lead(c.Shard, c.Epoch)
 			n.metrics.transitions.WithLabelValues("acquired", "").Inc()
 			l := newLease(c.Shard, c.Epoch)
@@ -560,6 +567,7 @@ func (n *Node) afterStep(st *loopState) {
 				l.deadline.Store(n.start.Add(time.Duration(d)).UnixNano())
 			}
 			n.setLease(c.Shard, l)
+			n.history.add(Transition{Shard: c.Shard, Epoch: c.Epoch, Event: "acquired"})
 			n.log.Info("leading shard", "shard", c.Shard, "epoch", c.Epoch)
 			n.handlers.push(func(hd Handler) { hd.Acquired(l) })
 			changed = true
@@ -569,20 +577,28 @@ func (n *Node) afterStep(st *loopState) {
 			if l := n.getLease(c.Shard); l != nil {
 				l.epoch.Store(c.Epoch)
 			}
+			n.history.add(Transition{Shard: c.Shard, Epoch: c.Epoch, Event: "renewed"})
 			n.log.Info("lease renewed at a higher epoch", "shard", c.Shard, "epoch", c.Epoch)
 			changed = true
 		case lease.Lost:
 			n.gossip.unlead(c.Shard, c.Epoch)
-			r := reasonOf(c.Reason)
-			if c.Reason == lease.ReasonReleased {
-				r = ReasonRebalance
+			r, peer := reasonOf(c.Reason), ""
+			if hf := st.handoffs[c.Shard]; hf != nil && c.Reason == lease.ReasonHandoff {
+				peer = hf.to
+				if hf.draining {
+					r = ReasonDrain
+				}
 			}
-			n.endLease(c.Shard, r)
+			n.endLease(c.Shard, r, peer)
 			changed = true
+		case lease.Transferred:
+			n.transferred(st, c)
+		case lease.TransferFailed:
+			n.transferFailed(st, c)
 		}
 	}
 	notices := h.TakeNotices()
-	recompute := false
+	replan := false
 	for _, x := range notices {
 		if x.Node == n.cfg.NodeID {
 			continue
@@ -598,13 +614,15 @@ func (n *Node) afterStep(st *loopState) {
 		}
 		if n.leaseDead(st, x.Node) != dead {
 			n.log.Info("voters report a node's session", "member", x.Node, "expired", !dead)
-			recompute = true
+			replan = true
 		}
 	}
-	if recompute {
-		n.recompute(st)
-	} else if changed && st.table != nil {
-		n.publish(st.table, h)
+	if changed {
+		st.dirty = true
+	}
+	if replan {
+		// A dead leader's shards are failed over now, not at the next tick.
+		n.plan(st)
 	}
 }
 
@@ -619,14 +637,6 @@ func (n *Node) refreshDeadlines(h *lease.Holder) {
 			l.deadline.Store(n.start.Add(time.Duration(d)).UnixNano())
 		}
 	}
-}
-
-func (n *Node) desiredHere(st *loopState, s uint32) bool {
-	if st.table == nil {
-		return false
-	}
-	m, ok := st.table.Owner(ID(s))
-	return ok && m.ID == n.cfg.NodeID
 }
 
 func (n *Node) setLease(s uint32, l *Lease) {
@@ -645,7 +655,7 @@ func (n *Node) getLease(s uint32) *Lease {
 }
 
 // endLease cancels the lease's context at once, then tells the Handler.
-func (n *Node) endLease(s uint32, r Reason) {
+func (n *Node) endLease(s uint32, r Reason, peer string) {
 	n.mu.Lock()
 	l := n.leases[s]
 	delete(n.leases, s)
@@ -654,6 +664,7 @@ func (n *Node) endLease(s uint32, r Reason) {
 		return
 	}
 	l.end(r)
+	n.history.add(Transition{Shard: s, Epoch: l.Epoch(), Event: "released", Reason: r, Peer: peer})
 	n.metrics.transitions.WithLabelValues("released", r.String()).Inc()
 	n.log.Info("stopped leading shard", "shard", s, "epoch", l.Epoch(), "reason", r.String())
 	n.handlers.push(func(hd Handler) { hd.Released(l, r) })
@@ -665,9 +676,17 @@ func (n *Node) releaseAll(st *loopState, r Reason) {
 	if st.holder == nil {
 		return
 	}
+	st.draining, st.leaving = true, true
+	n.draining.Store(true)
+	for s, hf := range st.handoffs {
+		delete(st.handoffs, s)
+		hf.finish(&HandoffError{Shard: s, To: hf.to, Step: "prepare", Err: ErrDraining})
+	}
 	now := n.now()
+	for s := range n.cfg.Shards {
+		st.holder.SetDesired(uint32(s), false)
+	}
 	for _, s := range st.holder.Led(now) {
-		st.holder.SetDesired(s, false)
 		st.holder.Release(s, now)
 	}
 	st.holder.TakeChanges()
@@ -680,7 +699,7 @@ func (n *Node) endAll(st *loopState, r Reason) {
 	shards := slices.Sorted(maps.Keys(n.leases))
 	n.mu.Unlock()
 	for _, s := range shards {
-		n.endLease(s, r)
+		n.endLease(s, r, "")
 	}
 }
 
@@ -691,29 +710,44 @@ func (n *Node) Leases() map[uint32]*Lease {
 	return maps.Clone(n.leases)
 }
 
-func (n *Node) publish(a *Assignment, h *lease.Holder) {
-	t := TableFromAssignment(0, a)
-	for s, r := range n.gossip.best() {
-		if int(s) < len(t.entries) {
-			t.entries[s].Leader, t.entries[s].Epoch, t.entries[s].State = r.node, r.epoch, Led
-			t.entries[s].Addr = r.addr
+// publish makes a new table from the plan, the leadership claims and this
+// node's own leases.
+func (n *Node) publish(st *loopState) {
+	entries := make([]Entry, n.cfg.Shards)
+	for s := range entries {
+		entries[s] = Entry{Shard: ID(s)}
+		if t := st.target[s]; t != "" {
+			entries[s].Desired = t
+			entries[s].Addr = st.view[t].GRPCAddr
 		}
 	}
-	if h != nil {
+	for s, r := range n.gossip.best() {
+		if int(s) < len(entries) {
+			entries[s].Leader, entries[s].Epoch, entries[s].State = r.node, r.epoch, Led
+			entries[s].Addr = r.addr
+		}
+	}
+	if h := st.holder; h != nil {
 		now := n.now()
 		for _, s := range h.Led(now) {
-			if e, _ := h.Leads(s, now); e >= t.entries[s].Epoch {
-				t.entries[s].Leader, t.entries[s].Epoch, t.entries[s].State = n.cfg.NodeID, e, Led
-				t.entries[s].Addr = n.cfg.GRPCAddr
+			if e, _ := h.Leads(s, now); e >= entries[s].Epoch {
+				entries[s].Leader, entries[s].Epoch, entries[s].State = n.cfg.NodeID, e, Led
+				entries[s].Addr = n.cfg.GRPCAddr
+			}
+		}
+		for s := range st.handoffs {
+			if entries[s].Leader == n.cfg.NodeID {
+				entries[s].State = Moving
 			}
 		}
 	}
 	unled := 0
-	for i := range t.entries {
-		if t.entries[i].State == Unled {
+	for i := range entries {
+		if entries[i].State == Unled {
 			unled++
 		}
 	}
+	t := &Table{entries: entries, p: uint64(len(entries))}
 	n.metrics.unled.Set(float64(unled))
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -802,6 +836,12 @@ func (n *Node) Stop() {
 	n.once.Do(func() {
 		close(n.stop)
 		n.loopWG.Wait() // the loop ends every lease before it returns
+		n.ready.Store(false)
+		n.runCancel()
+		n.bg.Wait()
+		if n.peers != nil {
+			n.peers.close()
+		}
 		if mem := n.membership(); mem != nil {
 			mem.Stop()
 		}

@@ -108,6 +108,8 @@ func (c *Cluster) Config(id string) shard.Config {
 		Voters:        c.Voters,
 		LeaseDuration: c.LeaseDuration,
 		Dial:          c.Net.Dialer(id),
+		// The Local gossip profile converges in a few hundred ms.
+		JoinSettle: 300 * time.Millisecond,
 	}
 	if i := slices.IndexFunc(c.Voters, func(v shard.VoterAddr) bool { return v.ID == id }); i >= 0 {
 		addr := c.Voters[i].Addr
@@ -192,6 +194,16 @@ func (c *Cluster) Leave(id string) {
 		c.t.Fatalf("leave %s: %v", id, err)
 	}
 	delete(c.nodes, id)
+}
+
+// Drain drains id (graceful handoff of every shard, then leave) and
+// forgets it.
+func (c *Cluster) Drain(id string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := c.nodes[id].Drain(ctx)
+	delete(c.nodes, id)
+	return err
 }
 
 // StopAll stops every live node.

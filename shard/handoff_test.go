@@ -1,0 +1,229 @@
+package shard_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/tenurehq/tenure/rebalance"
+	"github.com/tenurehq/tenure/shard"
+	"github.com/tenurehq/tenure/shard/shardtest"
+)
+
+// rebalanced starts a lease cluster whose nodes use the sticky planner and
+// report their leases to a Recorder.
+func rebalanced(t *testing.T, nodes, shards int, configure func(*shard.Config)) (*shardtest.Cluster, *shardtest.Recorder) {
+	t.Helper()
+	rec := shardtest.NewRecorder()
+	c := shardtest.NewLeaseCluster(t, 0, 3, shards, testLease)
+	c.Configure = func(cfg *shard.Config) {
+		cfg.Planner = rebalance.Policy{}
+		cfg.Handler = rec.For(cfg.NodeID)
+		if configure != nil {
+			configure(cfg)
+		}
+	}
+	for i := 1; i <= nodes; i++ {
+		c.Add(fmt.Sprintf("node-%d", i))
+	}
+	shardtest.Eventually(t, converge, func() bool { return c.AllLedOnceBy(c.IDs()...) && noMoves(c) }, "every shard led, nothing left to move")
+	return c, rec
+}
+
+// noMoves reports whether every node's planner is content.
+func noMoves(c *shardtest.Cluster) bool {
+	for _, id := range c.IDs() {
+		if len(c.Node(id).Plan()) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func checkNoViolations(t *testing.T, rec *shardtest.Recorder) {
+	t.Helper()
+	if v := rec.Violations(); len(v) > 0 {
+		t.Fatalf("%d one-leader violations, first: %s", len(v), v[0])
+	}
+}
+
+func TestTransferHandsOffAtNextEpoch(t *testing.T) {
+	c, rec := rebalanced(t, 4, 32, nil)
+	src := c.Node("node-2")
+	var s uint32
+	var epoch uint64
+	for sh, l := range src.Leases() {
+		s, epoch = sh, l.Epoch()
+		break
+	}
+	if epoch == 0 {
+		t.Fatal("node-2 leads nothing")
+	}
+	handoffs := len(rec.Gaps(shard.ReasonHandoff)) // the cluster's start made some
+	if err := src.Transfer(context.Background(), s, "node-4"); err != nil {
+		t.Fatalf("Transfer: %v", err)
+	}
+	shardtest.Eventually(t, converge, func() bool {
+		l := c.Node("node-4").Leases()[s]
+		return l != nil && l.Epoch() == epoch+1
+	}, "node-4 leads shard %d at epoch %d", s, epoch+1)
+	if _, still := src.Leases()[s]; still {
+		t.Fatalf("node-2 still leads shard %d", s)
+	}
+	checkNoViolations(t, rec)
+	gaps := rec.Gaps(shard.ReasonHandoff)
+	if len(gaps) != handoffs+1 {
+		t.Fatalf("%d handoff gaps, want %d", len(gaps), handoffs+1)
+	}
+	// The sticky planner keeps the shard where the operator put it.
+	shardtest.Eventually(t, converge, func() bool { return noMoves(c) }, "planners content")
+	if c.Node("node-4").Leases()[s] == nil {
+		t.Fatalf("shard %d moved away from node-4 again", s)
+	}
+	// Errors name what was wrong.
+	var nl *shard.NotLeaderError
+	if err := src.Transfer(context.Background(), s, "node-1"); !errors.As(err, &nl) || nl.Leader != "node-4" {
+		t.Errorf("transfer of a shard node-2 no longer leads: %v", err)
+	}
+	for sh := range c.Node("node-4").Leases() {
+		if err := c.Node("node-4").Transfer(context.Background(), sh, "node-9"); !errors.Is(err, shard.ErrUnknownNode) {
+			t.Errorf("transfer to an unknown node: %v", err)
+		}
+		break
+	}
+	if err := src.Transfer(context.Background(), 1<<20, "node-1"); !errors.Is(err, shard.ErrUnknownShard) {
+		t.Errorf("transfer of shard 1<<20: %v", err)
+	}
+}
+
+// refusing is a Handler whose Prepare refuses while refuse is set.
+type refusing struct {
+	shard.Handler
+	refuse   *atomic.Bool
+	prepared *atomic.Int64
+}
+
+func (r refusing) Prepare(ctx context.Context, s uint32, e uint64) error {
+	r.prepared.Add(1)
+	if r.refuse.Load() {
+		return errors.New("not caught up")
+	}
+	return nil
+}
+
+func TestRefusedPrepareKeepsTheSourceLeading(t *testing.T) {
+	var refuse atomic.Bool
+	var prepared atomic.Int64
+	c, rec := rebalanced(t, 3, 16, func(cfg *shard.Config) {
+		cfg.Handler = refusing{Handler: cfg.Handler, refuse: &refuse, prepared: &prepared}
+	})
+	refuse.Store(true)
+	src := c.Node("node-1")
+	var s uint32
+	var epoch uint64
+	for sh, l := range src.Leases() {
+		s, epoch = sh, l.Epoch()
+		break
+	}
+	err := src.Transfer(context.Background(), s, "node-3")
+	var he *shard.HandoffError
+	if !errors.As(err, &he) || he.Step != "prepare" || !errors.Is(err, shard.ErrHandoff) {
+		t.Fatalf("Transfer with a refusing target: %v", err)
+	}
+	if l := src.Leases()[s]; l == nil || l.Epoch() != epoch || l.Context().Err() != nil {
+		t.Fatalf("source lost shard %d after a refused prepare", s)
+	}
+	if prepared.Load() == 0 {
+		t.Fatal("the target's Prepare was never called")
+	}
+	refuse.Store(false)
+	if err := src.Transfer(context.Background(), s, "node-3"); err != nil {
+		t.Fatalf("Transfer once the target is ready: %v", err)
+	}
+	shardtest.Eventually(t, converge, func() bool { return c.Node("node-3").Leases()[s] != nil }, "node-3 leads shard %d", s)
+	checkNoViolations(t, rec)
+}
+
+func TestJoinAndDrainMoveShardsByHandoffOnly(t *testing.T) {
+	c, rec := rebalanced(t, 4, 64, nil)
+	before := c.Leaders()
+	c.Add("node-5")
+	shardtest.Eventually(t, 3*converge, func() bool {
+		return len(c.Node("node-5").Leases()) > 0 && c.AllLedOnceBy(c.IDs()...) && noMoves(c)
+	}, "node-5 receives its share")
+	moved := 0
+	for s, ls := range c.Leaders() {
+		for id := range ls {
+			if _, was := before[s][id]; !was {
+				moved++
+			}
+		}
+	}
+	got := len(c.Node("node-5").Leases())
+	if moved != got {
+		t.Errorf("%d shards changed leader on a join, but the joiner got %d: shards moved between staying members", moved, got)
+	}
+	if lo := 64 * 3 / 4 / 5; got < lo {
+		t.Errorf("joiner leads %d shards, below the floor %d", got, lo)
+	}
+	if n := rec.Released(shard.ReasonLeaseExpired) + rec.Released(shard.ReasonQuorumLost) + rec.Released(shard.ReasonRebalance); n > 0 {
+		t.Errorf("%d leases ended without a handoff during a join", n)
+	}
+
+	// Drain node-2: every shard leaves by handoff, the node stops.
+	drained := len(c.Node("node-2").Leases())
+	if err := c.Drain("node-2"); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	if got := rec.Released(shard.ReasonDrain); got < drained {
+		t.Errorf("%d leases ended by drain, node-2 led %d", got, drained)
+	}
+	shardtest.Eventually(t, converge, func() bool { return c.AllLedOnceBy(c.IDs()...) }, "every shard led after the drain")
+	if n := rec.Released(shard.ReasonLeaseExpired) + rec.Released(shard.ReasonQuorumLost); n > 0 {
+		t.Errorf("%d leases ran out during the drain", n)
+	}
+	checkNoViolations(t, rec)
+	for _, g := range rec.Gaps(shard.ReasonDrain) {
+		if g > testLease {
+			t.Errorf("a drained shard was without a leader for %v, longer than a failover", g)
+		}
+	}
+}
+
+func TestPauseStopsPlannedMovesOnly(t *testing.T) {
+	c, _ := rebalanced(t, 3, 32, nil)
+	if err := c.Node("node-1").PauseRebalance(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	shardtest.Eventually(t, converge, func() bool {
+		for _, id := range c.IDs() {
+			if !c.Node(id).RebalancePaused() {
+				return false
+			}
+		}
+		return true
+	}, "every node paused")
+	c.Add("node-4")
+	// The joiner settles and the plan wants to move shards to it, yet
+	// nothing moves while paused.
+	shardtest.Eventually(t, converge, func() bool {
+		for _, m := range c.Node("node-1").Plan() {
+			if m.To == "node-4" {
+				return true
+			}
+		}
+		return false
+	}, "the plan moves shards to node-4")
+	if n := len(c.Node("node-4").Leases()); n > 0 {
+		t.Fatalf("node-4 leads %d shards while rebalancing is paused", n)
+	}
+	// A crash is still failed over while paused.
+	c.Crash("node-3")
+	shardtest.Eventually(t, 2*converge, func() bool { return c.AllLedOnceBy(c.IDs()...) }, "node-3's shards failed over while paused")
+	if err := c.Node("node-2").ResumeRebalance(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	shardtest.Eventually(t, 2*converge, func() bool { return len(c.Node("node-4").Leases()) > 0 }, "node-4 receives shards after resume")
+}

@@ -1,0 +1,389 @@
+package shard
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/tenurehq/tenure/lease"
+	"github.com/tenurehq/tenure/membership"
+)
+
+// The rebalancer runs inside the node's loop (DESIGN §4). There is no
+// central controller: every node plans from its own view and acts only on
+// what it is sure of — the shards it leads (it hands them to their targets)
+// and the shards nobody alive leads (it acquires those whose target it is).
+// A shard led by another live node is never acquired here; its leader
+// hands it over. Views that differ for a moment make at most a few extra
+// moves, never two leaders: the voters decide every change of leader.
+
+// handoff is one graceful handoff this node runs as the source.
+type handoff struct {
+	shard    uint32
+	epoch    uint64
+	to, addr string
+	toInc    uint64
+	draining bool
+	// began is when the handoff started; stopped when the lease ended
+	// here (the Transfer left).
+	began, stopped time.Time
+	cancel         context.CancelFunc
+	waiters        []chan error
+}
+
+func (hf *handoff) finish(err error) {
+	hf.cancel()
+	for _, w := range hf.waiters {
+		w <- err
+	}
+	hf.waiters = nil
+}
+
+// planState is the rebalancer's part of the loop state.
+type planState struct {
+	// since is when each member became active in this node's view: a member
+	// receives shards JoinSettle after that.
+	since map[string]time.Time
+	// current is every shard's leader as this node knows it, target the
+	// planner's answer, both from the last plan.
+	current, target []string
+	dirty           bool      // the plan's inputs changed since
+	settleAt        time.Time // when a member still settling settles
+	handoffs        map[uint32]*handoff
+	// expecting holds shards being handed to this node, until when.
+	expecting map[uint32]time.Time
+	// retryAt holds shards whose handoff failed, until when to wait.
+	retryAt map[uint32]time.Time
+	// drainingPeers are sources that said they drain before gossip did.
+	drainingPeers map[string]bool
+	draining      bool
+	// leaving: the node released everything and leads nothing again.
+	leaving bool
+}
+
+func newPlanState() planState {
+	return planState{
+		since: make(map[string]time.Time), handoffs: make(map[uint32]*handoff),
+		expecting: make(map[uint32]time.Time), retryAt: make(map[uint32]time.Time),
+		drainingPeers: make(map[string]bool), dirty: true,
+	}
+}
+
+// alive reports whether node id is in the view with a live lease session:
+// its claims are believed, so nobody else may acquire its shards.
+func (n *Node) alive(st *loopState, id string) bool {
+	_, ok := st.view[id]
+	return ok && !n.leaseDead(st, id)
+}
+
+// eligible returns the members that may receive shards: active, alive,
+// not draining, and settled (active for JoinSettle, or leading already).
+// It also notes when the next unsettled member settles.
+func (n *Node) eligible(st *loopState, now time.Time, leads map[string]int) []Member {
+	st.settleAt = time.Time{}
+	var out []Member
+	for id, m := range st.view {
+		if m.State != membership.Active || !n.alive(st, id) || st.drainingPeers[id] {
+			continue
+		}
+		if id == n.cfg.NodeID && st.draining {
+			continue
+		}
+		if at := st.since[id].Add(n.cfg.JoinSettle); leads[id] == 0 && now.Before(at) {
+			if st.settleAt.IsZero() || at.Before(st.settleAt) {
+				st.settleAt = at
+			}
+			continue
+		}
+		out = append(out, Member{ID: id, Addr: m.GRPCAddr, Zone: m.Zone, Weight: int(m.Weight)})
+	}
+	return out
+}
+
+// plan recomputes every shard's target from the node's view and acts on
+// it: desires what it should acquire and starts the handoffs it should run.
+func (n *Node) plan(st *loopState) {
+	st.dirty = false
+	now := time.Now()
+	P := n.cfg.Shards
+	cur := make([]string, P)
+	for s, r := range n.gossip.best() {
+		if int(s) < P {
+			cur[s] = r.node
+		}
+	}
+	h := st.holder
+	if h != nil {
+		for _, s := range h.Led(n.now()) {
+			cur[s] = n.cfg.NodeID
+		}
+	}
+	leads := make(map[string]int)
+	for _, id := range cur {
+		if id != "" {
+			leads[id]++
+		}
+	}
+	members := n.eligible(st, now, leads)
+	target, err := n.planner.Target(P, cur, members)
+	if err != nil || len(target) != P {
+		// Members come from gossip, which refused duplicates and
+		// incompatible nodes: an error is a bug worth shouting about, and
+		// the previous plan stays in place.
+		n.log.Error("planner failed; keeping the previous plan", "err", err, "targets", len(target))
+		return
+	}
+	st.current, st.target = cur, target
+	n.ready.Store(n.membership() != nil && !st.draining && !now.Before(st.since[n.cfg.NodeID].Add(n.cfg.JoinSettle)))
+	if h != nil {
+		n.act(st, now)
+	}
+	n.publish(st)
+}
+
+// act sets each shard's desire and starts the handoffs the plan asks for,
+// within the throttle.
+func (n *Node) act(st *loopState, now time.Time) {
+	h, self := st.holder, n.cfg.NodeID
+	for s, until := range st.expecting {
+		if !now.Before(until) {
+			delete(st.expecting, s)
+		}
+	}
+	if st.leaving {
+		for s := range n.cfg.Shards {
+			h.SetDesired(uint32(s), false)
+		}
+		return
+	}
+	paused := n.gossip.paused() && !st.draining
+	limit := n.cfg.MaxConcurrentHandoffs
+	if st.draining {
+		limit *= 8
+	}
+	var moves []Move
+	for s := range n.cfg.Shards {
+		sh := uint32(s)
+		t, c := st.target[s], st.current[s]
+		_, expected := st.expecting[sh]
+		// Acquire only what no live node leads: a live leader hands its
+		// shards over itself.
+		h.SetDesired(sh, expected || (t == self && (c == self || c == "" || !n.alive(st, c))))
+		if c != self || t == self || t == "" || paused || st.handoffs[sh] != nil {
+			continue
+		}
+		if at, ok := st.retryAt[sh]; ok && now.Before(at) {
+			continue
+		}
+		delete(st.retryAt, sh)
+		moves = append(moves, Move{Shard: sh, From: self, To: t})
+	}
+	for _, m := range moves {
+		if len(st.handoffs) >= limit {
+			break
+		}
+		if err := n.startHandoff(st, m.Shard, m.To, nil); err != nil {
+			n.log.Debug("handoff not started", "shard", m.Shard, "to", m.To, "err", err)
+			st.retryAt[m.Shard] = now.Add(n.handoffBackoff())
+		}
+	}
+}
+
+func (n *Node) handoffBackoff() time.Duration {
+	d := n.cfg.HandoffTimeout / 5
+	return d + time.Duration(n.holderRand.Int64N(int64(d)+1))
+}
+
+// startHandoff begins handing shard s, which this node leads, to node to.
+// Only the loop calls it.
+func (n *Node) startHandoff(st *loopState, s uint32, to string, waiter chan error) error {
+	e, ok := st.holder.Leads(s, n.now())
+	if !ok {
+		return n.notLeader(s)
+	}
+	m, ok := st.view[to]
+	if !ok || m.State != membership.Active || st.drainingPeers[to] || !n.alive(st, to) {
+		return fmt.Errorf("shard: %w: %q is not an active member", ErrUnknownNode, to)
+	}
+	if hf := st.handoffs[s]; hf != nil {
+		if hf.to != to {
+			return &HandoffError{Shard: s, To: to, Step: "prepare", Err: fmt.Errorf("a handoff to %s is in progress", hf.to)}
+		}
+		if waiter != nil {
+			hf.waiters = append(hf.waiters, waiter)
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(n.runCtx, n.cfg.HandoffTimeout)
+	hf := &handoff{shard: s, epoch: e, to: to, addr: m.GRPCAddr, toInc: m.Incarnation,
+		draining: st.draining, began: time.Now(), cancel: cancel}
+	if waiter != nil {
+		hf.waiters = append(hf.waiters, waiter)
+	}
+	st.handoffs[s] = hf
+	n.log.Debug("handoff started", "shard", s, "epoch", e, "to", to)
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		n.runHandoff(ctx, hf)
+	}()
+	return nil
+}
+
+// runHandoff runs steps 1 and 2 of a handoff off the loop — the target's
+// Prepare and this node's Quiesce — then asks the loop for step 3, the
+// Transfer. Step 4, forwarding the outcome, follows from the holder's
+// Transferred change (see transferred).
+func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
+	fail := func(step string, err error) {
+		n.do(func(st *loopState) {
+			if st.handoffs[hf.shard] == hf {
+				delete(st.handoffs, hf.shard)
+				st.retryAt[hf.shard] = time.Now().Add(n.handoffBackoff())
+				st.dirty = true
+			}
+			n.metrics.handoffs.WithLabelValues("failed_" + step).Inc()
+			n.log.Info("handoff failed", "shard", hf.shard, "to", hf.to, "step", step, "err", err)
+			hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: step, Err: err})
+		})
+	}
+	if err := n.peers.prepare(ctx, hf, n.cfg); err != nil {
+		fail("prepare", err)
+		return
+	}
+	l := n.getLease(hf.shard)
+	if l == nil || l.Epoch() != hf.epoch {
+		fail("prepare", fmt.Errorf("lease on shard %d ended during prepare", hf.shard))
+		return
+	}
+	if q, ok := n.cfg.Handler.(Quiescer); ok {
+		qctx, cancel := context.WithTimeout(ctx, n.cfg.QuiesceTimeout)
+		if err := q.Quiesce(qctx, l); err != nil {
+			n.log.Info("quiesce ended with an error; handing off anyway", "shard", hf.shard, "err", err)
+		}
+		cancel()
+	}
+	if ctx.Err() != nil {
+		fail("quiesce", ctx.Err())
+		return
+	}
+	n.do(func(st *loopState) {
+		h := st.holder
+		if st.handoffs[hf.shard] != hf {
+			return
+		}
+		now := n.now()
+		if e, ok := h.Leads(hf.shard, now); !ok || e != hf.epoch {
+			delete(st.handoffs, hf.shard)
+			hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "transfer", Err: fmt.Errorf("lease on shard %d ended before the transfer", hf.shard)})
+			return
+		}
+		h.SetDesired(hf.shard, false)
+		if err := h.Transfer(hf.shard, hf.to, hf.toInc, now); err != nil {
+			delete(st.handoffs, hf.shard)
+			hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "transfer", Err: err})
+			return
+		}
+		hf.stopped = time.Now()
+		n.rpc.send(h.Tick(now)) // now, not at the next tick: this is the gap
+		n.afterStep(st)
+	})
+}
+
+// transferred runs step 4: the voters accepted, so tell the target. If the
+// message is lost the target still learns from its voters' Held records
+// at its next keep-alive.
+func (n *Node) transferred(st *loopState, c lease.Change) {
+	hf := st.handoffs[c.Shard]
+	if hf == nil || hf.to != c.To {
+		return
+	}
+	n.gossip.hint(c.Shard, hf.to, hf.addr, c.Epoch)
+	st.dirty = true
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		err := n.peers.lead(n.runCtx, hf, c, n.cfg)
+		if err != nil {
+			n.log.Debug("lead message not delivered; the target learns from its voters", "shard", hf.shard, "to", hf.to, "err", err)
+		}
+		n.do(func(st *loopState) {
+			if st.handoffs[hf.shard] == hf {
+				delete(st.handoffs, hf.shard)
+				st.dirty = true
+			}
+			n.metrics.handoffs.WithLabelValues("done").Inc()
+			n.metrics.handoffSeconds.Observe(time.Since(hf.began).Seconds())
+			hf.finish(nil)
+		})
+	}()
+}
+
+// transferFailed: a majority refused the Transfer. The lease already ended
+// here; the shard's desired owner acquires it.
+func (n *Node) transferFailed(st *loopState, c lease.Change) {
+	hf := st.handoffs[c.Shard]
+	if hf == nil {
+		return
+	}
+	delete(st.handoffs, c.Shard)
+	st.retryAt[c.Shard] = time.Now().Add(n.handoffBackoff())
+	st.dirty = true
+	n.metrics.handoffs.WithLabelValues("failed_transfer").Inc()
+	n.log.Info("handoff failed: the voters refused the transfer", "shard", c.Shard, "to", hf.to)
+	hf.finish(&HandoffError{Shard: c.Shard, To: hf.to, Step: "transfer", Err: fmt.Errorf("a majority of voters refused")})
+}
+
+// expect makes this node the expected target of shard s until the
+// handoff's timeout: it adopts the transfer and does not compete.
+func (n *Node) expect(st *loopState, s uint32, timeout time.Duration, from string, fromDraining bool) error {
+	if st.holder == nil {
+		return ErrNoVoters
+	}
+	if st.draining {
+		return ErrDraining
+	}
+	if fromDraining {
+		st.drainingPeers[from] = true
+	}
+	st.expecting[s] = time.Now().Add(timeout)
+	st.holder.Expect(s, n.now().Add(timeout))
+	st.dirty = true
+	return nil
+}
+
+// notLeader is the error for an operation on a shard this node does not
+// lead, naming the leader its table shows.
+func (n *Node) notLeader(s uint32) error {
+	e := n.Table().entries[s]
+	return &NotLeaderError{Shard: s, Leader: e.Leader, Addr: e.Addr, Epoch: e.Epoch}
+}
+
+// do runs f on the node's loop and reports whether it ran (false once the
+// node stopped).
+func (n *Node) do(f func(*loopState)) bool {
+	done := make(chan struct{})
+	select {
+	case n.ctl <- func(st *loopState) { f(st); close(done) }:
+	case <-n.stop:
+		return false
+	}
+	select {
+	case <-done:
+		return true
+	case <-n.stop:
+		return false
+	}
+}
+
+// moves returns the moves between current and target, sorted by shard.
+func moves(current, target []string) []Move {
+	var out []Move
+	for s := range target {
+		if target[s] != "" && target[s] != current[s] {
+			out = append(out, Move{Shard: uint32(s), From: current[s], To: target[s]})
+		}
+	}
+	return slices.Clip(out)
+}
