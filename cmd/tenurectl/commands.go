@@ -389,9 +389,9 @@ type eventOut struct {
 
 // runWatch follows one node's Watch stream and moves on to the next
 // endpoint when that node goes away, starting there from a reset (table
-// versions of different nodes are not comparable). It ends when ctx is
-// cancelled (exit 0), after -n events, or when no endpoint has answered
-// at all.
+// versions of different nodes are not comparable; a stream resumed on the
+// same node continues where it stopped). It ends when ctx is cancelled
+// (exit 0), after -n events, or when no endpoint has answered at all.
 func runWatch(ctx context.Context, c *cli, opts any, args []string) error {
 	o := opts.(*watchOpts)
 	if len(args) > 0 {
@@ -403,17 +403,30 @@ func runWatch(ctx context.Context, c *cli, opts any, args []string) error {
 	enc := json.NewEncoder(c.out)
 	events, everAnswered, failedInRow := 0, false, 0
 	backoff := 100 * time.Millisecond
+	resume := make([]*tenurev1.WatchRequest, len(c.eps.addrs)) // per endpoint
 	for i := 0; ; i = (i + 1) % len(c.eps.addrs) {
 		addr := c.eps.addrs[i]
-		got, err := c.watchOne(ctx, i, func(ev *tenurev1.WatchEvent) error {
-			out := eventOut{Time: time.Now().UTC(), Node: addr, Version: ev.GetVersion(), Reset: ev.GetReset_(), Changed: []entryOut{}}
+		if resume[i] == nil {
+			resume[i] = &tenurev1.WatchRequest{}
+		}
+		var pending *eventOut // a split event waiting for its last part
+		got, err := c.watchOne(ctx, i, resume[i], func(ev *tenurev1.WatchEvent) error {
+			if pending == nil {
+				pending = &eventOut{Time: time.Now().UTC(), Node: addr, Version: ev.GetVersion(), Reset: ev.GetReset_(), Changed: []entryOut{}}
+			}
 			for _, m := range ev.GetChanged() {
 				e, err := toEntry(m)
 				if err != nil {
 					return err
 				}
-				out.Changed = append(out.Changed, e)
+				pending.Changed = append(pending.Changed, e)
 			}
+			if ev.GetMore() {
+				return nil
+			}
+			out := *pending
+			pending = nil
+			resume[i] = &tenurev1.WatchRequest{FromVersion: ev.GetVersion(), Origin: ev.GetOrigin()}
 			if c.table {
 				printEventLine(c.out, out)
 			} else if err := enc.Encode(out); err != nil {
@@ -463,14 +476,14 @@ func watchEnd(err error) string {
 
 // watchOne streams from endpoint i until the stream fails. got says
 // whether any event arrived.
-func (c *cli) watchOne(ctx context.Context, i int, each func(*tenurev1.WatchEvent) error) (got bool, err error) {
+func (c *cli) watchOne(ctx context.Context, i int, req *tenurev1.WatchRequest, each func(*tenurev1.WatchEvent) error) (got bool, err error) {
 	t, err := c.eps.client(i)
 	if err != nil {
 		return false, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := t.Watch(sctx, &tenurev1.WatchRequest{}, grpc.WaitForReady(false))
+	stream, err := t.Watch(sctx, req, grpc.WaitForReady(false))
 	if err != nil {
 		return false, err
 	}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	tenurev1 "github.com/tenurehq/tenure/proto/tenure/v1"
+	"github.com/tenurehq/tenure/shard"
 )
 
 // endpoints are the tenured nodes tenurectl may ask, in order of
@@ -126,13 +127,17 @@ func attemptContext(ctx context.Context, left int) (context.Context, context.Can
 }
 
 // unreachable reports whether err says the node did not answer (so the
-// next endpoint should be tried) rather than that it refused.
+// next endpoint should be tried) rather than that it refused. A node that
+// is stopping answers UNAVAILABLE too and is passed over; one that refuses
+// because the node the call concerns is draining has answered.
 func unreachable(ctx context.Context, err error) bool {
 	if ctx.Err() != nil {
 		return false
 	}
 	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded:
+	case codes.Unavailable:
+		return !errors.Is(tenurev1.FromStatus(err), shard.ErrDraining)
+	case codes.DeadlineExceeded:
 		return true
 	}
 	return false

@@ -168,7 +168,8 @@ func run(ctx context.Context, args []string, getenv func(string) (string, bool),
 	if cmd.flags != nil {
 		opts = cmd.flags(cfs)
 	}
-	if err := cfs.Parse(fs.Args()[1:]); err != nil {
+	positional, err := parseInterleaved(cfs, fs.Args()[1:])
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(stdout, "Usage: tenurectl %s %s\n\n%s.\n", name, cmd.args, cmd.help)
 			return exitOK
@@ -193,7 +194,29 @@ func run(ctx context.Context, args []string, getenv func(string) (string, bool),
 		ctx, cancel = context.WithTimeout(ctx, g.timeout)
 		defer cancel()
 	}
-	return report(stderr, name, cmd.run(ctx, c, opts, cfs.Args()))
+	return report(stderr, name, cmd.run(ctx, c, opts, positional))
+}
+
+// parseInterleaved parses flags anywhere among the arguments (lookup KEY
+// -o json), not only before them, and returns the arguments that are not
+// flags. Everything after "--" is an argument, for keys that begin with
+// '-'.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
 }
 
 // parseAddrs splits -addr and checks each host:port.
@@ -259,8 +282,10 @@ func exitCode(err error) int {
 		return exitUsage
 	case errors.As(err, &nf), errors.Is(err, shard.ErrUnknownShard), errors.Is(err, shard.ErrUnknownNode):
 		return exitNotFound
-	case errors.Is(err, errUnavailable), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, errUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, shard.ErrNotStarted):
 		return exitUnavailable
+	case errors.Is(err, shard.ErrDraining), errors.Is(err, tenurev1.ErrUnauthenticated):
+		return exitFailed
 	}
 	switch status.Code(err) {
 	case codes.NotFound:

@@ -27,6 +27,7 @@ import (
 
 	"github.com/tenurehq/tenure/membership"
 	"github.com/tenurehq/tenure/rebalance"
+	"github.com/tenurehq/tenure/server"
 	"github.com/tenurehq/tenure/shard"
 	"github.com/tenurehq/tenure/voterstore"
 )
@@ -108,7 +109,7 @@ type daemon struct {
 	log    *slog.Logger
 	reg    *prometheus.Registry
 	node   *shard.Node
-	api    apiService
+	api    *server.Server
 	health *health.Server
 
 	httpSrv *http.Server
@@ -329,13 +330,29 @@ func (d *daemon) waitJoined(signals <-chan os.Signal) (bool, error) {
 	}
 }
 
-// serveUntilSignal runs until the first signal, then drains.
+// serveUntilSignal runs until the first signal, then drains; or until a
+// drain that an operator started through the API (tenurectl drain) has
+// stopped the node.
 func (d *daemon) serveUntilSignal(signals <-chan os.Signal) int {
-	sig := <-signals
+	var sig os.Signal
+	select {
+	case sig = <-signals:
+	case <-d.api.Drained():
+		d.log.Info("drained through the API: exiting")
+		d.draining.Store(true)
+		d.health.Shutdown()
+		d.node.Stop()
+		d.shutdown()
+		return exitOK
+	}
 	d.log.Info("signal: draining", "signal", sig.String(), "timeout", d.o.DrainTimeout)
 	d.draining.Store(true)
-	// Load balancers and clients stop sending here before the shards go.
+	// Load balancers and health-checking clients stop sending here
+	// before the shards go, and Watch streams end (UNAVAILABLE) so that
+	// their clients move to another node now rather than when this one
+	// stops. Lookups keep being answered until the node stops.
 	d.health.Shutdown()
+	d.api.Close()
 
 	ctx, cancel := context.WithTimeout(context.Background(), d.o.DrainTimeout)
 	defer cancel()
