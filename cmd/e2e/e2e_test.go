@@ -391,9 +391,13 @@ func TestCluster(t *testing.T) {
 	began := time.Now()
 	ids := []string{"n1", "n2", "n3", "n4"}
 	c := newCluster(t, ids, 3, 32)
-	for _, id := range ids {
+	for _, id := range ids[:3] {
 		c.start(id)
 	}
+	// n4 finds the cluster through a DNS name (localhost) rather than
+	// addresses.
+	_, n1Port, _ := net.SplitHostPort(c.gossips["n1"])
+	c.start("n4", "-seeds", "localhost:"+n1Port)
 	conns := map[string]*grpc.ClientConn{}
 	for _, id := range ids {
 		conns[id] = c.dial(c.grpcs[id])
@@ -754,5 +758,31 @@ func TestStartupErrors(t *testing.T) {
 	}
 	if code, out, _ := runCtl(t, "-h"); code != 0 || !strings.Contains(out, "4  unavailable") {
 		t.Errorf("tenurectl -h: exit %d, %q", code, out)
+	}
+}
+
+// TestSecondSignal: a drain that cannot finish (a lone node has nobody to
+// hand its shards to) is cut short by a second signal, which exits 1 at
+// once.
+func TestSecondSignal(t *testing.T) {
+	skipShort(t)
+	c := newCluster(t, []string{"solo"}, 1, 8)
+	p := c.start("solo", "-seeds", "", "-drain-timeout", "60s")
+	conn := c.dial(c.grpcs["solo"])
+	waitFor(t, "solo SERVING", 20*time.Second, func() bool { return serving(conn) && allLed(conn) })
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the drain to begin", 10*time.Second, func() bool { return !serving(conn) })
+	sent := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.waitExit(t, 5*time.Second); code != 1 {
+		t.Errorf("exit code after a second signal: %d, want 1", code)
+	}
+	t.Logf("second signal to exit: %v", time.Since(sent).Round(time.Millisecond))
+	if !strings.Contains(p.logText(), "second signal") {
+		t.Error("the log does not say why it exited")
 	}
 }
