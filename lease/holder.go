@@ -554,6 +554,10 @@ func (h *Holder) AcceptTransfer(s uint32, epoch uint64, gens map[string]uint64, 
 	for id, g := range gens {
 		if v, ok := h.index[id]; ok {
 			h.vote(st, epoch, v, g)
+			// Replies to requests sent before now may predate the
+			// transfer at that voter: their Held lists do not show it,
+			// and must not be read as the voter having moved on.
+			st.estab[v] = h.seq
 		}
 	}
 	h.promote(s, st, now)
@@ -919,6 +923,7 @@ func (h *Holder) applyHeld(v int, seq uint64, held []ShardRecord) {
 			h.vote(st, r.Epoch, v, r.HolderGen)
 		case st.desired && r.Epoch > st.floor && st.xfer == nil:
 			h.vote(st, r.Epoch, v, r.HolderGen)
+			st.estab[v] = max(st.estab[v], seq)
 		default:
 			h.queueRelease(st, v, r.Epoch)
 		}
