@@ -160,10 +160,10 @@ func New(cfg Config) (*Server, error) {
 	var b [8]byte
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
 	s := &Server{
-		cfg:     cfg,
-		node:    cfg.Node,
-		log:     cfg.Logger,
-		origin:  binary.LittleEndian.Uint64(b[:]) | 1, // never 0, which means none
+		cfg:      cfg,
+		node:     cfg.Node,
+		log:      cfg.Logger,
+		origin:   binary.LittleEndian.Uint64(b[:]) | 1, // never 0, which means none
 		stop:     make(chan struct{}),
 		draining: make(chan struct{}),
 		drained:  make(chan struct{}),
