@@ -43,8 +43,9 @@ func TestTransferIsForwardedToTheLeader(t *testing.T) {
 	}
 	shardtest.Eventually(t, 10*time.Second, func() bool {
 		l, ok := c.Node("node-3").Leases()[s]
-		return ok && l.Epoch() > before && c.Leaders()[s]["node-2"] == 0
-	}, "node-3 leads shard %d above epoch %d, node-2 does not", s, before)
+		e, _ := c.Node("node-1").Table().Shard(int64(s))
+		return ok && l.Epoch() > before && c.Leaders()[s]["node-2"] == 0 && e.Leader == "node-3"
+	}, "node-3 leads shard %d above epoch %d, node-2 does not, node-1 knows", s, before)
 
 	// Transferring a shard to its leader does nothing.
 	if _, err := client.Transfer(ctxFor(t, 10*time.Second), &tenurev1.TransferRequest{Shard: s, Node: "node-3"}); err != nil {
