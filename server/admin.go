@@ -126,10 +126,11 @@ func (s *Server) startDrain(by string) error {
 	if s.closed {
 		return errClosed
 	}
-	if s.draining {
+	if s.drainStarted {
 		return nil
 	}
-	s.draining = true
+	s.drainStarted = true
+	close(s.draining)
 	s.wg.Add(1)
 	s.log.Info("draining this node", "requested_by", by)
 	go func() {

@@ -135,12 +135,18 @@ type Server struct {
 	// it.
 	drainCtx    context.Context
 	cancelDrain context.CancelFunc
-	drained     chan struct{}
+	// draining is closed when this server starts a drain of its node: Watch
+	// streams end (UNAVAILABLE, reason DRAINING) so that clients move to
+	// other nodes while this one still answers lookups; the node's gRPC
+	// server stops when the drain is done and would otherwise wait for
+	// them.
+	draining chan struct{}
+	drained  chan struct{}
 
-	mu       sync.Mutex
-	closed   bool
-	draining bool
-	wg       sync.WaitGroup // the feed, Watch senders, the drain
+	mu           sync.Mutex
+	closed       bool
+	drainStarted bool
+	wg           sync.WaitGroup // the feed, Watch senders, the drain
 }
 
 // New validates cfg and returns a server for cfg.Node, which may be
@@ -154,12 +160,13 @@ func New(cfg Config) (*Server, error) {
 	var b [8]byte
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
 	s := &Server{
-		cfg:     cfg,
-		node:    cfg.Node,
-		log:     cfg.Logger,
-		origin:  binary.LittleEndian.Uint64(b[:]) | 1, // never 0, which means none
-		stop:    make(chan struct{}),
-		drained: make(chan struct{}),
+		cfg:      cfg,
+		node:     cfg.Node,
+		log:      cfg.Logger,
+		origin:   binary.LittleEndian.Uint64(b[:]) | 1, // never 0, which means none
+		stop:     make(chan struct{}),
+		draining: make(chan struct{}),
+		drained:  make(chan struct{}),
 	}
 	s.drainCtx, s.cancelDrain = context.WithCancel(context.Background())
 	s.feed = newFeed(cfg.Node, cfg.WatchHistory)
@@ -178,8 +185,10 @@ func (s *Server) Register(g *grpc.Server) { tenurev1.RegisterTenureServer(g, s) 
 // reconnect elsewhere), cancels a drain this server started and stops
 // following the node's table. It waits for all of it and is idempotent.
 // Later calls to Watch and Drain fail with UNAVAILABLE; the other methods
-// keep answering. Call it before stopping the node's gRPC server, which
-// otherwise waits for the Watch streams.
+// keep answering. Call it before stopping or draining the node by other
+// means than this server's Drain (a daemon on SIGTERM: Close, then
+// Node.Drain): the node's gRPC server otherwise waits up to a second for
+// the Watch streams when it stops.
 func (s *Server) Close() {
 	s.mu.Lock()
 	if !s.closed {

@@ -3,6 +3,7 @@ package server
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 
@@ -186,6 +187,12 @@ func (s *Server) Watch(req *tenurev1.WatchRequest, stream grpc.ServerStreamingSe
 	if !s.track() {
 		return errClosed
 	}
+	select {
+	case <-s.draining:
+		s.wg.Done()
+		return s.errDraining()
+	default:
+	}
 	ctx := stream.Context()
 	done := make(chan error, 1)
 	go func() {
@@ -197,7 +204,13 @@ func (s *Server) Watch(req *tenurev1.WatchRequest, stream grpc.ServerStreamingSe
 		return err
 	case <-s.stop:
 		return errClosed
+	case <-s.draining:
+		return s.errDraining()
 	}
+}
+
+func (s *Server) errDraining() error {
+	return tenurev1.ToStatus(fmt.Errorf("node %s: %w; watch another node", s.node.ID(), shard.ErrDraining))
 }
 
 // sendEvents sends the node's table changes on stream until ctx ends, the
@@ -219,6 +232,8 @@ func (s *Server) sendEvents(ctx context.Context, req *tenurev1.WatchRequest, str
 			return tenurev1.ToStatus(ctx.Err())
 		case <-s.stop:
 			return errClosed
+		case <-s.draining:
+			return s.errDraining()
 		}
 	}
 }
