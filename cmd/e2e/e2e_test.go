@@ -32,8 +32,10 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/tenurehq/tenure/client"
 	tenurev1 "github.com/tenurehq/tenure/proto/tenure/v1"
 	voterv1 "github.com/tenurehq/tenure/proto/voter/v1"
+	"github.com/tenurehq/tenure/shard"
 )
 
 // bins are the binaries TestMain builds.
@@ -279,8 +281,9 @@ func (c *cluster) startEnv(id string, env []string, extra ...string) *proc {
 	return p
 }
 
-// dial connects to a node with TLS and no client certificate.
-func (c *cluster) dial(addr string) *grpc.ClientConn {
+// creds are TLS credentials that verify the nodes, without a client
+// certificate.
+func (c *cluster) creds() grpc.DialOption {
 	c.t.Helper()
 	b, err := os.ReadFile(c.pki.ca)
 	if err != nil {
@@ -288,7 +291,13 @@ func (c *cluster) dial(addr string) *grpc.ClientConn {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(b)
-	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})))
+	return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))
+}
+
+// dial connects to a node with TLS and no client certificate.
+func (c *cluster) dial(addr string) *grpc.ClientConn {
+	c.t.Helper()
+	conn, err := grpc.NewClient("passthrough:///"+addr, c.creds())
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -528,9 +537,21 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("kill -9 fails over", func(t *testing.T) {
-		w := startWatch(t, c, "n4", "n1")
-		waitFor(t, "the watch to load the table", 10*time.Second, func() bool { return len(w.snapshot()) == 32 })
 		victim := "n2"
+		w := startWatch(t, c, "n4", "n1")
+		// The Go client follows the victim itself first: it must move to
+		// the next endpoint when the victim dies.
+		cl, err := client.New(client.Config{Endpoints: []string{c.grpcs[victim], c.grpcs["n4"]}, DialOptions: []grpc.DialOption{c.creds()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := cl.WaitReady(ctx); err != nil {
+			t.Fatalf("client: %v", err)
+		}
+		waitFor(t, "the watch to load the table", 10*time.Second, func() bool { return len(w.snapshot()) == 32 })
 		before := map[uint32]uint64{}
 		for s, e := range w.snapshot() {
 			if e.Leader == victim {
@@ -540,7 +561,6 @@ func TestCluster(t *testing.T) {
 		if len(before) == 0 {
 			t.Fatalf("%s leads nothing in n4's view", victim)
 		}
-		killed := time.Now()
 		if err := c.procs[victim].cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -555,10 +575,22 @@ func TestCluster(t *testing.T) {
 			return true
 		})
 		t.Logf("kill -9 of %s: its %d shards led elsewhere at higher epochs %v after the kill (seen through tenurectl watch)", victim, len(before), took.Round(time.Millisecond))
+		took = waitFor(t, "the Go client to see the new leaders", 15*time.Second, func() bool {
+			es := cl.Table().Entries()
+			for s, e := range before {
+				if es[s].State != shard.Led || es[s].Leader == victim || es[s].Epoch <= e {
+					return false
+				}
+			}
+			return true
+		})
+		t.Logf("the Go client, which followed %s, saw them %v later", victim, took.Round(time.Millisecond))
+		if e, ok := cl.LookupString("customer/1"); !ok || e.Leader == victim || e.State != shard.Led {
+			t.Errorf("client lookup after the failover: %+v, %v", e, ok)
+		}
 		if code := c.procs[victim].waitExit(t, 5*time.Second); code != -1 && code != 137 && code != 0 && code != 1 {
 			t.Logf("killed process exit code %d", code)
 		}
-		_ = killed
 		w.stop(t)
 
 		waitFor(t, "every shard led without the victim in n1's view", 10*time.Second, func() bool { return allLed(conns["n1"], victim) })
