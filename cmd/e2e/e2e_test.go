@@ -463,6 +463,9 @@ func TestCluster(t *testing.T) {
 			t.Errorf("shards -state unled: exit %d, %q", code, out)
 		}
 		code, out, _ = c.ctl(t, false, []string{"n1"}, "shards", "-node", "n3", "-o", "json")
+		if code != 0 {
+			t.Errorf("shards -node n3: exit %d", code)
+		}
 		for _, e := range decode[[]entry](t, "shards -node", out) {
 			if e.Leader != "n3" && e.Desired != "n3" {
 				t.Errorf("shards -node n3 gave %+v", e)

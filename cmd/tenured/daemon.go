@@ -136,10 +136,14 @@ func newLogger(o options, w io.Writer) *slog.Logger {
 // gRPC services and the HTTP server, and returns the running daemon.
 func start(o options, logOut io.Writer) (*daemon, error) {
 	log := newLogger(o, logOut)
-	if o.DataDir != "" {
+	switch {
+	case isVoter(o):
 		if err := checkDataDir(o.DataDir, o.Init); err != nil {
 			return nil, err
 		}
+	case o.DataDir != "":
+		log.Warn("-data-dir is unused: this node is not listed in -voters and keeps no state", "data_dir", o.DataDir)
+		o.DataDir = ""
 	}
 	ts, err := loadTLS(o)
 	if err != nil {
@@ -220,6 +224,10 @@ func start(o options, logOut io.Writer) (*daemon, error) {
 	d.wg.Add(1)
 	go d.watchHealth()
 	return d, nil
+}
+
+func isVoter(o options) bool {
+	return slices.ContainsFunc(o.Voters, func(v shard.VoterAddr) bool { return v.ID == o.NodeID })
 }
 
 // checkDataDir makes sure the voter's data directory can hold its store,

@@ -345,3 +345,22 @@ func FuzzLoadOptions(f *testing.F) {
 		}
 	})
 }
+
+// TestExampleConfig: the example config file in deploy/ loads, with the
+// environment supplying what differs per host and a flag for the first
+// start.
+func TestExampleConfig(t *testing.T) {
+	key := writeFile(t, "gossip.key", "MDEyMzQ1Njc4OWFiY2RlZg==\n")
+	env := envOf(map[string]string{
+		"TENURE_CONFIG":          "../../deploy/tenured/tenured.example.json",
+		"TENURE_NODE_ID":         "n2",
+		"TENURE_GOSSIP_KEY_FILE": key,
+	})
+	o, err := loadOptions([]string{"-init"}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.NodeID != "n2" || o.GRPCAdvertise != "tenure-1.tenure.svc:7000" || len(o.Seeds) != 3 || o.Shards != 1024 || !o.Init || o.LogFormat != "json" || len(o.GossipKeys) != 1 {
+		t.Errorf("options = %+v", o)
+	}
+}
