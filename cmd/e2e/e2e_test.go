@@ -619,15 +619,18 @@ func TestCluster(t *testing.T) {
 		}
 		t.Logf("SIGTERM to exit: %v", time.Since(began).Round(time.Millisecond))
 		waitFor(t, "every shard led by the remaining nodes", 10*time.Second, func() bool { return allLed(conns["n1"], "n2", "n4") })
-		released := 0
+		released, handedTo := 0, map[string]int{}
 		for _, line := range strings.Split(p.logText(), "\n") {
 			var rec struct {
-				Msg, Event, Reason string
+				Msg, Event, Reason, To string
 			}
 			if json.Unmarshal([]byte(line), &rec) != nil || rec.Msg != "transition" || rec.Event != "released" {
 				continue
 			}
 			released++
+			if rec.To != "" {
+				handedTo[rec.To]++
+			}
 			if rec.Reason == "lease expired" || rec.Reason == "quorum lost" {
 				t.Errorf("n4 lost a shard to %q while draining", rec.Reason)
 			}
@@ -635,6 +638,7 @@ func TestCluster(t *testing.T) {
 		if released == 0 {
 			t.Error("n4 logged no released transition")
 		}
+		t.Logf("n4 released %d shards, handed off to %v", released, handedTo)
 	})
 
 	t.Run("refused nodes", func(t *testing.T) {

@@ -162,7 +162,7 @@ func start(o options, logOut io.Writer) (*daemon, error) {
 		// The sticky planner moves only what the load bounds require; the
 		// ring alone would also shuffle shards between members that stay.
 		Planner:    rebalance.Policy{},
-		Handler:    transitionLog{log: log},
+		Handler:    transitionLog{d: d},
 		Registerer: d.reg,
 		Logger:     log,
 		RegisterGRPC: func(g *grpc.Server) {
@@ -483,13 +483,26 @@ func (d *daemon) httpHandler() http.Handler {
 }
 
 // transitionLog logs every leadership change of this node with its
-// reason. It runs on the node's handler goroutine and never blocks.
-type transitionLog struct{ log *slog.Logger }
+// reason and, for a handoff, the node the shard went to. It runs on the
+// node's handler goroutine, which the node starts after d.node is set.
+type transitionLog struct{ d *daemon }
 
 func (t transitionLog) Acquired(l *shard.Lease) {
-	t.log.Info("transition", "event", "acquired", "shard", l.Shard(), "epoch", l.Epoch())
+	t.d.log.Info("transition", "event", "acquired", "shard", l.Shard(), "epoch", l.Epoch())
 }
 
 func (t transitionLog) Released(l *shard.Lease, r shard.Reason) {
-	t.log.Info("transition", "event", "released", "shard", l.Shard(), "epoch", l.Epoch(), "reason", r.String())
+	attrs := []any{"event", "released", "shard", l.Shard(), "epoch", l.Epoch(), "reason", r.String()}
+	// The node records the handoff's target in its history before it
+	// calls the handler.
+	tr := t.d.node.Transitions()
+	for i := len(tr) - 1; i >= 0; i-- {
+		if x := tr[i]; x.Shard == l.Shard() && x.Event == "released" {
+			if x.Peer != "" {
+				attrs = append(attrs, "to", x.Peer)
+			}
+			break
+		}
+	}
+	t.d.log.Info("transition", attrs...)
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -150,6 +152,31 @@ func TestSingleNode(t *testing.T) {
 			t.Errorf("health %q = %v, %v; want SERVING", svc, resp.GetStatus(), err)
 		}
 	}
+
+	// Reflection lists the services, for grpcurl.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rs, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	rr, err := rs.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var services []string
+	for _, svc := range rr.GetListServicesResponse().GetService() {
+		services = append(services, svc.GetName())
+	}
+	for _, want := range []string{"tenure.v1.Tenure", "grpc.health.v1.Health", "tenure.voter.v1.Voter"} {
+		if !slices.Contains(services, want) {
+			t.Errorf("reflection lists %q, not %s", services, want)
+		}
+	}
+	_ = rs.CloseSend()
 
 	var doc statusDoc
 	waitFor(t, "every shard led", 10*time.Second, func() bool {
