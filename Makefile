@@ -63,6 +63,13 @@ fuzz:
 clean:
 	rm -rf .tools
 
+# --- build: the daemon and the CLI -------------------------------------------
+.PHONY: build
+## build: bin/tenured and bin/tenurectl.
+build:
+	$(GO) build -o bin/ ./cmd/tenured ./cmd/tenurectl
+# --- end build -----------------------------------------------------------------
+
 # ---------------------------------------------------------------------------
 # Protocol buffers. Every .proto file under proto/ is compiled in one protoc
 # run; the generated Go code is committed next to it, so that building Tenure

@@ -47,7 +47,7 @@ func checkString(field, s string, required bool) *FieldError {
 func EntryToPB(e shard.Entry) *ShardEntry {
 	return &ShardEntry{
 		Shard:   uint32(e.Shard),
-		State:   stateToPB(e.State),
+		State:   StateToPB(e.State),
 		Leader:  e.Leader,
 		Address: e.Addr,
 		Epoch:   e.Epoch,
@@ -96,7 +96,46 @@ func EntryFromPB(m *ShardEntry) (shard.Entry, error) {
 	}, nil
 }
 
-func stateToPB(s shard.State) ShardState {
+// MaxNodeIDLen is the longest NodeID a node accepts (membership's rule:
+// 1 to 64 characters from [A-Za-z0-9._-], starting with a letter or digit).
+const MaxNodeIDLen = 64
+
+// CheckNodeID validates a NodeID received in field of a request: a node
+// answers a malformed ID with INVALID_ARGUMENT naming the field instead of
+// looking it up. An empty ID is refused; a caller for whom the field is
+// optional checks for "" first.
+func CheckNodeID(field, id string) error {
+	switch {
+	case id == "":
+		return invalid(field, "empty")
+	case len(id) > MaxNodeIDLen:
+		return invalid(field, "%d bytes exceed the limit of %d", len(id), MaxNodeIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		alnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
+			return invalid(field, "%q is not a NodeID: 1 to %d characters from [A-Za-z0-9._-], starting with a letter or digit", id, MaxNodeIDLen)
+		}
+	}
+	return nil
+}
+
+// StateFromPB validates a shard state received in field of a request.
+func StateFromPB(field string, s ShardState) (shard.State, error) {
+	st, ok := stateFromPB(s)
+	switch {
+	case s == ShardState_SHARD_STATE_UNSPECIFIED:
+		return 0, invalid(field, "not set")
+	case !ok:
+		return 0, invalid(field, "unknown state %d", int32(s))
+	}
+	return st, nil
+}
+
+// StateToPB returns the wire form of s; SHARD_STATE_UNSPECIFIED, which
+// every receiver rejects, for a state outside shard's.
+func StateToPB(s shard.State) ShardState {
 	switch s {
 	case shard.Led:
 		return ShardState_SHARD_STATE_LED

@@ -2,6 +2,7 @@ package tenurev1_test
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -169,6 +170,77 @@ func FuzzEntryFromPB(f *testing.F) {
 		}
 		if e2 != e {
 			t.Fatalf("round trip changed the entry: %+v != %+v", e2, e)
+		}
+	})
+}
+
+// nodeIDPattern is membership's rule for NodeIDs, the reference
+// CheckNodeID is checked against.
+var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+func TestCheckNodeID(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		give string
+		ok   bool
+	}{
+		{"plain", "node-1", true},
+		{"every allowed character", "Az09._-", true},
+		{"64 characters", strings.Repeat("n", 64), true},
+		{"empty", "", false},
+		{"65 characters", strings.Repeat("n", 65), false},
+		{"leading dot", ".node", false},
+		{"leading dash", "-node", false},
+		{"space", "node 1", false},
+		{"slash", "node/1", false},
+		{"non-ASCII", "nöde", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tenurev1.CheckNodeID("DrainRequest.node", tt.give)
+			if (err == nil) != tt.ok {
+				t.Fatalf("CheckNodeID(%q) = %v, want ok=%v", tt.give, err, tt.ok)
+			}
+			var fe *tenurev1.FieldError
+			if err != nil && (!errors.As(err, &fe) || fe.Field != "DrainRequest.node") {
+				t.Errorf("CheckNodeID(%q) = %v, want a *FieldError naming DrainRequest.node", tt.give, err)
+			}
+		})
+	}
+}
+
+func TestStateFromPB(t *testing.T) {
+	for _, tt := range []struct {
+		give tenurev1.ShardState
+		want shard.State
+		ok   bool
+	}{
+		{tenurev1.ShardState_SHARD_STATE_LED, shard.Led, true},
+		{tenurev1.ShardState_SHARD_STATE_UNLED, shard.Unled, true},
+		{tenurev1.ShardState_SHARD_STATE_MOVING, shard.Moving, true},
+		{tenurev1.ShardState_SHARD_STATE_UNSPECIFIED, 0, false},
+		{tenurev1.ShardState(42), 0, false},
+	} {
+		got, err := tenurev1.StateFromPB("ListShardsRequest.state", tt.give)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("StateFromPB(%v) = %v, %v; want %v, ok=%v", tt.give, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+// FuzzCheckNodeID checks the hand-written scanner against membership's
+// regular expression: a node ID from a request is accepted exactly when a
+// node could carry it.
+func FuzzCheckNodeID(f *testing.F) {
+	for _, s := range []string{"node-1", "", ".x", strings.Repeat("a", 65), "a\x00b", "ñ"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		err := tenurev1.CheckNodeID("f", s)
+		if want := nodeIDPattern.MatchString(s); (err == nil) != want {
+			t.Fatalf("CheckNodeID(%q) = %v, pattern says %v", s, err, want)
+		}
+		if err != nil && !errors.Is(err, tenurev1.ErrInvalid) {
+			t.Fatalf("CheckNodeID(%q) = %v, does not wrap ErrInvalid", s, err)
 		}
 	})
 }

@@ -3,7 +3,9 @@ package tenurev1
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
+	"unicode/utf8"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -23,25 +25,47 @@ import (
 //	shard.ErrUnknownShard    NOT_FOUND            UNKNOWN_SHARD
 //	shard.ErrKeyTooLarge     INVALID_ARGUMENT     KEY_TOO_LARGE
 //	ErrInvalid               INVALID_ARGUMENT     INVALID_MESSAGE    field, reason
+//	*shard.HandoffError      ABORTED              HANDOFF_FAILED     shard, to, step, cause
+//	shard.ErrUnknownNode     NOT_FOUND            UNKNOWN_NODE
+//	shard.ErrDraining        UNAVAILABLE          DRAINING
+//	shard.ErrNotStarted      UNAVAILABLE          NOT_STARTED
+//	shard.ErrNoVoters        FAILED_PRECONDITION  NO_VOTERS
+//	ErrUnauthenticated       UNAUTHENTICATED      CLIENT_CERT_REQUIRED
 //	context.Canceled         CANCELLED
 //	context.DeadlineExceeded DEADLINE_EXCEEDED
 //	a gRPC status            its own code, unchanged
 //	anything else            INTERNAL
 //
-// The metadata of NOT_LEADER and STALE_EPOCH is present when the error is a
-// *shard.NotLeaderError or a *shard.StaleTokenError; numbers are decimal.
+// The metadata of NOT_LEADER, STALE_EPOCH and HANDOFF_FAILED is present when
+// the error is a *shard.NotLeaderError, a *shard.StaleTokenError or a
+// *shard.HandoffError; numbers are decimal. A handoff error is matched
+// before the error it wraps: that the handoff failed, and at which step, is
+// what the caller acts on (the shard's leadership is unchanged or being
+// re-acquired), whatever the step's own error was.
 
 // ErrorDomain is the domain of every ErrorInfo this package attaches.
 const ErrorDomain = "tenure.io"
 
 // The ErrorInfo reasons, one per mapped Go error.
 const (
-	ReasonNotLeader    = "NOT_LEADER"
-	ReasonStaleEpoch   = "STALE_EPOCH"
-	ReasonUnknownShard = "UNKNOWN_SHARD"
-	ReasonKeyTooLarge  = "KEY_TOO_LARGE"
-	ReasonInvalid      = "INVALID_MESSAGE"
+	ReasonNotLeader       = "NOT_LEADER"
+	ReasonStaleEpoch      = "STALE_EPOCH"
+	ReasonUnknownShard    = "UNKNOWN_SHARD"
+	ReasonKeyTooLarge     = "KEY_TOO_LARGE"
+	ReasonInvalid         = "INVALID_MESSAGE"
+	ReasonHandoff         = "HANDOFF_FAILED"
+	ReasonUnknownNode     = "UNKNOWN_NODE"
+	ReasonDraining        = "DRAINING"
+	ReasonNotStarted      = "NOT_STARTED"
+	ReasonNoVoters        = "NO_VOTERS"
+	ReasonUnauthenticated = "CLIENT_CERT_REQUIRED"
 )
+
+// ErrUnauthenticated is returned for an administrative call (Drain,
+// Transfer, PauseRebalance, ResumeRebalance) from a caller that presented
+// no client certificate verified by the server, when the server requires
+// one.
+var ErrUnauthenticated = errors.New("administrative call requires a verified client certificate")
 
 // Error is what FromStatus returns for a status it maps: a Go error that
 // keeps its status. errors.Is and errors.As see the mapped error through
@@ -78,8 +102,18 @@ func ToStatus(err error) error {
 		nle *shard.NotLeaderError
 		ste *shard.StaleTokenError
 		fe  *FieldError
+		he  *shard.HandoffError
 	)
 	switch {
+	case errors.As(err, &he):
+		return withInfo(codes.Aborted, msg, ReasonHandoff, map[string]string{
+			"shard": strconv.FormatUint(uint64(he.Shard), 10),
+			"to":    he.To,
+			"step":  he.Step,
+			"cause": truncate(fmt.Sprint(he.Err), MaxStringLen),
+		})
+	case errors.Is(err, shard.ErrHandoff):
+		return withInfo(codes.Aborted, msg, ReasonHandoff, nil)
 	case errors.As(err, &nle):
 		return withInfo(codes.FailedPrecondition, msg, ReasonNotLeader, map[string]string{
 			"shard":   strconv.FormatUint(uint64(nle.Shard), 10),
@@ -108,6 +142,16 @@ func ToStatus(err error) error {
 		})
 	case errors.Is(err, ErrInvalid):
 		return withInfo(codes.InvalidArgument, msg, ReasonInvalid, nil)
+	case errors.Is(err, shard.ErrUnknownNode):
+		return withInfo(codes.NotFound, msg, ReasonUnknownNode, nil)
+	case errors.Is(err, shard.ErrDraining):
+		return withInfo(codes.Unavailable, msg, ReasonDraining, nil)
+	case errors.Is(err, shard.ErrNotStarted):
+		return withInfo(codes.Unavailable, msg, ReasonNotStarted, nil)
+	case errors.Is(err, shard.ErrNoVoters):
+		return withInfo(codes.FailedPrecondition, msg, ReasonNoVoters, nil)
+	case errors.Is(err, ErrUnauthenticated):
+		return withInfo(codes.Unauthenticated, msg, ReasonUnauthenticated, nil)
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, msg)
 	case errors.Is(err, context.DeadlineExceeded):
@@ -145,6 +189,12 @@ func withInfo(code codes.Code, msg, reason string, md map[string]string) error {
 //     shard.ErrUnknownShard;
 //   - KEY_TOO_LARGE wraps shard.ErrKeyTooLarge;
 //   - INVALID_MESSAGE wraps a *FieldError, or plain ErrInvalid;
+//   - HANDOFF_FAILED wraps a *shard.HandoffError whose Err carries the
+//     cause's message, or plain shard.ErrHandoff;
+//   - UNKNOWN_NODE, DRAINING, NOT_STARTED and NO_VOTERS wrap the shard
+//     sentinels of the same names;
+//   - CLIENT_CERT_REQUIRED, and UNAUTHENTICATED without an ErrorInfo, wrap
+//     ErrUnauthenticated;
 //   - CANCELLED and DEADLINE_EXCEEDED wrap the context errors.
 //
 // Any other error, a status of another code or an ErrorInfo of another
@@ -168,6 +218,8 @@ func FromStatus(err error) error {
 			mapped = context.Canceled
 		case codes.DeadlineExceeded:
 			mapped = context.DeadlineExceeded
+		case codes.Unauthenticated:
+			mapped = ErrUnauthenticated
 		}
 	}
 	if mapped == nil {
@@ -218,8 +270,36 @@ func fromInfo(info *errdetails.ErrorInfo) error {
 			return ErrInvalid
 		}
 		return &FieldError{Field: field, Reason: reason}
+	case ReasonHandoff:
+		s, ok := parseShard(md["shard"])
+		to, step, cause := md["to"], md["step"], md["cause"]
+		if !ok || step == "" || len(to) > MaxStringLen || len(step) > MaxStringLen || len(cause) > MaxStringLen {
+			return shard.ErrHandoff
+		}
+		return &shard.HandoffError{Shard: s, To: to, Step: step, Err: errors.New(cause)}
+	case ReasonUnknownNode:
+		return shard.ErrUnknownNode
+	case ReasonDraining:
+		return shard.ErrDraining
+	case ReasonNotStarted:
+		return shard.ErrNotStarted
+	case ReasonNoVoters:
+		return shard.ErrNoVoters
+	case ReasonUnauthenticated:
+		return ErrUnauthenticated
 	}
 	return nil
+}
+
+// truncate cuts s to at most n bytes, on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func parseUint(s string) (uint64, bool) {

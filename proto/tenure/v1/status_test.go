@@ -142,6 +142,47 @@ func TestStatusRoundTrip(t *testing.T) {
 			},
 		},
 		{
+			name: "handoff failed", give: &shard.HandoffError{Shard: 7, To: "node-c", Step: "prepare", Err: &shard.NotLeaderError{Shard: 7}},
+			wantCode: codes.Aborted, wantReason: "HANDOFF_FAILED", wantIs: shard.ErrHandoff,
+			check: func(t *testing.T, got error) {
+				var g *shard.HandoffError
+				if !errors.As(got, &g) {
+					t.Fatalf("errors.As(%v, *HandoffError) = false", got)
+				}
+				if g.Shard != 7 || g.To != "node-c" || g.Step != "prepare" || g.Err.Error() != (&shard.NotLeaderError{Shard: 7}).Error() {
+					t.Errorf("HandoffError = %+v, want shard 7 to node-c at prepare with the cause's message", *g)
+				}
+				if errors.Is(got, shard.ErrNotLeader) {
+					t.Error("a failed handoff reads as not leader")
+				}
+			},
+		},
+		{
+			name: "unknown node", give: fmt.Errorf("drain node-9: %w", shard.ErrUnknownNode),
+			wantCode: codes.NotFound, wantReason: "UNKNOWN_NODE", wantIs: shard.ErrUnknownNode,
+			check: func(t *testing.T, got error) {
+				if errors.Is(got, shard.ErrUnknownShard) {
+					t.Error("an unknown node reads as an unknown shard")
+				}
+			},
+		},
+		{
+			name: "draining", give: shard.ErrDraining,
+			wantCode: codes.Unavailable, wantReason: "DRAINING", wantIs: shard.ErrDraining,
+		},
+		{
+			name: "not started", give: shard.ErrNotStarted,
+			wantCode: codes.Unavailable, wantReason: "NOT_STARTED", wantIs: shard.ErrNotStarted,
+		},
+		{
+			name: "no voters", give: shard.ErrNoVoters,
+			wantCode: codes.FailedPrecondition, wantReason: "NO_VOTERS", wantIs: shard.ErrNoVoters,
+		},
+		{
+			name: "client certificate required", give: fmt.Errorf("Drain: %w", tenurev1.ErrUnauthenticated),
+			wantCode: codes.Unauthenticated, wantReason: "CLIENT_CERT_REQUIRED", wantIs: tenurev1.ErrUnauthenticated,
+		},
+		{
 			name: "canceled", give: fmt.Errorf("lookup: %w", context.Canceled),
 			wantCode: codes.Canceled, wantIs: context.Canceled,
 		},
@@ -220,6 +261,12 @@ func TestStatusUnmapped(t *testing.T) {
 		t.Errorf("FromStatus(io.EOF) = %v, want io.EOF", got)
 	}
 
+	// UNAUTHENTICATED without an ErrorInfo (an interceptor's, a proxy's)
+	// reads as ErrUnauthenticated.
+	if got := tenurev1.FromStatus(status.Error(codes.Unauthenticated, "no")); !errors.Is(got, tenurev1.ErrUnauthenticated) {
+		t.Errorf("FromStatus(UNAUTHENTICATED) = %v, does not match ErrUnauthenticated", got)
+	}
+
 	// NOT_FOUND without an ErrorInfo still reads as an unknown shard.
 	if got := tenurev1.FromStatus(status.Error(codes.NotFound, "no such shard")); !errors.Is(got, shard.ErrUnknownShard) {
 		t.Errorf("FromStatus(NOT_FOUND) = %v, does not match ErrUnknownShard", got)
@@ -271,6 +318,8 @@ func TestFromStatusOddDetails(t *testing.T) {
 		{"address too long", &errdetails.ErrorInfo{Domain: "tenure.io", Reason: "NOT_LEADER", Metadata: with("address", long)}, shard.ErrNotLeader, false},
 		{"stale epoch without metadata", &errdetails.ErrorInfo{Domain: "tenure.io", Reason: "STALE_EPOCH"}, shard.ErrStaleEpoch, false},
 		{"invalid message without field", &errdetails.ErrorInfo{Domain: "tenure.io", Reason: "INVALID_MESSAGE"}, tenurev1.ErrInvalid, false},
+		{"handoff without metadata", &errdetails.ErrorInfo{Domain: "tenure.io", Reason: "HANDOFF_FAILED"}, shard.ErrHandoff, false},
+		{"handoff cause too long", &errdetails.ErrorInfo{Domain: "tenure.io", Reason: "HANDOFF_FAILED", Metadata: map[string]string{"shard": "1", "to": "n", "step": "prepare", "cause": long}}, shard.ErrHandoff, false},
 		{"unknown reason", &errdetails.ErrorInfo{Domain: "tenure.io", Reason: "SOMETHING_NEW"}, nil, false},
 		{"other domain", &errdetails.ErrorInfo{Domain: "example.com", Reason: "NOT_LEADER", Metadata: good}, nil, false},
 	} {

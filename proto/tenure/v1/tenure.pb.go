@@ -445,10 +445,13 @@ func (x *BatchLookupReply) GetEntries() []*ShardEntry {
 // WatchRequest starts a Watch stream.
 type WatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// from_version is the version of the last event the client applied from
-	// this same node, or 0 for none. Versions of different nodes are not
-	// comparable: after switching nodes, send 0 (or expect a reset).
-	FromVersion   uint64 `protobuf:"varint,1,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	// from_version is the version of the last event the client applied, or
+	// 0 for none.
+	FromVersion uint64 `protobuf:"varint,1,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	// origin is the origin of the events from_version came from. Versions
+	// are comparable only within one origin: with another origin (another
+	// node, or the same node restarted) the stream starts with a reset.
+	Origin        uint64 `protobuf:"varint,2,opt,name=origin,proto3" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -490,6 +493,13 @@ func (x *WatchRequest) GetFromVersion() uint64 {
 	return 0
 }
 
+func (x *WatchRequest) GetOrigin() uint64 {
+	if x != nil {
+		return x.Origin
+	}
+	return 0
+}
+
 // WatchEvent is one change of the answering node's leader table.
 type WatchEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -502,7 +512,17 @@ type WatchEvent struct {
 	// reset says that changed is the whole table, which replaces whatever the
 	// client held: sent first when the node cannot resume from from_version,
 	// and whenever the client may have missed events.
-	Reset_        bool `protobuf:"varint,3,opt,name=reset,proto3" json:"reset,omitempty"`
+	Reset_ bool `protobuf:"varint,3,opt,name=reset,proto3" json:"reset,omitempty"`
+	// origin names the table history version belongs to: one value per
+	// serving process of a node, the same on every event of a stream. Send it
+	// back in WatchRequest.origin to resume.
+	Origin uint64 `protobuf:"varint,4,opt,name=origin,proto3" json:"origin,omitempty"`
+	// more says that the next event continues this one: a large reset or
+	// change is split so that each message stays far below gRPC's default
+	// 4 MB limit. The events of one split carry the same version, only the
+	// first may carry reset, and the client applies them together once it
+	// has received the event without more.
+	More          bool `protobuf:"varint,5,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -554,6 +574,20 @@ func (x *WatchEvent) GetChanged() []*ShardEntry {
 func (x *WatchEvent) GetReset_() bool {
 	if x != nil {
 		return x.Reset_
+	}
+	return false
+}
+
+func (x *WatchEvent) GetOrigin() uint64 {
+	if x != nil {
+		return x.Origin
+	}
+	return 0
+}
+
+func (x *WatchEvent) GetMore() bool {
+	if x != nil {
+		return x.More
 	}
 	return false
 }
@@ -1519,14 +1553,17 @@ const file_proto_tenure_v1_tenure_proto_rawDesc = "" +
 	"\x12BatchLookupRequest\x12\x12\n" +
 	"\x04keys\x18\x01 \x03(\fR\x04keys\"C\n" +
 	"\x10BatchLookupReply\x12/\n" +
-	"\aentries\x18\x01 \x03(\v2\x15.tenure.v1.ShardEntryR\aentries\"1\n" +
+	"\aentries\x18\x01 \x03(\v2\x15.tenure.v1.ShardEntryR\aentries\"I\n" +
 	"\fWatchRequest\x12!\n" +
-	"\ffrom_version\x18\x01 \x01(\x04R\vfromVersion\"m\n" +
+	"\ffrom_version\x18\x01 \x01(\x04R\vfromVersion\x12\x16\n" +
+	"\x06origin\x18\x02 \x01(\x04R\x06origin\"\x99\x01\n" +
 	"\n" +
 	"WatchEvent\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12/\n" +
 	"\achanged\x18\x02 \x03(\v2\x15.tenure.v1.ShardEntryR\achanged\x12\x14\n" +
-	"\x05reset\x18\x03 \x01(\bR\x05reset\"w\n" +
+	"\x05reset\x18\x03 \x01(\bR\x05reset\x12\x16\n" +
+	"\x06origin\x18\x04 \x01(\x04R\x06origin\x12\x12\n" +
+	"\x04more\x18\x05 \x01(\bR\x04more\"w\n" +
 	"\x11ListShardsRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12+\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x15.tenure.v1.ShardStateR\x05state\x12!\n" +

@@ -61,9 +61,12 @@ type TenureClient interface {
 	BatchLookup(ctx context.Context, in *BatchLookupRequest, opts ...grpc.CallOption) (*BatchLookupReply, error)
 	// Watch streams the changes of the answering node's leader table. The
 	// first event brings the whole table (reset) unless the node can resume
-	// from the client's from_version; then one event per new table version,
-	// with the entries that changed. The stream ends when the client cancels
-	// it or the node shuts down.
+	// from the client's from_version and origin; then, for every new table
+	// version, the entries that changed. Versions that follow each other
+	// quickly may arrive merged in one event, and a client that falls behind
+	// receives a reset instead of the changes it missed: the stream never
+	// holds the node back. The stream ends when the client cancels it or the
+	// node shuts down (UNAVAILABLE: reconnect, to this node or another).
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error)
 	// ListShards returns the entries of every shard that matches the
 	// request's filters, in shard order.
@@ -78,9 +81,12 @@ type TenureClient interface {
 	// ones. It returns once the drain has started, not when it is done: watch
 	// the node's member state and its shards.
 	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainReply, error)
-	// Transfer asks the leader of a shard to hand it to another node. It
-	// returns once the transfer has started; the new leadership appears in
-	// Watch with a higher epoch.
+	// Transfer asks the leader of a shard to hand it to another node: the
+	// answering node forwards the call to the leader it knows, which runs the
+	// graceful handoff and returns when it is done (the new leadership then
+	// appears in Watch with a higher epoch) or failed (ABORTED, reason
+	// HANDOFF_FAILED, with the step). A shard without a known leader fails
+	// with NOT_LEADER. Transferring a shard to its leader does nothing.
 	Transfer(ctx context.Context, in *TransferRequest, opts ...grpc.CallOption) (*TransferReply, error)
 	// PauseRebalance stops the cluster from moving shards to follow the
 	// desired assignment; failover of shards without a leader continues.
@@ -221,9 +227,12 @@ type TenureServer interface {
 	BatchLookup(context.Context, *BatchLookupRequest) (*BatchLookupReply, error)
 	// Watch streams the changes of the answering node's leader table. The
 	// first event brings the whole table (reset) unless the node can resume
-	// from the client's from_version; then one event per new table version,
-	// with the entries that changed. The stream ends when the client cancels
-	// it or the node shuts down.
+	// from the client's from_version and origin; then, for every new table
+	// version, the entries that changed. Versions that follow each other
+	// quickly may arrive merged in one event, and a client that falls behind
+	// receives a reset instead of the changes it missed: the stream never
+	// holds the node back. The stream ends when the client cancels it or the
+	// node shuts down (UNAVAILABLE: reconnect, to this node or another).
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error
 	// ListShards returns the entries of every shard that matches the
 	// request's filters, in shard order.
@@ -238,9 +247,12 @@ type TenureServer interface {
 	// ones. It returns once the drain has started, not when it is done: watch
 	// the node's member state and its shards.
 	Drain(context.Context, *DrainRequest) (*DrainReply, error)
-	// Transfer asks the leader of a shard to hand it to another node. It
-	// returns once the transfer has started; the new leadership appears in
-	// Watch with a higher epoch.
+	// Transfer asks the leader of a shard to hand it to another node: the
+	// answering node forwards the call to the leader it knows, which runs the
+	// graceful handoff and returns when it is done (the new leadership then
+	// appears in Watch with a higher epoch) or failed (ABORTED, reason
+	// HANDOFF_FAILED, with the step). A shard without a known leader fails
+	// with NOT_LEADER. Transferring a shard to its leader does nothing.
 	Transfer(context.Context, *TransferRequest) (*TransferReply, error)
 	// PauseRebalance stops the cluster from moving shards to follow the
 	// desired assignment; failover of shards without a leader continues.
