@@ -140,14 +140,24 @@ func (n *Node) Drain(ctx context.Context) error {
 	}
 	began := time.Now()
 	var left []uint32
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		ch := n.Changed()
 		leases := n.Leases()
-		if len(leases) == 0 {
+		if len(leases) == 0 && !n.handingOff() {
+			break
+		}
+		if n.nowhereToGo() {
+			// No eligible member to take the shards: release them now
+			// rather than wait out ctx.
+			left = slices.Sorted(maps.Keys(leases))
 			break
 		}
 		select {
 		case <-ch:
+			continue
+		case <-tick.C:
 			continue
 		case <-ctx.Done():
 		case <-n.stop:
@@ -163,6 +173,39 @@ func (n *Node) Drain(ctx context.Context) error {
 		return errors.Join(fmt.Errorf("shard: drain of %s ended (%w) with %d shards not handed off (released instead): %v", n.cfg.NodeID, context.Cause(ctx), len(left), left), err)
 	}
 	return err
+}
+
+// handingOff reports whether a handoff this node runs is still under way
+// (its transfer may await the voters' answer after the lease ended).
+func (n *Node) handingOff() bool {
+	busy := false
+	n.do(func(st *loopState) { busy = len(st.handoffs) > 0 })
+	return busy
+}
+
+// nowhereToGo reports whether some shard this node leads has no target:
+// no other member may take it, so a drain cannot hand it off.
+func (n *Node) nowhereToGo() bool {
+	stuck := false
+	n.do(func(st *loopState) {
+		if st.holder == nil || len(st.target) == 0 || st.dirty {
+			return
+		}
+		for _, s := range st.holder.Led(n.now()) {
+			if st.target[s] == "" {
+				stuck = true
+				return
+			}
+		}
+	})
+	return stuck
+}
+
+// Joined reports whether the node has joined the cluster: it reached a
+// seed, or it was given none.
+func (n *Node) Joined() bool {
+	mem := n.membership()
+	return mem != nil && mem.Joined()
 }
 
 // Transfer hands shard s, which this node must lead, to node to: a graceful

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tenurehq/tenure/rebalance"
 	"github.com/tenurehq/tenure/shard"
@@ -226,4 +227,24 @@ func TestPauseStopsPlannedMovesOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	shardtest.Eventually(t, 2*converge, func() bool { return len(c.Node("node-4").Leases()) > 0 }, "node-4 receives shards after resume")
+}
+
+func TestDrainOfTheLastNodeReleasesAtOnce(t *testing.T) {
+	c, rec := rebalanced(t, 3, 8, func(cfg *shard.Config) {
+		if cfg.NodeID != "node-1" {
+			cfg.NoShards = true // only node-1 may lead
+		}
+	})
+	if n := len(c.Node("node-1").Leases()); n != 8 {
+		t.Fatalf("node-1 leads %d shards, want all 8", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := c.Node("node-1").Drain(ctx)
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("Drain with nowhere to hand shards: err %v, ctx %v; want an error naming the released shards, before the deadline", err, ctx.Err())
+	}
+	if n := rec.Released(shard.ReasonShutdown); n != 8 {
+		t.Errorf("%d leases released at shutdown, want 8", n)
+	}
 }
