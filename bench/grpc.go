@@ -130,7 +130,7 @@ func runGRPC(args []string, out io.Writer) error {
 	ctx := context.Background()
 	for i := range 200 {
 		if _, err := clients[i%len(clients)].BatchLookup(ctx, &tenurev1.BatchLookupRequest{Keys: keys[:*batch]}); err != nil {
-			return fmt.Errorf("warm-up BatchLookup: %w", err)
+			return fmt.Errorf("warm-up batch lookup: %w", err)
 		}
 	}
 
@@ -177,7 +177,7 @@ func runGRPC(args []string, out io.Writer) error {
 	wg.Wait()
 	elapsed := time.Since(start)
 	if firstErr != nil {
-		return fmt.Errorf("BatchLookup: %w", firstErr)
+		return fmt.Errorf("batch lookup: %w", firstErr)
 	}
 	slices.Sort(batchLat)
 	res.BatchSeconds = elapsed.Seconds()
@@ -192,7 +192,7 @@ func runGRPC(args []string, out io.Writer) error {
 	runtime.GC()
 	for i := range 1000 {
 		if _, err := clients[0].Lookup(ctx, &tenurev1.LookupRequest{Key: keys[i]}); err != nil {
-			return fmt.Errorf("warm-up Lookup: %w", err)
+			return fmt.Errorf("warm-up lookup: %w", err)
 		}
 	}
 	lat := make([]time.Duration, *unary)
@@ -203,7 +203,7 @@ func runGRPC(args []string, out io.Writer) error {
 		rep, err := clients[0].Lookup(ctx, &tenurev1.LookupRequest{Key: k})
 		lat[i] = time.Since(t0)
 		if err != nil {
-			return fmt.Errorf("Lookup: %w", err)
+			return fmt.Errorf("unary lookup: %w", err)
 		}
 		if rep.GetEntry().GetShard() != uint32(shard.Of(k, *shards)) {
 			wrong.Add(1)
