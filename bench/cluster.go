@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/tenurehq/tenure/membership"
+	"github.com/tenurehq/tenure/rebalance"
 	"github.com/tenurehq/tenure/shard"
+	"github.com/tenurehq/tenure/shard/shardtest"
 )
 
 // cluster is an in-process Tenure cluster on loopback: real gossip, real
@@ -26,6 +28,8 @@ type cluster struct {
 	voters  []shard.VoterAddr
 	gossip  map[string]string // fixed gossip address per node, kept across restarts
 	grpc    map[string]string // fixed gRPC address per node
+	// rec sees every lease of every node (one-leader check, gaps).
+	rec     *shardtest.Recorder
 	dirs    map[string]string
 	root    string
 	started map[string]bool
@@ -75,7 +79,7 @@ func newClusterWith(attach func(string, *shard.Config) func(*shard.Node) error, 
 	c := &cluster{
 		shards: shards, profile: profile, ld: ld, root: root, log: logger,
 		gossip: map[string]string{}, grpc: map[string]string{}, dirs: map[string]string{}, started: map[string]bool{},
-		nodes: map[string]*shard.Node{}, attach: attach,
+		nodes: map[string]*shard.Node{}, rec: shardtest.NewRecorder(), attach: attach,
 	}
 	for i := 1; i <= nodes; i++ {
 		id := fmt.Sprintf("node-%d", i)
@@ -125,6 +129,9 @@ func (c *cluster) start(id string) error {
 		GRPCAddr: c.grpc[id],
 		Voters:   c.voters, LeaseDuration: c.ld,
 		Logger: c.log.With("node", id),
+		// The product's planner: sticky, moves only what the bounds need.
+		Planner: rebalance.Policy{},
+		Handler: c.rec.For(id),
 	}
 	if i := slices.IndexFunc(c.voters, func(v shard.VoterAddr) bool { return v.ID == id }); i >= 0 {
 		cfg.GRPCAddr, cfg.DataDir, cfg.InitVoterStore = c.voters[i].Addr, c.dirs[id], !c.started[id]

@@ -22,6 +22,7 @@ type scenario struct {
 var scenarios = map[string]scenario{
 	"failover": {"kill a leader (no Leave) repeatedly; time until its shards are led again", runFailover},
 	"detect":   {"gossip alone: time until every survivor drops a crashed node", runDetect},
+	"handoff":  {"operator moves of random shards: the gap between the source stopping and the target leading", runHandoff},
 
 	"grpc":      {"the public API on loopback: BatchLookup keys/s over concurrent callers, sequential Lookup latency", runGRPC},
 	"rebalance": {"shards moved on one join and one leave: rebalance.Plan against consistent hashing alone", runRebalance},

@@ -230,6 +230,7 @@ type attempt struct {
 
 type transfer struct {
 	epoch    uint64
+	toEpoch  uint64 // the epoch the target leads at
 	to       string
 	toInc    uint64
 	started  Time
@@ -499,6 +500,12 @@ func (h *Holder) endLease(st *shardState, s uint32, r Reason, now Time) {
 // Call SetDesired(s, false) first: a node that still wants s acquires it
 // again once the transfer is over.
 func (h *Holder) Transfer(s uint32, to string, toInc uint64, now Time) error {
+	return h.TransferAt(s, to, toInc, 0, now)
+}
+
+// TransferAt is Transfer with the epoch the target leads at: at least
+// toEpoch (the target's MinTransferEpoch) and at least the led epoch + 1.
+func (h *Holder) TransferAt(s uint32, to string, toInc, toEpoch uint64, now Time) error {
 	e, ok := h.Leads(s, now)
 	if !ok {
 		return fmt.Errorf("transfer of shard %d: not leader", s)
@@ -520,10 +527,11 @@ func (h *Holder) Transfer(s uint32, to string, toInc uint64, now Time) error {
 		st.floor = max(st.floor, st.acq.epoch)
 		st.acq = nil
 	}
-	st.xfer = &transfer{epoch: e, to: to, toInc: toInc, started: now,
+	op := Op{Kind: OpTransfer, Shard: s, Epoch: e, To: to, ToInc: toInc, ToEpoch: toEpoch}
+	st.xfer = &transfer{epoch: e, toEpoch: op.TransferEpoch(), to: to, toInc: toInc, started: now,
 		accepted: make(map[int]uint64), refused: make(map[int]bool)}
 	for v := range h.voters {
-		h.queued[v] = append(h.queued[v], Op{Kind: OpTransfer, Shard: s, Epoch: e, To: to, ToInc: toInc})
+		h.queued[v] = append(h.queued[v], op)
 	}
 	return nil
 }
@@ -542,6 +550,17 @@ func (h *Holder) Expect(s uint32, until Time) {
 	}
 }
 
+// MinTransferEpoch is the lowest epoch at which this node can be handed
+// shard s: above every epoch it gave up there (its floor). A source passes
+// it to TransferAt, so that a target that once lost a race for s can still
+// receive it.
+func (h *Holder) MinTransferEpoch(s uint32) uint64 {
+	if st := h.shards[s]; st != nil {
+		return st.floor + 1
+	}
+	return 1
+}
+
 // AcceptTransfer records a transfer of s to this node at epoch, forwarded
 // by the source with the generation each accepting voter named. The node
 // leads once a majority of those generations are its current ones with
@@ -554,6 +573,10 @@ func (h *Holder) AcceptTransfer(s uint32, epoch uint64, gens map[string]uint64, 
 	for id, g := range gens {
 		if v, ok := h.index[id]; ok {
 			h.vote(st, epoch, v, g)
+			// Replies to requests sent before now may predate the
+			// transfer at that voter: their Held lists do not show it,
+			// and must not be read as the voter having moved on.
+			st.estab[v] = h.seq
 		}
 	}
 	h.promote(s, st, now)
@@ -680,7 +703,7 @@ func (h *Holder) tickShard(s uint32, st *shardState, now Time) {
 		x.started = now
 		for v := range h.voters {
 			if _, ok := x.accepted[v]; !ok && !x.refused[v] {
-				h.queued[v] = append(h.queued[v], Op{Kind: OpTransfer, Shard: s, Epoch: x.epoch, To: x.to, ToInc: x.toInc})
+				h.queued[v] = append(h.queued[v], Op{Kind: OpTransfer, Shard: s, Epoch: x.epoch, To: x.to, ToInc: x.toInc, ToEpoch: x.toEpoch})
 			}
 		}
 	}
@@ -873,7 +896,7 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Ti
 		if x == nil || x.epoch != res.Op.Epoch || x.to != res.Op.To {
 			return
 		}
-		if res.OK() || (rec.Epoch == x.epoch+1 && rec.Holder == x.to) {
+		if res.OK() || (rec.Epoch == x.toEpoch && rec.Holder == x.to) {
 			x.accepted[v] = rec.HolderGen
 		} else {
 			x.refused[v] = true
@@ -884,7 +907,7 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Ti
 			for i, g := range x.accepted {
 				gens[h.cfg.Voters[i]] = g
 			}
-			h.changes = append(h.changes, Change{Kind: Transferred, Shard: s, Epoch: x.epoch + 1, To: x.to, Gens: gens})
+			h.changes = append(h.changes, Change{Kind: Transferred, Shard: s, Epoch: x.toEpoch, To: x.to, Gens: gens})
 			st.xfer = nil
 		case len(x.refused) > len(h.voters)-h.maj:
 			h.changes = append(h.changes, Change{Kind: TransferFailed, Shard: s, Epoch: x.epoch, To: x.to})
@@ -919,6 +942,7 @@ func (h *Holder) applyHeld(v int, seq uint64, held []ShardRecord) {
 			h.vote(st, r.Epoch, v, r.HolderGen)
 		case st.desired && r.Epoch > st.floor && st.xfer == nil:
 			h.vote(st, r.Epoch, v, r.HolderGen)
+			st.estab[v] = max(st.estab[v], seq)
 		default:
 			h.queueRelease(st, v, r.Epoch)
 		}

@@ -447,3 +447,57 @@ func TestHolderConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestHolderTransferSurvivesRepliesSentBeforeIt: the target's keep-alives
+// crossed the transfer — the voters answered them before they accepted it,
+// so their Held lists do not name the shard — and arrive after the
+// forwarded transfer. They must not read as the voters having moved on:
+// the target keeps leading.
+func TestHolderTransferSurvivesRepliesSentBeforeIt(t *testing.T) {
+	w := newWorld(t)
+	target := w.newHolder("n2", 5)
+	w.acquire(target, 3) // so that every keep-alive reply lists a Held record
+	target.TakeChanges()
+	h := w.newHolder("n1", 1)
+	w.acquire(h, 7)
+	h.TakeChanges()
+
+	w.at(interval + time.Millisecond) // the target's keep-alives are due
+	var early []lease.Reply // answered before the transfer, delivered after
+	for _, env := range target.Tick(w.now) {
+		rep, _ := w.voters[env.To].Handle(env.Req, w.now)
+		early = append(early, rep)
+	}
+	if len(early) != len(voterIDs) {
+		t.Fatalf("the target sent %d keep-alives, want one per voter", len(early))
+	}
+	h.SetDesired(7, false)
+	if err := h.Transfer(7, "n2", 5, w.now); err != nil {
+		t.Fatal(err)
+	}
+	w.exchange(h, time.Millisecond)
+	var c lease.Change
+	for _, ch := range h.TakeChanges() {
+		if ch.Kind == lease.Transferred {
+			c = ch
+		}
+	}
+	if c.Kind != lease.Transferred {
+		t.Fatal("no Transferred change")
+	}
+	target.Expect(7, w.now.Add(time.Second))
+	target.AcceptTransfer(7, c.Epoch, c.Gens, w.now)
+	for _, rep := range early {
+		target.Step(rep, w.now)
+	}
+	if _, ok := target.Leads(7, w.now); !ok {
+		t.Fatalf("target lost shard 7 to keep-alive replies older than the transfer; changes %+v", target.TakeChanges())
+	}
+	w.at(w.now.Sub(0) + interval)
+	target.Tick(w.now)
+	for _, ch := range target.TakeChanges() {
+		if ch.Kind == lease.Lost {
+			t.Fatalf("target lost shard 7: %+v", ch)
+		}
+	}
+}

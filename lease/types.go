@@ -79,7 +79,14 @@ type Op struct {
 	// To and ToInc name a transfer's target and its incarnation.
 	To    string
 	ToInc uint64
+	// ToEpoch is the epoch a transfer's target leads at: above Epoch, and
+	// above every epoch the target gave up (its floor), which the target
+	// names when it prepares. 0 means Epoch+1.
+	ToEpoch uint64
 }
+
+// TransferEpoch is the epoch a transfer op makes its target lead at.
+func (op Op) TransferEpoch() uint64 { return max(op.Epoch+1, op.ToEpoch) }
 
 // Request is what a node sends a voter: always a keep-alive, plus any number
 // of shard operations, applied in order after the keep-alive.

@@ -220,7 +220,7 @@ func (v *Voter) Handle(req Request, now Time) (Reply, []ShardRecord) {
 		case OpTransfer:
 			res.Refusal, res.Gen = v.checkTransfer(op, rec, req.From, now)
 			if res.OK() {
-				rec = Record{Epoch: op.Epoch + 1, Holder: op.To, HolderGen: res.Gen}
+				rec = Record{Epoch: op.TransferEpoch(), Holder: op.To, HolderGen: res.Gen}
 			}
 		default:
 			res.Refusal = RefusedEpoch

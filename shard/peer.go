@@ -44,17 +44,19 @@ func (p *peers) client(addr string) (peerv1.PeerClient, error) {
 	return peerv1.NewPeerClient(c), nil
 }
 
-func (p *peers) prepare(ctx context.Context, hf *handoff, cfg Config) error {
+// prepare asks the target to get ready and returns the lowest epoch it
+// can lead at.
+func (p *peers) prepare(ctx context.Context, hf *handoff, cfg Config) (uint64, error) {
 	c, err := p.client(hf.addr)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	_, err = c.Prepare(ctx, &peerv1.PrepareRequest{
+	rep, err := c.Prepare(ctx, &peerv1.PrepareRequest{
 		Cluster: cfg.Cluster, Shard: hf.shard, Epoch: hf.epoch, From: cfg.NodeID,
 		To: hf.to, ToIncarnation: hf.toInc, FromDraining: hf.draining,
 		TimeoutMs: uint32(cfg.HandoffTimeout / time.Millisecond),
 	}, grpc.WaitForReady(true))
-	return err
+	return rep.GetMinEpoch(), err
 }
 
 func (p *peers) lead(ctx context.Context, hf *handoff, c lease.Change, cfg Config) error {
@@ -126,15 +128,16 @@ func (ps peerServer) Prepare(ctx context.Context, req *peerv1.PrepareRequest) (*
 		}
 	}
 	var err error
+	var min uint64
 	if !n.do(func(st *loopState) {
-		err = n.expect(st, req.GetShard(), timeout, req.GetFrom(), req.GetFromDraining())
+		min, err = n.expect(st, req.GetShard(), timeout, req.GetFrom(), req.GetFromDraining())
 	}) {
 		return nil, status.Error(codes.Unavailable, ErrNotStarted.Error())
 	}
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	return &peerv1.PrepareReply{}, nil
+	return &peerv1.PrepareReply{MinEpoch: min}, nil
 }
 
 // Lead applies a transfer the voters accepted.
@@ -152,6 +155,9 @@ func (ps peerServer) Lead(_ context.Context, req *peerv1.LeadRequest) (*peerv1.L
 		}
 		now := n.now()
 		st.holder.AcceptTransfer(req.GetShard(), req.GetEpoch(), req.GetGenerations(), now)
+		if _, ok := st.holder.Leads(req.GetShard(), now); !ok {
+			n.log.Info("transfer not adopted", "shard", req.GetShard(), "epoch", req.GetEpoch(), "from", req.GetFrom())
+		}
 		n.afterStep(st)
 		n.rpc.send(st.holder.Tick(now))
 	})

@@ -248,7 +248,8 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 			hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: step, Err: err})
 		})
 	}
-	if err := n.peers.prepare(ctx, hf, n.cfg); err != nil {
+	minEpoch, err := n.peers.prepare(ctx, hf, n.cfg)
+	if err != nil {
 		fail("prepare", err)
 		return
 	}
@@ -280,7 +281,7 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 			return
 		}
 		h.SetDesired(hf.shard, false)
-		if err := h.Transfer(hf.shard, hf.to, hf.toInc, now); err != nil {
+		if err := h.TransferAt(hf.shard, hf.to, hf.toInc, minEpoch, now); err != nil {
 			delete(st.handoffs, hf.shard)
 			hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "transfer", Err: err})
 			return
@@ -337,12 +338,12 @@ func (n *Node) transferFailed(st *loopState, c lease.Change) {
 
 // expect makes this node the expected target of shard s until the
 // handoff's timeout: it adopts the transfer and does not compete.
-func (n *Node) expect(st *loopState, s uint32, timeout time.Duration, from string, fromDraining bool) error {
+func (n *Node) expect(st *loopState, s uint32, timeout time.Duration, from string, fromDraining bool) (minEpoch uint64, err error) {
 	if st.holder == nil {
-		return ErrNoVoters
+		return 0, ErrNoVoters
 	}
 	if st.draining {
-		return ErrDraining
+		return 0, ErrDraining
 	}
 	if fromDraining {
 		st.drainingPeers[from] = true
@@ -350,7 +351,7 @@ func (n *Node) expect(st *loopState, s uint32, timeout time.Duration, from strin
 	st.expecting[s] = time.Now().Add(timeout)
 	st.holder.Expect(s, n.now().Add(timeout))
 	st.dirty = true
-	return nil
+	return st.holder.MinTransferEpoch(s), nil
 }
 
 // notLeader is the error for an operation on a shard this node does not

@@ -95,6 +95,16 @@ func (h recorded) Acquired(l *shard.Lease) {
 
 func (h recorded) Released(*shard.Lease, shard.Reason) {}
 
+// ResetGaps forgets the gaps and counts measured so far (not the leases
+// it follows), to measure from now on.
+func (r *Recorder) ResetGaps() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	clear(r.gaps)
+	clear(r.released)
+	clear(r.acquired)
+}
+
 // Violations returns every breach of the one-leader promise seen so far.
 func (r *Recorder) Violations() []string {
 	r.mu.Lock()

@@ -137,7 +137,10 @@ func (x *PrepareRequest) GetTimeoutMs() uint32 {
 }
 
 type PrepareReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// min_epoch is the lowest epoch the target can lead the shard at (it
+	// gave lower ones up); the source's transfer asks the voters for it.
+	MinEpoch      uint64 `protobuf:"varint,1,opt,name=min_epoch,json=minEpoch,proto3" json:"min_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -170,6 +173,13 @@ func (x *PrepareReply) ProtoReflect() protoreflect.Message {
 // Deprecated: Use PrepareReply.ProtoReflect.Descriptor instead.
 func (*PrepareReply) Descriptor() ([]byte, []int) {
 	return file_proto_peer_v1_peer_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PrepareReply) GetMinEpoch() uint64 {
+	if x != nil {
+		return x.MinEpoch
+	}
+	return 0
 }
 
 type LeadRequest struct {
@@ -317,8 +327,9 @@ const file_proto_peer_v1_peer_proto_rawDesc = "" +
 	"\x0eto_incarnation\x18\x06 \x01(\x04R\rtoIncarnation\x12#\n" +
 	"\rfrom_draining\x18\a \x01(\bR\ffromDraining\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\b \x01(\rR\ttimeoutMs\"\x0e\n" +
-	"\fPrepareReply\"\xae\x02\n" +
+	"timeout_ms\x18\b \x01(\rR\ttimeoutMs\"+\n" +
+	"\fPrepareReply\x12\x1b\n" +
+	"\tmin_epoch\x18\x01 \x01(\x04R\bminEpoch\"\xae\x02\n" +
 	"\vLeadRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\rR\x05shard\x12\x14\n" +

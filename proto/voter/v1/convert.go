@@ -215,8 +215,9 @@ func opToPB(op lease.Op) *Op {
 		Kind:  opKindToPB(op.Kind),
 		Shard: op.Shard,
 		Epoch: op.Epoch,
-		To:    op.To,
-		ToInc: op.ToInc,
+		To:      op.To,
+		ToInc:   op.ToInc,
+		ToEpoch: op.ToEpoch,
 	}
 }
 
@@ -233,12 +234,16 @@ func opFromPB(m *Op) (lease.Op, *FieldError) {
 	if fe := checkString("to", m.GetTo(), false); fe != nil {
 		return lease.Op{}, fe
 	}
+	if m.GetToEpoch() != 0 && m.GetToEpoch() <= m.GetEpoch() {
+		return lease.Op{}, invalid("to_epoch", "%d is not above epoch %d", m.GetToEpoch(), m.GetEpoch())
+	}
 	return lease.Op{
-		Kind:  kind,
-		Shard: m.GetShard(),
-		Epoch: m.GetEpoch(),
-		To:    m.GetTo(),
-		ToInc: m.GetToInc(),
+		Kind:    kind,
+		Shard:   m.GetShard(),
+		Epoch:   m.GetEpoch(),
+		To:      m.GetTo(),
+		ToInc:   m.GetToInc(),
+		ToEpoch: m.GetToEpoch(),
 	}, nil
 }
 

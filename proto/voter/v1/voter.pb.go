@@ -178,7 +178,10 @@ type Op struct {
 	To string `protobuf:"bytes,4,opt,name=to,proto3" json:"to,omitempty"`
 	// to_inc is the incarnation of the transfer's target that must have a
 	// live session at the voter; zero for other kinds.
-	ToInc         uint64 `protobuf:"varint,5,opt,name=to_inc,json=toInc,proto3" json:"to_inc,omitempty"`
+	ToInc uint64 `protobuf:"varint,5,opt,name=to_inc,json=toInc,proto3" json:"to_inc,omitempty"`
+	// to_epoch is the epoch a transfer's target leads at when above
+	// epoch + 1 (the target gave lower epochs up); 0 means epoch + 1.
+	ToEpoch       uint64 `protobuf:"varint,6,opt,name=to_epoch,json=toEpoch,proto3" json:"to_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -244,6 +247,13 @@ func (x *Op) GetTo() string {
 func (x *Op) GetToInc() uint64 {
 	if x != nil {
 		return x.ToInc
+	}
+	return 0
+}
+
+func (x *Op) GetToEpoch() uint64 {
+	if x != nil {
+		return x.ToEpoch
 	}
 	return 0
 }
@@ -753,13 +763,14 @@ var File_proto_voter_v1_voter_proto protoreflect.FileDescriptor
 
 const file_proto_voter_v1_voter_proto_rawDesc = "" +
 	"\n" +
-	"\x1aproto/voter/v1/voter.proto\x12\x0ftenure.voter.v1\"\x84\x01\n" +
+	"\x1aproto/voter/v1/voter.proto\x12\x0ftenure.voter.v1\"\x9f\x01\n" +
 	"\x02Op\x12+\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x17.tenure.voter.v1.OpKindR\x04kind\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\rR\x05shard\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x0e\n" +
 	"\x02to\x18\x04 \x01(\tR\x02to\x12\x15\n" +
-	"\x06to_inc\x18\x05 \x01(\x04R\x05toInc\"q\n" +
+	"\x06to_inc\x18\x05 \x01(\x04R\x05toInc\x12\x19\n" +
+	"\bto_epoch\x18\x06 \x01(\x04R\atoEpoch\"q\n" +
 	"\x06Record\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\x12\x1d\n" +

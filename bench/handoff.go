@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tenurehq/tenure/membership"
+	"github.com/tenurehq/tenure/shard"
+)
+
+type handoffResult struct {
+	Scenario   string  `json:"scenario"`
+	Nodes      int     `json:"nodes"`
+	Voters     int     `json:"voters"`
+	Shards     int     `json:"shards"`
+	Moves      int     `json:"moves"`
+	Profile    string  `json:"profile"`
+	LeaseMS    float64 `json:"lease_ms"`
+	GapP50MS   float64 `json:"gap_p50_ms"`
+	GapP99MS   float64 `json:"gap_p99_ms"`
+	GapMaxMS   float64 `json:"gap_max_ms"`
+	TotalP50MS float64 `json:"handoff_p50_ms"`
+	TotalP99MS float64 `json:"handoff_p99_ms"`
+	Failed     int     `json:"failed"`
+	Violations int     `json:"violations"`
+	Seed       uint64  `json:"seed"`
+}
+
+// runHandoff moves random shards to random other nodes with Node.Transfer,
+// one after another, over real loopback gRPC with voters that fsync. The
+// gap of a move is from the moment the source's lease ended (its context
+// was cancelled, just before the Transfer left) to the moment the target's
+// Handler was told it leads: the time nobody works on the shard.
+func runHandoff(args []string, out io.Writer) error {
+	fs := flags("handoff")
+	nodes := fs.Int("nodes", 5, "nodes in the cluster")
+	voters := fs.Int("voters", 3, "voters among them (1, 3 or 5)")
+	shards := fs.Int("shards", 1024, "shards P")
+	nMoves := fs.Int("moves", 200, "shards to move, one after another")
+	ld := fs.Duration("lease", time.Second, "lease duration (the default of shard.Config)")
+	profileName := fs.String("profile", "lan", "gossip profile: lan (the default of shard.Config), local or wan")
+	seed := fs.Uint64("seed", 1, "seed of the choice of shards and targets")
+	asJSON := fs.Bool("json", false, "print a JSON summary as the last line")
+	verbose := fs.Bool("v", false, "log the nodes' info output to stderr")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	profile, err := membership.ParseProfile(*profileName)
+	if err != nil {
+		return err
+	}
+	if *voters > *nodes || *nMoves < 1 || *nodes < 2 {
+		return fmt.Errorf("need 2 ≤ nodes, voters ≤ nodes and moves ≥ 1")
+	}
+	logger := slog.New(slog.DiscardHandler)
+	if *verbose {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	fmt.Fprintf(out, "handoff: %d nodes, %d voters, %d shards, lease %v, %s gossip; %d moves\n",
+		*nodes, *voters, *shards, *ld, profile, *nMoves)
+	c, err := newCluster(*nodes, *voters, *shards, profile, *ld, logger)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	if !waitFor(time.Minute, c.settled) {
+		return fmt.Errorf("the cluster did not settle within a minute: %s", c.unsettled())
+	}
+	time.Sleep(2 * *ld) // let the start-up burst die down
+	ids := c.ids()
+	// Operator moves only: the planner would otherwise rebalance what the
+	// random moves unbalance, adding moves of its own.
+	if err := c.node(ids[0]).PauseRebalance(context.Background()); err != nil {
+		return err
+	}
+	if !waitFor(10*time.Second, func() bool {
+		for _, id := range ids {
+			if !c.node(id).RebalancePaused() {
+				return false
+			}
+		}
+		return true
+	}) {
+		return fmt.Errorf("rebalancing not paused everywhere within 10s")
+	}
+	c.rec.ResetGaps()
+	rng := rand.New(rand.NewPCG(*seed, 0))
+	res := handoffResult{Scenario: "handoff", Nodes: *nodes, Voters: *voters, Shards: *shards, Moves: *nMoves,
+		Profile: profile.String(), LeaseMS: msOf(*ld), Seed: *seed}
+	var totals []time.Duration
+	for range *nMoves {
+		s := uint32(rng.IntN(*shards))
+		var from string
+		var epoch uint64
+		for id, e := range c.leaders(time.Now())[s] {
+			from, epoch = id, e
+		}
+		if from == "" {
+			res.Failed++
+			fmt.Fprintf(out, "shard %d has no leader to move it from\n", s)
+			continue
+		}
+		to := ids[rng.IntN(len(ids))]
+		for to == from {
+			to = ids[rng.IntN(len(ids))]
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		began := time.Now()
+		err := c.node(from).Transfer(ctx, s, to)
+		cancel()
+		if err != nil {
+			res.Failed++
+			fmt.Fprintf(out, "move of shard %d %s → %s: %v\n", s, from, to, err)
+			continue
+		}
+		if !waitFor(10*time.Second, func() bool {
+			l := c.node(to).Leases()[s]
+			return l != nil && l.Epoch() > epoch
+		}) {
+			res.Failed++
+			dumpGoroutines()
+			fmt.Fprintf(out, "shard %d: %s does not lead it 10s after the transfer\n", s, to)
+			continue
+		}
+		totals = append(totals, time.Since(began))
+	}
+	gaps := c.rec.Gaps(shard.ReasonHandoff)
+	res.Violations = len(c.rec.Violations())
+	for _, v := range c.rec.Violations() {
+		fmt.Fprintln(out, "VIOLATION:", v)
+	}
+	if len(totals) == 0 || len(gaps) < len(totals) {
+		return fmt.Errorf("%d gaps measured for %d moves", len(gaps), len(totals))
+	}
+	slices.Sort(totals)
+	res.GapP50MS, res.GapP99MS, res.GapMaxMS = msOf(percentile(gaps, 50)), msOf(percentile(gaps, 99)), msOf(gaps[len(gaps)-1])
+	res.TotalP50MS, res.TotalP99MS = msOf(percentile(totals, 50)), msOf(percentile(totals, 99))
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "measure\tp50\tp99\tmax\t")
+	fmt.Fprintf(w, "gap (source stops → target leads)\t%.2f ms\t%.2f ms\t%.2f ms\t\n", res.GapP50MS, res.GapP99MS, res.GapMaxMS)
+	fmt.Fprintf(w, "whole handoff (prepare → target leads)\t%.2f ms\t%.2f ms\t\t\n", res.TotalP50MS, res.TotalP99MS)
+	w.Flush()
+	fmt.Fprintf(out, "%d moves, %d failed, %d one-leader violations\n", *nMoves, res.Failed, res.Violations)
+	if *asJSON {
+		return emit(out, res)
+	}
+	return nil
+}
