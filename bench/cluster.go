@@ -35,6 +35,12 @@ type cluster struct {
 	started map[string]bool
 	log     *slog.Logger
 
+	// attach, when set, is called for each node before it is created: it
+	// may adjust the config (RegisterGRPC, to serve more services on the
+	// node's gRPC server) and returns a function called with the node
+	// once it is created, before it starts.
+	attach func(id string, cfg *shard.Config) func(*shard.Node) error
+
 	mu    sync.Mutex
 	nodes map[string]*shard.Node
 }
@@ -61,6 +67,11 @@ func freeAddr() (string, error) {
 }
 
 func newCluster(nodes, voters, shards int, profile membership.Profile, ld time.Duration, logger *slog.Logger) (*cluster, error) {
+	return newClusterWith(nil, nodes, voters, shards, profile, ld, logger)
+}
+
+// newClusterWith is newCluster with an attach hook (see cluster.attach).
+func newClusterWith(attach func(string, *shard.Config) func(*shard.Node) error, nodes, voters, shards int, profile membership.Profile, ld time.Duration, logger *slog.Logger) (*cluster, error) {
 	root, err := os.MkdirTemp("", "tenure-bench-")
 	if err != nil {
 		return nil, err
@@ -68,7 +79,7 @@ func newCluster(nodes, voters, shards int, profile membership.Profile, ld time.D
 	c := &cluster{
 		shards: shards, profile: profile, ld: ld, root: root, log: logger,
 		gossip: map[string]string{}, grpc: map[string]string{}, dirs: map[string]string{}, started: map[string]bool{},
-		nodes: map[string]*shard.Node{}, rec: shardtest.NewRecorder(),
+		nodes: map[string]*shard.Node{}, rec: shardtest.NewRecorder(), attach: attach,
 	}
 	for i := 1; i <= nodes; i++ {
 		id := fmt.Sprintf("node-%d", i)
@@ -125,9 +136,18 @@ func (c *cluster) start(id string) error {
 	if i := slices.IndexFunc(c.voters, func(v shard.VoterAddr) bool { return v.ID == id }); i >= 0 {
 		cfg.GRPCAddr, cfg.DataDir, cfg.InitVoterStore = c.voters[i].Addr, c.dirs[id], !c.started[id]
 	}
+	var created func(*shard.Node) error
+	if c.attach != nil {
+		created = c.attach(id, &cfg)
+	}
 	n, err := shard.New(cfg)
 	if err != nil {
 		return err
+	}
+	if created != nil {
+		if err := created(n); err != nil {
+			return err
+		}
 	}
 	if err := n.Start(context.Background()); err != nil {
 		n.Stop()

@@ -24,6 +24,7 @@ var scenarios = map[string]scenario{
 	"detect":   {"gossip alone: time until every survivor drops a crashed node", runDetect},
 	"handoff":  {"operator moves of random shards: the gap between the source stopping and the target leading", runHandoff},
 
+	"grpc":      {"the public API on loopback: BatchLookup keys/s over concurrent callers, sequential Lookup latency", runGRPC},
 	"rebalance": {"shards moved on one join and one leave: rebalance.Plan against consistent hashing alone", runRebalance},
 }
 

@@ -74,9 +74,18 @@ func cluster(t *testing.T, shards int) *servertest.Cluster {
 		healthpb.RegisterHealthServer(g, shardService{node: n})
 	}
 	c.Start(3)
-	shardtest.Eventually(t, 20*time.Second, func() bool { return c.Settled() && tablesLed(c) },
+	shardtest.Eventually(t, 40*time.Second, func() bool { return settled(c) },
 		"every shard led by its desired owner, in every node's table")
 	return c
+}
+
+// settled reports whether every live node owns shards in the agreed
+// assignment, leads exactly those, and every node's table shows it. (A
+// cluster whose later nodes are not active yet is settled in shardtest's
+// sense, with the first node owning everything.)
+func settled(c *servertest.Cluster) bool {
+	ids := c.IDs()
+	return c.Agree(ids, ids) && c.Settled() && tablesLed(c)
 }
 
 func tablesLed(c *servertest.Cluster) bool {

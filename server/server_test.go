@@ -175,9 +175,18 @@ func settledCluster(t *testing.T, shards int) *servertest.Cluster {
 	t.Helper()
 	c := servertest.NewCluster(t, 3, shards, ld)
 	c.Start(3)
-	shardtest.Eventually(t, 20*time.Second, func() bool { return c.Settled() && tablesLed(c) },
+	shardtest.Eventually(t, 40*time.Second, func() bool { return settled(c) },
 		"every shard led by its desired owner, in every node's table")
 	return c
+}
+
+// settled reports whether every live node owns shards in the agreed
+// assignment, leads exactly those, and every node's table shows it. (A
+// cluster whose later nodes are not active yet is settled in shardtest's
+// sense, with the first node owning everything.)
+func settled(c *servertest.Cluster) bool {
+	ids := c.IDs()
+	return c.Agree(ids, ids) && c.Settled() && tablesLed(c)
 }
 
 // tablesLed reports whether every live node's table shows a leader for
@@ -447,7 +456,7 @@ func TestWatchResetThenDiffsThenResume(t *testing.T) {
 	// Changes while the client is away: node-3 comes back and takes its
 	// shards again.
 	c.Restart("node-3")
-	shardtest.Eventually(t, 20*time.Second, func() bool { return c.Settled() && tablesLed(c) }, "node-3 leads its shards again")
+	shardtest.Eventually(t, 40*time.Second, func() bool { return settled(c) }, "node-3 leads its shards again")
 
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel2()
