@@ -463,7 +463,7 @@ func TestHolderTransferSurvivesRepliesSentBeforeIt(t *testing.T) {
 	h.TakeChanges()
 
 	w.at(interval + time.Millisecond) // the target's keep-alives are due
-	var early []lease.Reply // answered before the transfer, delivered after
+	var early []lease.Reply           // answered before the transfer, delivered after
 	for _, env := range target.Tick(w.now) {
 		rep, _ := w.voters[env.To].Handle(env.Req, w.now)
 		early = append(early, rep)

@@ -212,9 +212,9 @@ func ReplyFromPB(m *CallReply) (cluster string, r lease.Reply, err error) {
 
 func opToPB(op lease.Op) *Op {
 	return &Op{
-		Kind:  opKindToPB(op.Kind),
-		Shard: op.Shard,
-		Epoch: op.Epoch,
+		Kind:    opKindToPB(op.Kind),
+		Shard:   op.Shard,
+		Epoch:   op.Epoch,
 		To:      op.To,
 		ToInc:   op.ToInc,
 		ToEpoch: op.ToEpoch,
