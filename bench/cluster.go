@@ -263,3 +263,19 @@ func waitFor(limit time.Duration, cond func() bool) bool {
 	}
 	return true
 }
+
+// balanced reports whether the cluster is settled and at rest: every shard
+// led by its desired owner, no planner wants to move anything, and every
+// node leads its share.
+func (c *cluster) balanced() bool {
+	if !c.settled() {
+		return false
+	}
+	for _, id := range c.ids() {
+		n := c.node(id)
+		if n == nil || len(n.Plan()) > 0 || (c.shards >= len(c.ids()) && len(n.Leases()) == 0) {
+			return false
+		}
+	}
+	return true
+}

@@ -70,10 +70,9 @@ func runHandoff(args []string, out io.Writer) error {
 		return err
 	}
 	defer c.close()
-	if !waitFor(time.Minute, c.settled) {
+	if !waitFor(time.Minute, c.balanced) {
 		return fmt.Errorf("the cluster did not settle within a minute: %s", c.unsettled())
 	}
-	time.Sleep(2 * *ld) // let the start-up burst die down
 	ids := c.ids()
 	// Operator moves only: the planner would otherwise rebalance what the
 	// random moves unbalance, adding moves of its own.
@@ -125,7 +124,6 @@ func runHandoff(args []string, out io.Writer) error {
 			return l != nil && l.Epoch() > epoch
 		}) {
 			res.Failed++
-			dumpGoroutines()
 			fmt.Fprintf(out, "shard %d: %s does not lead it 10s after the transfer\n", s, to)
 			continue
 		}

@@ -22,6 +22,7 @@ type scenario struct {
 var scenarios = map[string]scenario{
 	"failover": {"kill a leader (no Leave) repeatedly; time until its shards are led again", runFailover},
 	"detect":   {"gossip alone: time until every survivor drops a crashed node", runDetect},
+	"rolling":  {"rolling restart: drain, restart and rebalance every node in turn; crash failovers must be 0", runRolling},
 	"handoff":  {"operator moves of random shards: the gap between the source stopping and the target leading", runHandoff},
 
 	"grpc":      {"the public API on loopback: BatchLookup keys/s over concurrent callers, sequential Lookup latency", runGRPC},

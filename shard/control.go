@@ -170,7 +170,11 @@ func (n *Node) Drain(ctx context.Context) error {
 	defer cancel()
 	err := n.Leave(lctx)
 	if len(left) > 0 {
-		return errors.Join(fmt.Errorf("shard: drain of %s ended (%w) with %d shards not handed off (released instead): %v", n.cfg.NodeID, context.Cause(ctx), len(left), left), err)
+		why := errors.New("no other member may lead them")
+		if ctx.Err() != nil {
+			why = context.Cause(ctx)
+		}
+		return errors.Join(fmt.Errorf("shard: drain of %s ended (%w) with %d shards not handed off (released instead): %v", n.cfg.NodeID, why, len(left), left), err)
 	}
 	return err
 }

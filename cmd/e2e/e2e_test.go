@@ -806,7 +806,9 @@ func TestStartupErrors(t *testing.T) {
 func TestSecondSignal(t *testing.T) {
 	skipShort(t)
 	c := newCluster(t, []string{"solo"}, 1, 8)
-	p := c.start("solo", "-seeds", "", "-drain-timeout", "60s")
+	// The delay before the drain is the window the second signal lands
+	// in: a lone node's drain itself ends at once (nowhere to hand to).
+	p := c.start("solo", "-seeds", "", "-drain-timeout", "60s", "-shutdown-delay", "60s")
 	conn := c.dial(c.grpcs["solo"])
 	waitFor(t, "solo SERVING", 20*time.Second, func() bool { return serving(conn) && allLed(conn) })
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -1,8 +1,9 @@
 // Command tenure-demo runs a local Tenure cluster inside one process, on
 // loopback, and narrates what it does: three of the nodes are voters; every
 // shard gets one leader with an epoch; a leader is killed and its shards
-// fail over at higher epochs; a node leaves gracefully and hands its shards
-// over without waiting for a lease to run out.
+// fail over at higher epochs; an operator hands one shard to another node
+// (make before break: a gap of milliseconds); a node drains, handing every
+// shard off gracefully before it stops.
 //
 //	go run ./cmd/tenure-demo [-nodes 5] [-shards 1024] [-profile local] [-lease 1s]
 package main
@@ -21,7 +22,9 @@ import (
 	"time"
 
 	"github.com/tenurehq/tenure/membership"
+	"github.com/tenurehq/tenure/rebalance"
 	"github.com/tenurehq/tenure/shard"
+	"github.com/tenurehq/tenure/shard/shardtest"
 )
 
 func main() {
@@ -75,6 +78,8 @@ type demo struct {
 	voters []shard.VoterAddr
 	grpc   map[string]string // gRPC address per node
 	nodes  []*shard.Node
+	// rec follows every lease as the application would see it.
+	rec *shardtest.Recorder
 }
 
 func run(args []string, out io.Writer) error {
@@ -82,7 +87,7 @@ func run(args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	d := &demo{o: o, out: out, log: slog.New(slog.DiscardHandler)}
+	d := &demo{o: o, out: out, log: slog.New(slog.DiscardHandler), rec: shardtest.NewRecorder()}
 	if o.verbose {
 		d.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
@@ -142,22 +147,59 @@ func (d *demo) story() error {
 	d.say("All %d of its shards are led again %v after the kill, each at a higher epoch (lease %v).", len(old), ms(time.Since(began)), o.lease)
 	d.printEpochChanges(old, 4)
 
-	// A graceful leave: the node releases its shards at the voters first,
-	// so the new owners need not wait for a lease to run out.
+	if err := d.wait(time.Minute, d.settled); err != nil {
+		return err
+	}
+
+	// A handoff an operator asks for: prepare on the target, one voter
+	// round, the target leads at the next epoch.
+	from, to := d.nodes[0], d.nodes[1]
+	var s uint32
+	var e uint64
+	for sh, ep := range epochs(from) {
+		if ep > e || (ep == e && sh < s) {
+			s, e = sh, ep
+		}
+	}
+	d.rec.ResetGaps()
+	d.say("\nHanding shard %d (epoch %d) from %s to %s...", s, e, from.ID(), to.ID())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := from.Transfer(ctx, s, to.ID()); err != nil {
+		return err
+	}
+	if err := d.wait(10*time.Second, func() bool { l := to.Leases()[s]; return l != nil && l.Epoch() > e }); err != nil {
+		return err
+	}
+	if gaps := d.rec.Gaps(shard.ReasonHandoff); len(gaps) > 0 {
+		d.say("%s leads it at epoch %d; nobody led it for %v.", to.ID(), to.Leases()[s].Epoch(), gaps[len(gaps)-1].Round(10*time.Microsecond))
+	}
+
+	// A drain: the node leaves the active set and hands every shard off
+	// gracefully before it stops, as on SIGTERM.
 	leaver := d.nodes[len(d.nodes)-1]
 	old = epochs(leaver)
 	d.nodes = d.nodes[:len(d.nodes)-1]
-	d.say("\n%s leaves gracefully, handing over %d shards...", leaver.ID(), len(old))
+	d.rec.ResetGaps()
+	d.say("\n%s drains, handing over %d shards...", leaver.ID(), len(old))
 	began = time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := leaver.Leave(ctx); err != nil {
+	if err := leaver.Drain(ctx); err != nil {
 		return err
 	}
 	if err := d.wait(time.Minute, func() bool { return d.ledAgain(old) }); err != nil {
 		return err
 	}
-	d.say("All of them are led elsewhere %v after it began leaving: no failover wait.", ms(time.Since(began)))
+	gaps := d.rec.Gaps(shard.ReasonDrain)
+	worst := time.Duration(0)
+	if len(gaps) > 0 {
+		worst = gaps[len(gaps)-1]
+	}
+	d.say("All of them are led elsewhere %v after the drain began; the longest any shard went", ms(time.Since(began)))
+	d.say("without a leader was %v, and no lease ran out (%d expired).", worst.Round(10*time.Microsecond),
+		d.rec.Released(shard.ReasonLeaseExpired)+d.rec.Released(shard.ReasonQuorumLost))
+	if v := d.rec.Violations(); len(v) > 0 {
+		return fmt.Errorf("one-leader violation: %s", v[0])
+	}
 	if err := d.wait(time.Minute, d.settled); err != nil {
 		return err
 	}
@@ -186,7 +228,9 @@ func (d *demo) start(id string) error {
 		NodeID: id, Cluster: "demo", Shards: d.o.shards,
 		GossipAddr: "127.0.0.1:0", Seeds: seeds, Profile: d.o.profile,
 		GRPCAddr: d.grpc[id], Voters: d.voters, LeaseDuration: d.o.lease,
-		Logger: d.log.With("node", id),
+		Logger:  d.log.With("node", id),
+		Planner: rebalance.Policy{},
+		Handler: d.rec.For(id),
 	}
 	if i := slices.IndexFunc(d.voters, func(v shard.VoterAddr) bool { return v.ID == id }); i >= 0 {
 		cfg.GRPCAddr, cfg.DataDir, cfg.InitVoterStore = d.voters[i].Addr, d.dir+"/"+id, true
@@ -237,6 +281,11 @@ func (d *demo) settled() bool {
 	}
 	if len(first.DesiredCounts()) != len(d.nodes) {
 		return false
+	}
+	for _, n := range d.nodes {
+		if len(n.Plan()) > 0 {
+			return false
+		}
 	}
 	leaders := d.leaders()
 	for s := range d.o.shards {

@@ -20,8 +20,11 @@ func TestDemoNarratesLeadersFailoverAndLeave(t *testing.T) {
 		"Every shard has exactly one leader, its desired owner",
 		"Killing node-4",
 		"each at a higher epoch",
-		"node-3 leaves gracefully",
+		"Handing shard",
+		"nobody led it for",
+		"node-3 drains",
 		"led elsewhere",
+		"no lease ran out (0 expired)",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)

@@ -361,6 +361,15 @@ func (d *daemon) serveUntilSignal(signals <-chan os.Signal) int {
 	// stops. Lookups keep being answered until the node stops.
 	d.health.Shutdown()
 	d.api.Close()
+	if d.o.ShutdownDelay > 0 {
+		d.log.Info("reporting NOT_SERVING before the drain", "delay", d.o.ShutdownDelay)
+		select {
+		case <-time.After(d.o.ShutdownDelay):
+		case sig := <-signals:
+			d.log.Warn("second signal: exiting without draining", "signal", sig.String())
+			return exitFailure
+		}
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), d.o.DrainTimeout)
 	defer cancel()
@@ -381,17 +390,13 @@ func (d *daemon) serveUntilSignal(signals <-chan os.Signal) int {
 	return exitOK
 }
 
-// drainNode hands the node's shards off and stops it. If the drain did
-// not complete, Leave releases what is left at the voters, so that the
-// new owners take over within a voter round rather than a lease.
+// drainNode hands the node's shards off and stops it. Node.Drain releases
+// at the voters whatever it could not hand off (so that the new owners
+// take over within a voter round rather than a lease), leaves gossip and
+// stops the node.
 func (d *daemon) drainNode(ctx context.Context) {
 	if err := d.node.Drain(ctx); err != nil {
-		d.log.Warn("drain incomplete; releasing the remaining shards", "err", err)
-		lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := d.node.Leave(lctx); err != nil {
-			d.log.Warn("leave", "err", err)
-		}
+		d.log.Warn("drain incomplete: the remaining shards were released", "err", err)
 	}
 	d.node.Stop()
 }

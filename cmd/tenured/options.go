@@ -60,9 +60,11 @@ type options struct {
 	LogFormat string // "text" or "json"
 
 	DrainTimeout time.Duration
-	JoinTimeout  time.Duration // 0: wait for a seed forever
-	MaxBatchKeys int
-	Reflection   bool
+	// ShutdownDelay is how long NOT_SERVING is reported before the drain.
+	ShutdownDelay time.Duration
+	JoinTimeout   time.Duration // 0: wait for a seed forever
+	MaxBatchKeys  int
+	Reflection    bool
 }
 
 // The default ports: gossip, gRPC and HTTP.
@@ -123,6 +125,7 @@ func flagSet(raw *rawOptions) *flag.FlagSet {
 	fs.StringVar(&raw.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&raw.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.DurationVar(&raw.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long to hand shards off before releasing the rest and exiting")
+	fs.DurationVar(&raw.shutdownDelay, "shutdown-delay", 0, "on SIGTERM or SIGINT, how long to report NOT_SERVING before the drain starts, so that load balancers and clients stop sending first")
 	fs.DurationVar(&raw.joinTimeout, "join-timeout", time.Minute, "give up and exit when no seed answered within this `duration`; 0 waits forever")
 	fs.IntVar(&raw.maxBatchKeys, "max-batch-keys", 0, "most keys one BatchLookup may carry; 0 for the server's default")
 	fs.BoolVar(&raw.reflection, "reflection", true, "serve gRPC server reflection (for grpcurl)")
@@ -138,6 +141,7 @@ type rawOptions struct {
 	seeds, voters, dataDir, profile, zone         string
 	init, noShards, reflection                    bool
 	leaseDuration, drainTimeout, joinTimeout      time.Duration
+	shutdownDelay                                 time.Duration
 	tlsCert, tlsKey, tlsClientCA, tlsCA           string
 	gossipKey, gossipKeyFile, logLevel, logFormat string
 }
@@ -264,7 +268,7 @@ func (r rawOptions) check() (options, error) {
 		LeaseDuration: r.leaseDuration,
 		TLSCert:       r.tlsCert, TLSKey: r.tlsKey, TLSClientCA: r.tlsClientCA, TLSCA: r.tlsCA,
 		LogFormat:    r.logFormat,
-		DrainTimeout: r.drainTimeout, JoinTimeout: r.joinTimeout,
+		DrainTimeout: r.drainTimeout, JoinTimeout: r.joinTimeout, ShutdownDelay: r.shutdownDelay,
 		MaxBatchKeys: r.maxBatchKeys, Reflection: r.reflection,
 	}
 	var err error
@@ -381,6 +385,9 @@ func (r rawOptions) check() (options, error) {
 	}
 	if o.LogFormat != "text" && o.LogFormat != "json" {
 		return o, usagef("-log-format %q: want text or json", o.LogFormat)
+	}
+	if o.ShutdownDelay < 0 {
+		return o, usagef("-shutdown-delay must not be negative, got %v", o.ShutdownDelay)
 	}
 	if o.DrainTimeout <= 0 {
 		return o, usagef("-drain-timeout must be positive, got %v", o.DrainTimeout)

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tenurehq/tenure/membership"
+	"github.com/tenurehq/tenure/shard"
+)
+
+type rollingResult struct {
+	Scenario        string    `json:"scenario"`
+	Nodes           int       `json:"nodes"`
+	Voters          int       `json:"voters"`
+	Shards          int       `json:"shards"`
+	Profile         string    `json:"profile"`
+	LeaseMS         float64   `json:"lease_ms"`
+	CrashFailovers  int       `json:"crash_failovers"`
+	Violations      int       `json:"violations"`
+	HandedOff       int       `json:"handed_off"`
+	Released        int       `json:"released_at_leave"`
+	DrainMS         []float64 `json:"drain_ms"`
+	DrainShards     []int     `json:"drain_shards"`
+	WorstGapMS      float64   `json:"worst_gap_ms"`
+	GapP99MS        float64   `json:"gap_p99_ms"`
+	TotalS          float64   `json:"total_s"`
+	SettleAfterS    []float64 `json:"settle_after_restart_s"`
+	FailedDrainsErr []string  `json:"failed_drains,omitempty"`
+}
+
+// runRolling restarts every node of a cluster in turn, the way a deploy
+// does: drain (hand every shard off), stop, start again, wait until the
+// planner has moved its share back. Any lease that ends by running out
+// (expiry, quorum lost) instead of by handoff is a crash failover.
+func runRolling(args []string, out io.Writer) error {
+	fs := flags("rolling")
+	nodes := fs.Int("nodes", 5, "nodes in the cluster")
+	voters := fs.Int("voters", 3, "voters among them (1, 3 or 5)")
+	shards := fs.Int("shards", 1024, "shards P")
+	ld := fs.Duration("lease", time.Second, "lease duration (the default of shard.Config)")
+	profileName := fs.String("profile", "lan", "gossip profile: lan (the default of shard.Config), local or wan")
+	asJSON := fs.Bool("json", false, "print a JSON summary as the last line")
+	verbose := fs.Bool("v", false, "log the nodes' info output to stderr")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	profile, err := membership.ParseProfile(*profileName)
+	if err != nil {
+		return err
+	}
+	if *voters > *nodes || *nodes < 2 {
+		return fmt.Errorf("need 2 ≤ nodes and voters ≤ nodes")
+	}
+	logger := slog.New(slog.DiscardHandler)
+	if *verbose {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	fmt.Fprintf(out, "rolling: %d nodes, %d voters, %d shards, lease %v, %s gossip\n", *nodes, *voters, *shards, *ld, profile)
+	c, err := newCluster(*nodes, *voters, *shards, profile, *ld, logger)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	if !waitFor(time.Minute, c.balanced) {
+		return fmt.Errorf("the cluster did not settle within a minute: %s", c.unsettled())
+	}
+	c.rec.ResetGaps()
+	res := rollingResult{Scenario: "rolling", Nodes: *nodes, Voters: *voters, Shards: *shards,
+		Profile: profile.String(), LeaseMS: msOf(*ld)}
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "node\tshards\tdrain\tback in\t")
+	began := time.Now()
+	for _, id := range c.ids() {
+		n := c.node(id)
+		held := len(n.Leases())
+		t0 := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err := n.Drain(ctx)
+		cancel()
+		took := time.Since(t0)
+		c.detach(id)
+		if err != nil {
+			res.FailedDrainsErr = append(res.FailedDrainsErr, fmt.Sprintf("%s: %v", id, err))
+		}
+		// A voter restarts from its store; its grace period (one lease)
+		// passes before it grants again, which the two others cover.
+		if err := c.start(id); err != nil {
+			return err
+		}
+		t1 := time.Now()
+		if !waitFor(2*time.Minute, c.balanced) {
+			return fmt.Errorf("the cluster did not settle after %s came back: %s", id, c.unsettled())
+		}
+		back := time.Since(t1)
+		res.DrainMS = append(res.DrainMS, msOf(took))
+		res.DrainShards = append(res.DrainShards, held)
+		res.SettleAfterS = append(res.SettleAfterS, back.Seconds())
+		fmt.Fprintf(w, "%s\t%d\t%v\t%v\t\n", id, held, took.Round(time.Millisecond), back.Round(10*time.Millisecond))
+	}
+	w.Flush()
+	res.TotalS = time.Since(began).Seconds()
+	res.CrashFailovers = c.rec.Released(shard.ReasonLeaseExpired) + c.rec.Released(shard.ReasonQuorumLost)
+	res.Violations = len(c.rec.Violations())
+	res.Released = c.rec.Released(shard.ReasonShutdown)
+	var gaps []time.Duration
+	for _, r := range []shard.Reason{shard.ReasonHandoff, shard.ReasonDrain} {
+		gaps = append(gaps, c.rec.Gaps(r)...)
+		res.HandedOff += c.rec.Released(r)
+	}
+	slices.Sort(gaps)
+	if len(gaps) > 0 {
+		res.WorstGapMS, res.GapP99MS = msOf(gaps[len(gaps)-1]), msOf(percentile(gaps, 99))
+	}
+	fmt.Fprintf(out, "total %.1f s; %d shards handed off (worst gap %.1f ms, p99 %.1f ms), %d released at leave, %d crash failovers, %d violations\n",
+		res.TotalS, res.HandedOff, res.WorstGapMS, res.GapP99MS, res.Released, res.CrashFailovers, res.Violations)
+	for _, e := range res.FailedDrainsErr {
+		fmt.Fprintln(out, "drain:", e)
+	}
+	if *asJSON {
+		return emit(out, res)
+	}
+	return nil
+}
