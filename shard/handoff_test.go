@@ -29,8 +29,21 @@ func rebalanced(t *testing.T, nodes, shards int, configure func(*shard.Config)) 
 	for i := 1; i <= nodes; i++ {
 		c.Add(fmt.Sprintf("node-%d", i))
 	}
-	shardtest.Eventually(t, converge, func() bool { return c.AllLedOnceBy(c.IDs()...) && noMoves(c) }, "every shard led, nothing left to move")
+	shardtest.Eventually(t, converge, func() bool { return c.AllLedOnceBy(c.IDs()...) && everyoneLeads(c) && noMoves(c) },
+		"every shard led, every node leading, nothing left to move")
 	return c, rec
+}
+
+// everyoneLeads reports whether every node that may lead leads something:
+// until then a planner may be content only because a joiner has not
+// settled in its view yet.
+func everyoneLeads(c *shardtest.Cluster) bool {
+	for _, id := range c.IDs() {
+		if n := c.Node(id); !n.Config().NoShards && len(n.Leases()) == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // noMoves reports whether every node's planner is content.

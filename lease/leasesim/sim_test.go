@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/tenurehq/tenure/lease/leasesim"
 )
@@ -102,7 +103,14 @@ func TestCheckerCatchesPlantedBugs(t *testing.T) {
 		name   string
 		modify func(*leasesim.Config)
 	}{
-		{"lease timer started at the reply", func(c *leasesim.Config) { c.NodeMu.TimerFromReply = true }},
+		{"lease timer started at the reply", func(c *leasesim.Config) {
+			// Slow replies are where this bug bites: the lease would
+			// count from when the reply arrived.
+			c.NodeMu.TimerFromReply = true
+			f := leasesim.DefaultFaults()
+			f.DelayMax, f.LongDelayRate = 100*time.Millisecond, 0.05
+			c.Faults = &f
+		}},
 		{"voter accepts an equal epoch", func(c *leasesim.Config) { c.VoterMu.AcceptEqualEpoch = true }},
 		{"voter forgets its records on restart", func(c *leasesim.Config) { c.ForgetOnRestart = true }},
 		{"draining node stops before its transfers are answered", func(c *leasesim.Config) { c.StopDrainEarly = true }},
