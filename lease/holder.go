@@ -527,7 +527,10 @@ func (h *Holder) TransferAt(s uint32, to string, toInc, toEpoch uint64, now Time
 		st.floor = max(st.floor, st.acq.epoch)
 		st.acq = nil
 	}
-	op := Op{Kind: OpTransfer, Shard: s, Epoch: e, To: to, ToInc: toInc, ToEpoch: toEpoch}
+	op := Op{Kind: OpTransfer, Shard: s, Epoch: e, To: to, ToInc: toInc}
+	if toEpoch > e+1 {
+		op.ToEpoch = toEpoch // else the default, e+1; a ToEpoch ≤ Epoch is malformed
+	}
 	st.xfer = &transfer{epoch: e, toEpoch: op.TransferEpoch(), to: to, toInc: toInc, started: now,
 		accepted: make(map[int]uint64), refused: make(map[int]bool)}
 	for v := range h.voters {
