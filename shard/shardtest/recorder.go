@@ -22,6 +22,7 @@ type Recorder struct {
 	mu    sync.Mutex
 	live  map[uint32]map[string]*shard.Lease
 	ended map[uint32]ending // the latest end of a lease on each shard
+	top   map[uint32]uint64 // the highest epoch acquired on each shard
 	gaps  map[shard.Reason][]time.Duration
 	// acquired counts Acquired calls by node.
 	acquired   map[string]int
@@ -39,7 +40,7 @@ type ending struct {
 // NewRecorder returns an empty Recorder.
 func NewRecorder() *Recorder {
 	return &Recorder{
-		live: make(map[uint32]map[string]*shard.Lease), ended: make(map[uint32]ending),
+		live: make(map[uint32]map[string]*shard.Lease), ended: make(map[uint32]ending), top: make(map[uint32]uint64),
 		gaps: make(map[shard.Reason][]time.Duration), acquired: make(map[string]int),
 		released: make(map[shard.Reason]int),
 	}
@@ -58,16 +59,34 @@ func (h recorded) Acquired(l *shard.Lease) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := l.Shard()
+	measured := false
 	for other, ol := range r.live[s] {
-		if other != h.id && ol.Context().Err() == nil {
+		if other == h.id {
+			continue
+		}
+		if ol.Context().Err() == nil {
 			r.violations = append(r.violations, fmt.Sprintf("shard %d: %s told it leads at epoch %d while %s still leads at epoch %d",
 				s, h.id, l.Epoch(), other, ol.Epoch()))
+			continue
+		}
+		if _, ok := r.ended[s]; !ok && ol.Epoch() < l.Epoch() {
+			// The old lease ended, but its end has not been recorded yet
+			// (the callback runs on its own goroutine): a gap of nearly 0.
+			var le *shard.LeaseEndedError
+			reason := shard.ReasonShutdown
+			if errors.As(context.Cause(ol.Context()), &le) {
+				reason = le.Reason
+			}
+			r.gaps[reason] = append(r.gaps[reason], 0)
+			delete(r.live[s], other)
+			measured = true
 		}
 	}
-	if e, ok := r.ended[s]; ok && e.epoch < l.Epoch() {
+	if e, ok := r.ended[s]; ok && e.epoch < l.Epoch() && !measured {
 		r.gaps[e.reason] = append(r.gaps[e.reason], now.Sub(e.at))
-		delete(r.ended, s)
 	}
+	delete(r.ended, s)
+	r.top[s] = max(r.top[s], l.Epoch())
 	if r.live[s] == nil {
 		r.live[s] = make(map[string]*shard.Lease)
 	}
@@ -87,6 +106,9 @@ func (h recorded) Acquired(l *shard.Lease) {
 			delete(r.live[s], id)
 		}
 		r.released[reason]++
+		if l.Epoch() < r.top[s] {
+			return // a newer lease began already; its gap was measured
+		}
 		if e, ok := r.ended[s]; !ok || e.epoch <= l.Epoch() {
 			r.ended[s] = ending{node: id, epoch: l.Epoch(), at: at, reason: reason}
 		}
