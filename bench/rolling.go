@@ -22,6 +22,8 @@ type rollingResult struct {
 	Profile         string    `json:"profile"`
 	LeaseMS         float64   `json:"lease_ms"`
 	CrashFailovers  int       `json:"crash_failovers"`
+	Expired         int       `json:"expired"`
+	QuorumLost      int       `json:"quorum_lost"`
 	Violations      int       `json:"violations"`
 	HandedOff       int       `json:"handed_off"`
 	Released        int       `json:"released_at_leave"`
@@ -95,6 +97,15 @@ func runRolling(args []string, out io.Writer) error {
 		}
 		t1 := time.Now()
 		if !waitFor(2*time.Minute, c.balanced) {
+			for _, id := range c.ids() {
+				n := c.node(id)
+				mv := n.Plan()
+				fmt.Fprintf(out, "%s: leads %d, %d planned moves %v; members:", id, len(n.Leases()), len(mv), mv[:min(3, len(mv))])
+				for _, m := range n.Members() {
+					fmt.Fprintf(out, " %s(%s)", m.NodeID, m.State)
+				}
+				fmt.Fprintln(out)
+			}
 			return fmt.Errorf("the cluster did not settle after %s came back: %s", id, c.unsettled())
 		}
 		back := time.Since(t1)
@@ -105,7 +116,8 @@ func runRolling(args []string, out io.Writer) error {
 	}
 	w.Flush()
 	res.TotalS = time.Since(began).Seconds()
-	res.CrashFailovers = c.rec.Released(shard.ReasonLeaseExpired) + c.rec.Released(shard.ReasonQuorumLost)
+	res.Expired, res.QuorumLost = c.rec.Released(shard.ReasonLeaseExpired), c.rec.Released(shard.ReasonQuorumLost)
+	res.CrashFailovers = res.Expired + res.QuorumLost
 	res.Violations = len(c.rec.Violations())
 	res.Released = c.rec.Released(shard.ReasonShutdown)
 	var gaps []time.Duration

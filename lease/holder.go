@@ -596,6 +596,12 @@ func (h *Holder) AcceptTransfer(s uint32, epoch uint64, gens map[string]uint64, 
 		}
 	}
 	h.promote(s, st, now)
+	if st.led && st.epoch == epoch {
+		// The forward names the majority that answered first; ask the
+		// other voters now rather than at the next top-up, so that losing
+		// one voter soon after the handoff does not end the lease.
+		st.topUp = now
+	}
 }
 
 func (h *Holder) vote(st *shardState, e uint64, v int, g uint64) {
@@ -629,6 +635,9 @@ func (h *Holder) promote(s uint32, st *shardState, now Time) {
 			h.endLease(st, s, ReasonLeaseExpired, now)
 		}
 		st.led, st.epoch, st.regrant = true, e, false
+		// A backoff or an Expect hold-off belongs to acquiring; a re-grant
+		// of what the node now leads must not wait for it.
+		st.nextTry = now
 		st.topUp, st.topDone = now.Add(h.cfg.KeepAliveInterval), nil
 		if st.acq != nil && st.acq.epoch <= e {
 			st.acq = nil
@@ -886,6 +895,13 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Ti
 				st.topDone = make(map[int]bool)
 			}
 			st.topDone[v] = true
+			if current && rec.Holder == h.cfg.ID && rec.Epoch == st.epoch && rec.HolderGen == h.voters[v].gen {
+				// The voter already records this lease for this session
+				// (a transfer reached it after the forward left): that is
+				// the vote the top-up asked for.
+				h.vote(st, st.epoch, v, rec.HolderGen)
+				st.estab[v] = max(st.estab[v], seq)
+			}
 		}
 		if a != nil && a.epoch == res.Op.Epoch {
 			a.refused[v] = true

@@ -165,6 +165,16 @@ func (n *Node) Drain(ctx context.Context) error {
 		left = slices.Sorted(maps.Keys(leases))
 		break
 	}
+	if len(left) == 0 && n.cfg.isVoter() {
+		// This voter protects the leases it just granted by transfer;
+		// their holders ask the other voters at once, and one round trip
+		// later losing this voter costs them nothing. Stopping before
+		// that would end leases that a bare majority including it holds.
+		select {
+		case <-time.After(2 * n.cfg.KeepAliveInterval):
+		case <-ctx.Done():
+		}
+	}
 	n.log.Info("drained", "took", time.Since(began), "released", len(left))
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.LeaseDuration)
 	defer cancel()

@@ -204,6 +204,21 @@ func (c Config) withDefaults() Config {
 	if c.Rand == nil {
 		c.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	}
+	if c.KeepAliveInterval == 0 {
+		c.KeepAliveInterval = c.LeaseDuration / 4
+	}
+	if c.MaxClockDrift == 0 {
+		c.MaxClockDrift = 0.001
+	}
+	if c.SafetyMargin == 0 {
+		c.SafetyMargin = c.LeaseDuration / 20
+	}
+	if c.Load == 0 {
+		c.Load = DefaultLoad
+	}
+	if c.ReplicationFactor == 0 {
+		c.ReplicationFactor = DefaultReplicationFactor
+	}
 	if c.JoinSettle == 0 {
 		c.JoinSettle = 2 * c.LeaseDuration
 	}
@@ -497,14 +512,15 @@ func (n *Node) apply(st *loopState, ev membership.Event) {
 		old, had := st.view[id]
 		st.view[id] = ev.Member
 		if had && old.BootID != ev.Member.BootID {
-			// A new process: the old one's claims and expiries are void.
-			delete(st.sessions, id)
+			// A new process: the old one's claims are void.
 			delete(st.drainingPeers, id)
 			n.gossip.forget(id)
 		}
-		if !had {
-			delete(st.sessions, id)
-		}
+		// Session news stays: a voter's generations only grow, so the
+		// news of the new process's session (Started) outranks any late
+		// expiry of the old one, in whatever order they arrive — whereas
+		// forgetting it here would let a late expiry of the old session,
+		// arriving after the new one's Started, keep the node out.
 		active := ev.Member.State == membership.Active
 		if active && (!had || old.State != membership.Active || old.BootID != ev.Member.BootID) && id != n.cfg.NodeID {
 			st.since[id] = time.Now()

@@ -55,18 +55,26 @@ type planState struct {
 	expecting map[uint32]time.Time
 	// retryAt holds shards whose handoff failed, until when to wait.
 	retryAt map[uint32]time.Time
-	// drainingPeers are sources that said they drain before gossip did.
-	drainingPeers map[string]bool
+	// drainingPeers are sources that said they drain before gossip did,
+	// with the boot ID of the process that drains: a restart clears it.
+	drainingPeers map[string]string
 	draining      bool
 	// leaving: the node released everything and leads nothing again.
 	leaving bool
+}
+
+// drainsPeer reports whether member id told this node it drains, in the
+// process gossip shows now.
+func (st *loopState) drainsPeer(id string) bool {
+	boot, ok := st.drainingPeers[id]
+	return ok && boot == st.view[id].BootID
 }
 
 func newPlanState() planState {
 	return planState{
 		since: make(map[string]time.Time), handoffs: make(map[uint32]*handoff),
 		expecting: make(map[uint32]time.Time), retryAt: make(map[uint32]time.Time),
-		drainingPeers: make(map[string]bool), dirty: true,
+		drainingPeers: make(map[string]string), dirty: true,
 	}
 }
 
@@ -84,7 +92,7 @@ func (n *Node) eligible(st *loopState, now time.Time, leads map[string]int) []Me
 	st.settleAt = time.Time{}
 	var out []Member
 	for id, m := range st.view {
-		if m.State != membership.Active || !n.alive(st, id) || st.drainingPeers[id] {
+		if m.State != membership.Active || !n.alive(st, id) || st.drainsPeer(id) {
 			continue
 		}
 		if id == n.cfg.NodeID && st.draining {
@@ -203,7 +211,7 @@ func (n *Node) startHandoff(st *loopState, s uint32, to string, waiter chan erro
 		return n.notLeader(s)
 	}
 	m, ok := st.view[to]
-	if !ok || m.State != membership.Active || st.drainingPeers[to] || !n.alive(st, to) {
+	if !ok || m.State != membership.Active || st.drainsPeer(to) || !n.alive(st, to) {
 		return fmt.Errorf("shard: %w: %q is not an active member", ErrUnknownNode, to)
 	}
 	if hf := st.handoffs[s]; hf != nil {
@@ -346,7 +354,9 @@ func (n *Node) expect(st *loopState, s uint32, timeout time.Duration, from strin
 		return 0, ErrDraining
 	}
 	if fromDraining {
-		st.drainingPeers[from] = true
+		if m, ok := st.view[from]; ok {
+			st.drainingPeers[from] = m.BootID
+		}
 	}
 	st.expecting[s] = time.Now().Add(timeout)
 	st.holder.Expect(s, n.now().Add(timeout))
