@@ -48,27 +48,37 @@ $(STATICCHECK):
 
 tools: $(STATICCHECK)
 
-## bench: lookup benchmarks, Tenure against buraksezer/consistent in one run.
+## bench: lookup benchmarks (Tenure against buraksezer/consistent in one run, and the client's local table).
 bench:
 	$(GO) test ./shard -run '^$$' -bench . -benchmem -count 5
+	$(GO) test ./client -run '^$$' -bench Lookup -benchmem -count 5
 
-## fuzz: run each fuzz target (metadata, leadership gossip, voter RPC decoding) for FUZZTIME.
+## fuzz: run each fuzz target (every decoder of network or user input) for FUZZTIME.
 fuzz:
 	$(GO) test ./membership -run '^$$' -fuzz '^FuzzDecodeMeta$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./shard -run '^$$' -fuzz '^FuzzDecodeClaims$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./proto/voter/v1 -run '^$$' -fuzz '^FuzzRequestFromPB$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./proto/voter/v1 -run '^$$' -fuzz '^FuzzReplyFromPB$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./proto/tenure/v1 -run '^$$' -fuzz '^FuzzEntryFromPB$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./proto/tenure/v1 -run '^$$' -fuzz '^FuzzCheckNodeID$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./server -run '^$$' -fuzz '^FuzzRequests$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./client -run '^$$' -fuzz '^FuzzWatchEvents$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/tenured -run '^$$' -fuzz '^FuzzLoadOptions$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/tenured -run '^$$' -fuzz '^FuzzParseVoters$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/tenured -run '^$$' -fuzz '^FuzzParseSeeds$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/tenured -run '^$$' -fuzz '^FuzzParseGossipKeys$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/tenured -run '^$$' -fuzz '^FuzzParseAddr$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/tenurectl -run '^$$' -fuzz '^FuzzParseInterleaved$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/tenurectl -run '^$$' -fuzz '^FuzzParseAddrs$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/tenurectl -run '^$$' -fuzz '^FuzzParseShard$$' -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf .tools
 
-# --- build: the daemon and the CLI -------------------------------------------
 .PHONY: build
-## build: bin/tenured and bin/tenurectl.
+## build: bin/tenured (the daemon) and bin/tenurectl (the CLI).
 build:
 	$(GO) build -o bin/ ./cmd/tenured ./cmd/tenurectl
-# --- end build -----------------------------------------------------------------
 
 # ---------------------------------------------------------------------------
 # Protocol buffers. Every .proto file under proto/ is compiled in one protoc
