@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -278,4 +279,59 @@ func (c *cluster) balanced() bool {
 		}
 	}
 	return true
+}
+
+// clusterFlags are the flags every scenario that runs a cluster shares.
+type clusterFlags struct {
+	nodes, voters, shards *int
+	ld                    *time.Duration
+	profile               *string
+	asJSON, verbose       *bool
+}
+
+func addClusterFlags(fs *flag.FlagSet) *clusterFlags {
+	return &clusterFlags{
+		nodes:   fs.Int("nodes", 5, "nodes in the cluster"),
+		voters:  fs.Int("voters", 3, "voters among them (1, 3 or 5)"),
+		shards:  fs.Int("shards", 1024, "shards P"),
+		ld:      fs.Duration("lease", time.Second, "lease duration (the default of shard.Config)"),
+		profile: fs.String("profile", "lan", "gossip profile: lan (the default of shard.Config), local or wan"),
+		asJSON:  fs.Bool("json", false, "print a JSON summary as the last line"),
+		verbose: fs.Bool("v", false, "log the nodes' info output to stderr"),
+	}
+}
+
+// clusterSpec is what the parsed clusterFlags describe.
+type clusterSpec struct {
+	nodes, voters, shards int
+	ld                    time.Duration
+	profile               membership.Profile
+	asJSON                bool
+	logger                *slog.Logger
+}
+
+// spec checks the parsed flags.
+func (f *clusterFlags) spec() (clusterSpec, error) {
+	profile, err := membership.ParseProfile(*f.profile)
+	if err != nil {
+		return clusterSpec{}, err
+	}
+	if *f.voters > *f.nodes || *f.nodes < 2 {
+		return clusterSpec{}, fmt.Errorf("need -nodes ≥ 2 and -voters ≤ -nodes, got %d and %d", *f.nodes, *f.voters)
+	}
+	logger := slog.New(slog.DiscardHandler)
+	if *f.verbose {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return clusterSpec{nodes: *f.nodes, voters: *f.voters, shards: *f.shards, ld: *f.ld,
+		profile: profile, asJSON: *f.asJSON, logger: logger}, nil
+}
+
+func (sp clusterSpec) String() string {
+	return fmt.Sprintf("%d nodes, %d voters, %d shards, lease %v, %s gossip", sp.nodes, sp.voters, sp.shards, sp.ld, sp.profile)
+}
+
+// start starts the cluster sp describes.
+func (sp clusterSpec) start() (*cluster, error) {
+	return newCluster(sp.nodes, sp.voters, sp.shards, sp.profile, sp.ld, sp.logger)
 }

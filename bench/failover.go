@@ -3,13 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
 	"slices"
 	"text/tabwriter"
 	"time"
-
-	"github.com/tenurehq/tenure/membership"
 )
 
 type failoverResult struct {
@@ -32,31 +28,20 @@ type failoverResult struct {
 
 func runFailover(args []string, out io.Writer) error {
 	fs := flags("failover")
-	nodes := fs.Int("nodes", 5, "nodes in the cluster")
-	voters := fs.Int("voters", 3, "voters among them (1, 3 or 5)")
-	shards := fs.Int("shards", 1024, "shards P")
+	cf := addClusterFlags(fs)
 	reps := fs.Int("reps", 20, "leaders to kill, one after another")
-	ld := fs.Duration("lease", time.Second, "lease duration (the default of shard.Config)")
-	profileName := fs.String("profile", "lan", "gossip profile: lan (the default of shard.Config), local or wan")
-	asJSON := fs.Bool("json", false, "print a JSON summary as the last line")
-	verbose := fs.Bool("v", false, "log the nodes' info output to stderr")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	profile, err := membership.ParseProfile(*profileName)
+	sp, err := cf.spec()
 	if err != nil {
 		return err
 	}
-	if *voters > *nodes || *reps < 1 || *nodes < 2 {
-		return fmt.Errorf("need 2 ≤ nodes, voters ≤ nodes and reps ≥ 1")
+	if *reps < 1 {
+		return fmt.Errorf("need -reps ≥ 1, got %d", *reps)
 	}
-	logger := slog.New(slog.DiscardHandler)
-	if *verbose {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	fmt.Fprintf(out, "failover: %d nodes, %d voters, %d shards, lease %v, %s gossip; %d kills\n",
-		*nodes, *voters, *shards, *ld, profile, *reps)
-	c, err := newCluster(*nodes, *voters, *shards, profile, *ld, logger)
+	fmt.Fprintf(out, "failover: %v; %d kills\n", sp, *reps)
+	c, err := sp.start()
 	if err != nil {
 		return err
 	}
@@ -67,10 +52,10 @@ func runFailover(args []string, out io.Writer) error {
 	// Let the start-up burst (every shard acquired at once, tables
 	// gossiped, voter stores written) die down: reps measure a cluster in
 	// its steady state.
-	time.Sleep(2 * *ld)
+	time.Sleep(2 * sp.ld)
 
-	res := failoverResult{Scenario: "failover", Nodes: *nodes, Voters: *voters, Shards: *shards, Reps: *reps,
-		Profile: profile.String(), LeaseMS: msOf(*ld), KeepAliveMS: msOf(*ld / 4)}
+	res := failoverResult{Scenario: "failover", Nodes: sp.nodes, Voters: sp.voters, Shards: sp.shards, Reps: *reps,
+		Profile: sp.profile.String(), LeaseMS: msOf(sp.ld), KeepAliveMS: msOf(sp.ld / 4)}
 	var runs []time.Duration
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "rep\tkilled\tshards\tfailover\tviolations\t")
@@ -97,7 +82,7 @@ func runFailover(args []string, out io.Writer) error {
 			now := time.Now()
 			leaders := c.leaders(now)
 			all := true
-			for s := range uint32(*shards) {
+			for s := range uint32(sp.shards) {
 				if len(leaders[s]) > 1 {
 					violations++ // two valid leases at once
 				}
@@ -132,7 +117,7 @@ func runFailover(args []string, out io.Writer) error {
 		// period): the next kill waits that out, so that every rep starts
 		// from a healthy cluster with three voters able to grant.
 		if c.isVoter(victim) {
-			time.Sleep(time.Until(restarted.Add(*ld + 100*time.Millisecond)))
+			time.Sleep(time.Until(restarted.Add(sp.ld + 100*time.Millisecond)))
 		}
 	}
 	w.Flush()
@@ -144,7 +129,7 @@ func runFailover(args []string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "failover p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d kills (%d shards); violations %d\n",
 		res.P50MS, res.P99MS, res.MaxMS, len(runs), res.ShardsMoved, res.Violations)
-	if *asJSON {
+	if sp.asJSON {
 		return emit(out, res)
 	}
 	return nil

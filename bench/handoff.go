@@ -4,14 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"text/tabwriter"
 	"time"
 
-	"github.com/tenurehq/tenure/membership"
 	"github.com/tenurehq/tenure/shard"
 )
 
@@ -40,32 +37,21 @@ type handoffResult struct {
 // Handler was told it leads: the time nobody works on the shard.
 func runHandoff(args []string, out io.Writer) error {
 	fs := flags("handoff")
-	nodes := fs.Int("nodes", 5, "nodes in the cluster")
-	voters := fs.Int("voters", 3, "voters among them (1, 3 or 5)")
-	shards := fs.Int("shards", 1024, "shards P")
+	cf := addClusterFlags(fs)
 	nMoves := fs.Int("moves", 200, "shards to move, one after another")
-	ld := fs.Duration("lease", time.Second, "lease duration (the default of shard.Config)")
-	profileName := fs.String("profile", "lan", "gossip profile: lan (the default of shard.Config), local or wan")
 	seed := fs.Uint64("seed", 1, "seed of the choice of shards and targets")
-	asJSON := fs.Bool("json", false, "print a JSON summary as the last line")
-	verbose := fs.Bool("v", false, "log the nodes' info output to stderr")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	profile, err := membership.ParseProfile(*profileName)
+	sp, err := cf.spec()
 	if err != nil {
 		return err
 	}
-	if *voters > *nodes || *nMoves < 1 || *nodes < 2 {
-		return fmt.Errorf("need 2 ≤ nodes, voters ≤ nodes and moves ≥ 1")
+	if *nMoves < 1 {
+		return fmt.Errorf("need -moves ≥ 1, got %d", *nMoves)
 	}
-	logger := slog.New(slog.DiscardHandler)
-	if *verbose {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	fmt.Fprintf(out, "handoff: %d nodes, %d voters, %d shards, lease %v, %s gossip; %d moves\n",
-		*nodes, *voters, *shards, *ld, profile, *nMoves)
-	c, err := newCluster(*nodes, *voters, *shards, profile, *ld, logger)
+	fmt.Fprintf(out, "handoff: %v; %d moves\n", sp, *nMoves)
+	c, err := sp.start()
 	if err != nil {
 		return err
 	}
@@ -91,11 +77,11 @@ func runHandoff(args []string, out io.Writer) error {
 	}
 	c.rec.ResetGaps()
 	rng := rand.New(rand.NewPCG(*seed, 0))
-	res := handoffResult{Scenario: "handoff", Nodes: *nodes, Voters: *voters, Shards: *shards, Moves: *nMoves,
-		Profile: profile.String(), LeaseMS: msOf(*ld), Seed: *seed}
+	res := handoffResult{Scenario: "handoff", Nodes: sp.nodes, Voters: sp.voters, Shards: sp.shards, Moves: *nMoves,
+		Profile: sp.profile.String(), LeaseMS: msOf(sp.ld), Seed: *seed}
 	var totals []time.Duration
 	for range *nMoves {
-		s := uint32(rng.IntN(*shards))
+		s := uint32(rng.IntN(sp.shards))
 		var from string
 		var epoch uint64
 		for id, e := range c.leaders(time.Now())[s] {
@@ -146,7 +132,7 @@ func runHandoff(args []string, out io.Writer) error {
 	fmt.Fprintf(w, "whole handoff (prepare → target leads)\t%.2f ms\t%.2f ms\t\t\n", res.TotalP50MS, res.TotalP99MS)
 	w.Flush()
 	fmt.Fprintf(out, "%d moves, %d failed, %d one-leader violations\n", *nMoves, res.Failed, res.Violations)
-	if *asJSON {
+	if sp.asJSON {
 		return emit(out, res)
 	}
 	return nil

@@ -4,13 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
 	"slices"
 	"text/tabwriter"
 	"time"
 
-	"github.com/tenurehq/tenure/membership"
 	"github.com/tenurehq/tenure/shard"
 )
 
@@ -42,29 +39,16 @@ type rollingResult struct {
 // (expiry, quorum lost) instead of by handoff is a crash failover.
 func runRolling(args []string, out io.Writer) error {
 	fs := flags("rolling")
-	nodes := fs.Int("nodes", 5, "nodes in the cluster")
-	voters := fs.Int("voters", 3, "voters among them (1, 3 or 5)")
-	shards := fs.Int("shards", 1024, "shards P")
-	ld := fs.Duration("lease", time.Second, "lease duration (the default of shard.Config)")
-	profileName := fs.String("profile", "lan", "gossip profile: lan (the default of shard.Config), local or wan")
-	asJSON := fs.Bool("json", false, "print a JSON summary as the last line")
-	verbose := fs.Bool("v", false, "log the nodes' info output to stderr")
+	cf := addClusterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	profile, err := membership.ParseProfile(*profileName)
+	sp, err := cf.spec()
 	if err != nil {
 		return err
 	}
-	if *voters > *nodes || *nodes < 2 {
-		return fmt.Errorf("need 2 ≤ nodes and voters ≤ nodes")
-	}
-	logger := slog.New(slog.DiscardHandler)
-	if *verbose {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	fmt.Fprintf(out, "rolling: %d nodes, %d voters, %d shards, lease %v, %s gossip\n", *nodes, *voters, *shards, *ld, profile)
-	c, err := newCluster(*nodes, *voters, *shards, profile, *ld, logger)
+	fmt.Fprintf(out, "rolling: %v\n", sp)
+	c, err := sp.start()
 	if err != nil {
 		return err
 	}
@@ -73,8 +57,8 @@ func runRolling(args []string, out io.Writer) error {
 		return fmt.Errorf("the cluster did not settle within a minute: %s", c.unsettled())
 	}
 	c.rec.ResetGaps()
-	res := rollingResult{Scenario: "rolling", Nodes: *nodes, Voters: *voters, Shards: *shards,
-		Profile: profile.String(), LeaseMS: msOf(*ld)}
+	res := rollingResult{Scenario: "rolling", Nodes: sp.nodes, Voters: sp.voters, Shards: sp.shards,
+		Profile: sp.profile.String(), LeaseMS: msOf(sp.ld)}
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "node\tshards\tdrain\tback in\t")
 	began := time.Now()
@@ -134,7 +118,7 @@ func runRolling(args []string, out io.Writer) error {
 	for _, e := range res.FailedDrainsErr {
 		fmt.Fprintln(out, "drain:", e)
 	}
-	if *asJSON {
+	if sp.asJSON {
 		return emit(out, res)
 	}
 	return nil

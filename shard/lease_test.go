@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/tenurehq/tenure/shard"
 	"github.com/tenurehq/tenure/shard/shardtest"
@@ -230,10 +231,30 @@ func TestMetricsCountLeases(t *testing.T) {
 	if got := testutil.CollectAndCount(reg, "tenure_voter_request_seconds"); got != 3 {
 		t.Fatalf("voter round trips recorded for %d voters, want 3", got)
 	}
+	// node-3 crashes; node-2 takes over some of its shards: failovers.
+	c.Crash("node-3")
+	shardtest.Eventually(t, converge, func() bool { return c.AllLedOnceBy(c.IDs()...) }, "node-3's shards failed over")
+	shardtest.Eventually(t, converge, func() bool {
+		return histogramCount(t, reg, "tenure_failover_seconds") > 0
+	}, "tenure_failover_seconds counts node-2's failovers")
+}
+
+// histogramCount returns the sample count of the histogram called name
+// in reg, or 0.
+func histogramCount(t *testing.T, reg *prometheus.Registry, name string) uint64 {
+	return onlyMetric(t, reg, name).GetHistogram().GetSampleCount()
 }
 
 // gaugeValue returns the value of the gauge called name in reg, or −1.
 func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	if m := onlyMetric(t, reg, name); m != nil {
+		return m.GetGauge().GetValue()
+	}
+	return -1
+}
+
+// onlyMetric returns the single series called name in reg, or nil.
+func onlyMetric(t *testing.T, reg *prometheus.Registry, name string) *dto.Metric {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -241,10 +262,10 @@ func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	for _, mf := range mfs {
 		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetGauge().GetValue()
+			return mf.GetMetric()[0]
 		}
 	}
-	return -1
+	return nil
 }
 
 // The Handler hears every acquisition and release, in order, and a node

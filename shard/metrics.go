@@ -19,6 +19,9 @@ type metrics struct {
 	// done, failed_prepare, failed_quiesce, failed_transfer.
 	handoffs       *prometheus.CounterVec
 	handoffSeconds prometheus.Histogram
+	// failoverSeconds: from a shard's leader failing in this node's view
+	// to this node leading it.
+	failoverSeconds prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, node string) (*metrics, error) {
@@ -58,11 +61,16 @@ func newMetrics(reg prometheus.Registerer, node string) (*metrics, error) {
 			Help:    "Duration of completed handoffs run by this node, from start (prepare) to the target told to lead.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
+		failoverSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "tenure", Name: "failover_seconds", ConstLabels: labels,
+			Help:    "Failovers won by this node: from the moment its view showed the shard's leader failed (gossip, or a majority of voters reporting the leader's session expired) to leading the shard.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.leases, m.unled, m.transitions, m.voterRTT, m.voterErrors, m.members, m.handoffs, m.handoffSeconds} {
+	for _, c := range []prometheus.Collector{m.leases, m.unled, m.transitions, m.voterRTT, m.voterErrors, m.members, m.handoffs, m.handoffSeconds, m.failoverSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -576,6 +576,10 @@ func (n *Node) afterStep(st *loopState) {
 		switch c.Kind {
 		case lease.Gained:
 			delete(st.expecting, c.Shard)
+			if since, ok := st.orphaned[c.Shard]; ok {
+				n.metrics.failoverSeconds.Observe(time.Since(since).Seconds())
+				delete(st.orphaned, c.Shard)
+			}
 			n.gossip.lead(c.Shard, c.Epoch)
 			n.metrics.transitions.WithLabelValues("acquired", "").Inc()
 			l := newLease(c.Shard, c.Epoch)

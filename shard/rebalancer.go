@@ -55,6 +55,9 @@ type planState struct {
 	expecting map[uint32]time.Time
 	// retryAt holds shards whose handoff failed, until when to wait.
 	retryAt map[uint32]time.Time
+	// orphaned holds shards this node should take over because their
+	// leader failed, since when: the start of a failover.
+	orphaned map[uint32]time.Time
 	// drainingPeers are sources that said they drain before gossip did,
 	// with the boot ID of the process that drains: a restart clears it.
 	drainingPeers map[string]string
@@ -73,7 +76,7 @@ func (st *loopState) drainsPeer(id string) bool {
 func newPlanState() planState {
 	return planState{
 		since: make(map[string]time.Time), handoffs: make(map[uint32]*handoff),
-		expecting: make(map[uint32]time.Time), retryAt: make(map[uint32]time.Time),
+		expecting: make(map[uint32]time.Time), retryAt: make(map[uint32]time.Time), orphaned: make(map[uint32]time.Time),
 		drainingPeers: make(map[string]string), dirty: true,
 	}
 }
@@ -141,6 +144,18 @@ func (n *Node) plan(st *loopState) {
 		// the previous plan stays in place.
 		n.log.Error("planner failed; keeping the previous plan", "err", err, "targets", len(target))
 		return
+	}
+	for s, c := range cur {
+		// A failover starts when a leader this node knew is gone and the
+		// shard is this node's to take; it ends at Gained (afterStep).
+		switch {
+		case c != "" && c != n.cfg.NodeID && n.alive(st, c), c == n.cfg.NodeID:
+			delete(st.orphaned, uint32(s))
+		case target[s] == n.cfg.NodeID && len(st.current) == P && st.current[s] != "":
+			if _, ok := st.orphaned[uint32(s)]; !ok {
+				st.orphaned[uint32(s)] = now
+			}
+		}
 	}
 	st.current, st.target = cur, target
 	n.ready.Store(n.membership() != nil && !st.draining && !now.Before(st.since[n.cfg.NodeID].Add(n.cfg.JoinSettle)))
