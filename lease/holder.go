@@ -895,12 +895,20 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Ti
 				st.topDone = make(map[int]bool)
 			}
 			st.topDone[v] = true
-			if current && rec.Holder == h.cfg.ID && rec.Epoch == st.epoch && rec.HolderGen == h.voters[v].gen {
+			switch {
+			case !current || rec.Holder != h.cfg.ID || rec.Epoch != st.epoch:
+			case rec.HolderGen == h.voters[v].gen:
 				// The voter already records this lease for this session
 				// (a transfer reached it after the forward left): that is
 				// the vote the top-up asked for.
 				h.vote(st, st.epoch, v, rec.HolderGen)
 				st.estab[v] = max(st.estab[v], seq)
+			default:
+				// The voter records this lease for an older session of
+				// this node (it restarted since): only a grant at a
+				// higher epoch brings it back, or the lease keeps a bare
+				// majority until the next voter restart ends it.
+				st.regrant = true
 			}
 		}
 		if a != nil && a.epoch == res.Op.Epoch {

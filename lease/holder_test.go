@@ -501,3 +501,66 @@ func TestHolderTransferSurvivesRepliesSentBeforeIt(t *testing.T) {
 		}
 	}
 }
+
+// TestHolderRegainsARestartedVoter: a transferred lease arrives with the
+// votes of the two voters that answered first; the third (c) accepted the
+// transfer too but its vote was never forwarded, and then c restarts, so
+// its record names the holder's old session there. Asking c for the same
+// epoch is refused ("epoch"); the holder must re-grant at a higher epoch,
+// or losing another voter later would end a lease two voters could
+// protect.
+func TestHolderRegainsARestartedVoter(t *testing.T) {
+	w := newWorld(t)
+	target := w.newHolder("n2", 5)
+	w.exchange(target, time.Millisecond)
+	src := w.newHolder("n1", 1)
+	w.acquire(src, 7)
+	src.SetDesired(7, false)
+	if err := src.Transfer(7, "n2", 5, w.now); err != nil {
+		t.Fatal(err)
+	}
+	w.exchange(src, time.Millisecond)
+	var c lease.Change
+	for _, ch := range src.TakeChanges() {
+		if ch.Kind == lease.Transferred {
+			c = ch
+		}
+	}
+	if c.Kind != lease.Transferred || len(c.Gens) != 2 {
+		t.Fatalf("no Transferred change with a majority's gens: %+v", c)
+	}
+	var third, other string
+	for _, id := range voterIDs {
+		if _, ok := c.Gens[id]; !ok {
+			third = id
+		} else {
+			other = id
+		}
+	}
+	if r := w.voters[third].Record(7); r.Holder != "n2" || r.Epoch != c.Epoch {
+		t.Fatalf("%s's record %+v, want the transfer to n2 at %d", third, r, c.Epoch)
+	}
+	target.Expect(7, w.now.Add(time.Second))
+	target.AcceptTransfer(7, c.Epoch, c.Gens, w.now)
+	if _, ok := target.Leads(7, w.now); !ok {
+		t.Fatal("target does not lead after the transfer")
+	}
+	restarted, err := lease.NewVoter(lease.VoterConfig{ID: third, LeaseDuration: ld, Boot: 2, Restarted: true},
+		map[uint32]lease.Record{7: w.voters[third].Record(7)}, w.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.voters[third] = restarted
+	for range 12 { // past the restarted voter's grace period, keeping the lease alive
+		w.at(time.Duration(w.now) + interval/2)
+		w.exchange(target, time.Millisecond)
+	}
+	w.lost[other] = true
+	for range 2 * int(ld/interval) { // longer than a lease: other's keep-alives run out
+		w.at(time.Duration(w.now) + interval/2)
+		w.exchange(target, time.Millisecond)
+		if _, ok := target.Leads(7, w.now); !ok {
+			t.Fatalf("losing %s ended the lease at %v: %s never protected it again", other, time.Duration(w.now), third)
+		}
+	}
+}
