@@ -867,9 +867,11 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Ti
 	st := h.shard(s)
 	rec := res.Record
 	st.known = max(st.known, rec.Epoch)
-	if rec.Holder != h.cfg.ID && rec.Holder != "" && st.led {
-		// The voter's record names someone else: it no longer protects
-		// this node's lease (if it ever did).
+	if rec.Holder != h.cfg.ID && rec.Holder != "" && st.led && rec.Epoch >= st.epoch {
+		// The voter's record names someone else at our epoch or above: it
+		// no longer protects this node's lease (if it ever did). A record
+		// below our epoch is older than what gave us the vote (replies
+		// overtake each other), so it says nothing about it.
 		if _, ok := st.votes[st.epoch][v]; ok {
 			delete(st.votes[st.epoch], v)
 			st.regrant = true

@@ -59,6 +59,8 @@ func (p *peers) prepare(ctx context.Context, hf *handoff, cfg Config) (uint64, e
 	return rep.GetMinEpoch(), err
 }
 
+// lead forwards the outcome of hf's transfer, c: Transferred, or
+// TransferFailed (aborted).
 func (p *peers) lead(ctx context.Context, hf *handoff, c lease.Change, cfg Config) error {
 	cl, err := p.client(hf.addr)
 	if err != nil {
@@ -69,6 +71,7 @@ func (p *peers) lead(ctx context.Context, hf *handoff, c lease.Change, cfg Confi
 	_, err = cl.Lead(ctx, &peerv1.LeadRequest{
 		Cluster: cfg.Cluster, Shard: c.Shard, Epoch: c.Epoch, From: cfg.NodeID,
 		To: hf.to, ToIncarnation: hf.toInc, Generations: c.Gens,
+		Aborted: c.Kind == lease.TransferFailed,
 	})
 	return err
 }
@@ -146,14 +149,23 @@ func (ps peerServer) Lead(_ context.Context, req *peerv1.LeadRequest) (*peerv1.L
 	if err := ps.check(req.GetCluster(), req.GetTo(), req.GetToIncarnation(), req.GetShard()); err != nil {
 		return nil, err
 	}
-	if req.GetEpoch() == 0 || len(req.GetGenerations()) == 0 {
-		return nil, status.Error(codes.InvalidArgument, "lead needs an epoch and generations")
+	if !req.GetAborted() && (req.GetEpoch() == 0 || len(req.GetGenerations()) == 0) {
+		return nil, status.Error(codes.InvalidArgument, "lead needs an epoch and generations, or aborted")
 	}
 	ok := n.do(func(st *loopState) {
 		if st.holder == nil {
 			return
 		}
 		now := n.now()
+		if req.GetAborted() {
+			// The source's lease ended and the voters kept the shard:
+			// nobody leads it. Stop waiting and acquire it now.
+			if _, expected := st.expecting[req.GetShard()]; expected {
+				st.holder.Expect(req.GetShard(), now)
+				n.rpc.send(st.holder.Tick(now))
+			}
+			return
+		}
 		st.holder.AcceptTransfer(req.GetShard(), req.GetEpoch(), req.GetGenerations(), now)
 		if _, ok := st.holder.Leads(req.GetShard(), now); !ok {
 			n.log.Info("transfer not adopted", "shard", req.GetShard(), "epoch", req.GetEpoch(), "from", req.GetFrom())

@@ -101,7 +101,12 @@ func (n *Node) eligible(st *loopState, now time.Time, leads map[string]int) []Me
 		if id == n.cfg.NodeID && st.draining {
 			continue
 		}
-		if at := st.since[id].Add(n.cfg.JoinSettle); leads[id] == 0 && now.Before(at) {
+		// Settled: active for JoinSettle, or leading already, or part of
+		// this node's start-up cohort (seen before this node itself
+		// settled), so that the first node up does not take every shard
+		// and hand most of them off again.
+		cohort := !st.since[id].After(st.since[n.cfg.NodeID].Add(n.cfg.JoinSettle))
+		if at := st.since[id].Add(n.cfg.JoinSettle); leads[id] == 0 && now.Before(at) && !(cohort && !now.Before(st.since[n.cfg.NodeID].Add(n.cfg.JoinSettle))) {
 			if st.settleAt.IsZero() || at.Before(st.settleAt) {
 				st.settleAt = at
 			}
@@ -357,6 +362,15 @@ func (n *Node) transferFailed(st *loopState, c lease.Change) {
 	n.metrics.handoffs.WithLabelValues("failed_transfer").Inc()
 	n.log.Info("handoff failed: the voters refused the transfer", "shard", c.Shard, "to", hf.to)
 	hf.finish(&HandoffError{Shard: c.Shard, To: hf.to, Step: "transfer", Err: fmt.Errorf("a majority of voters refused")})
+	// The lease ended here; the target, which expects the shard, must not
+	// wait out its hold-off before acquiring it.
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		if err := n.peers.lead(n.runCtx, hf, c, n.cfg); err != nil {
+			n.log.Debug("abort not delivered; the target acquires after its hold-off", "shard", c.Shard, "to", hf.to, "err", err)
+		}
+	}()
 }
 
 // expect makes this node the expected target of shard s until the
@@ -373,8 +387,13 @@ func (n *Node) expect(st *loopState, s uint32, timeout time.Duration, from strin
 			st.drainingPeers[from] = m.BootID
 		}
 	}
-	st.expecting[s] = time.Now().Add(timeout)
-	st.holder.Expect(s, n.now().Add(timeout))
+	// Hold off our own acquisition only as long as the source can take to
+	// quiesce and transfer, plus a lease in case it died meanwhile: a
+	// handoff that goes wrong must not leave the shard unled longer than
+	// about a crash failover. (A refused transfer is reported at once.)
+	hold := min(timeout, n.cfg.QuiesceTimeout+n.cfg.LeaseDuration)
+	st.expecting[s] = time.Now().Add(hold)
+	st.holder.Expect(s, n.now().Add(hold))
 	st.dirty = true
 	return st.holder.MinTransferEpoch(s), nil
 }

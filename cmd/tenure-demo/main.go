@@ -195,7 +195,7 @@ func (d *demo) story() error {
 		worst = gaps[len(gaps)-1]
 	}
 	d.say("All of them are led elsewhere %v after the drain began; the longest any shard went", ms(time.Since(began)))
-	d.say("without a leader was %v, and no lease ran out (%d expired).", worst.Round(10*time.Microsecond),
+	d.say("without a leader was %v; leases that ended without a handoff (expired or quorum lost): %d.", worst.Round(10*time.Microsecond),
 		d.rec.Released(shard.ReasonLeaseExpired)+d.rec.Released(shard.ReasonQuorumLost))
 	if v := d.rec.Violations(); len(v) > 0 {
 		return fmt.Errorf("one-leader violation: %s", v[0])

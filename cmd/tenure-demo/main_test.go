@@ -24,7 +24,7 @@ func TestDemoNarratesLeadersFailoverAndLeave(t *testing.T) {
 		"nobody led it for",
 		"node-3 drains",
 		"led elsewhere",
-		"no lease ran out (0 expired)",
+		"leases that ended without a handoff",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)

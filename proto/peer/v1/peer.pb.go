@@ -193,7 +193,11 @@ type LeadRequest struct {
 	ToIncarnation uint64 `protobuf:"varint,6,opt,name=to_incarnation,json=toIncarnation,proto3" json:"to_incarnation,omitempty"`
 	// generations maps each accepting voter's ID to the target's session
 	// generation it recorded.
-	Generations   map[string]uint64 `protobuf:"bytes,7,rep,name=generations,proto3" json:"generations,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Generations map[string]uint64 `protobuf:"bytes,7,rep,name=generations,proto3" json:"generations,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// aborted says the transfer failed (the voters refused it): the source
+	// no longer leads, and the target should acquire the shard now instead
+	// of waiting out the handoff. epoch and generations are then unset.
+	Aborted       bool `protobuf:"varint,8,opt,name=aborted,proto3" json:"aborted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -277,6 +281,13 @@ func (x *LeadRequest) GetGenerations() map[string]uint64 {
 	return nil
 }
 
+func (x *LeadRequest) GetAborted() bool {
+	if x != nil {
+		return x.Aborted
+	}
+	return false
+}
+
 type LeadReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -329,7 +340,7 @@ const file_proto_peer_v1_peer_proto_rawDesc = "" +
 	"\n" +
 	"timeout_ms\x18\b \x01(\rR\ttimeoutMs\"+\n" +
 	"\fPrepareReply\x12\x1b\n" +
-	"\tmin_epoch\x18\x01 \x01(\x04R\bminEpoch\"\xae\x02\n" +
+	"\tmin_epoch\x18\x01 \x01(\x04R\bminEpoch\"\xc8\x02\n" +
 	"\vLeadRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\rR\x05shard\x12\x14\n" +
@@ -337,7 +348,8 @@ const file_proto_peer_v1_peer_proto_rawDesc = "" +
 	"\x04from\x18\x04 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x05 \x01(\tR\x02to\x12%\n" +
 	"\x0eto_incarnation\x18\x06 \x01(\x04R\rtoIncarnation\x12N\n" +
-	"\vgenerations\x18\a \x03(\v2,.tenure.peer.v1.LeadRequest.GenerationsEntryR\vgenerations\x1a>\n" +
+	"\vgenerations\x18\a \x03(\v2,.tenure.peer.v1.LeadRequest.GenerationsEntryR\vgenerations\x12\x18\n" +
+	"\aaborted\x18\b \x01(\bR\aaborted\x1a>\n" +
 	"\x10GenerationsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\v\n" +

@@ -41,8 +41,9 @@ type PeerClient interface {
 	// (it adopts voter records naming it and does not compete for the shard
 	// for the handoff's timeout). An error refuses the handoff.
 	Prepare(ctx context.Context, in *PrepareRequest, opts ...grpc.CallOption) (*PrepareReply, error)
-	// Lead forwards the outcome of an accepted transfer: the target leads at
-	// epoch once the voters' generations named are its current ones.
+	// Lead forwards the outcome of a transfer: the target leads at epoch once
+	// the voters' generations named are its current ones, or, when the
+	// transfer was aborted, acquires the shard at once.
 	Lead(ctx context.Context, in *LeadRequest, opts ...grpc.CallOption) (*LeadReply, error)
 }
 
@@ -85,8 +86,9 @@ type PeerServer interface {
 	// (it adopts voter records naming it and does not compete for the shard
 	// for the handoff's timeout). An error refuses the handoff.
 	Prepare(context.Context, *PrepareRequest) (*PrepareReply, error)
-	// Lead forwards the outcome of an accepted transfer: the target leads at
-	// epoch once the voters' generations named are its current ones.
+	// Lead forwards the outcome of a transfer: the target leads at epoch once
+	// the voters' generations named are its current ones, or, when the
+	// transfer was aborted, acquires the shard at once.
 	Lead(context.Context, *LeadRequest) (*LeadReply, error)
 	mustEmbedUnimplementedPeerServer()
 }
