@@ -232,11 +232,30 @@ func TestMetricsCountLeases(t *testing.T) {
 		t.Fatalf("voter round trips recorded for %d voters, want 3", got)
 	}
 	// node-3 crashes; node-2 takes over some of its shards: failovers.
+	before := c.Node("node-2").Leases()
+	// A failover starts when node-2 sees a leader it knew go: wait until
+	// it knows node-3's leaderships.
+	shardtest.Eventually(t, converge, func() bool {
+		tab := c.Node("node-2").Table()
+		for s := range c.Node("node-3").Leases() {
+			if e, _ := tab.Shard(int64(s)); e.Leader != "node-3" {
+				return false
+			}
+		}
+		return true
+	}, "node-2 knows node-3's leaderships")
 	c.Crash("node-3")
 	shardtest.Eventually(t, converge, func() bool { return c.AllLedOnceBy(c.IDs()...) }, "node-3's shards failed over")
+	won := 0
+	for s := range c.Node("node-2").Leases() {
+		if before[s] == nil {
+			won++
+		}
+	}
+	t.Logf("node-2 led %d shards, won %d of node-3's", len(before), won)
 	shardtest.Eventually(t, converge, func() bool {
-		return histogramCount(t, reg, "tenure_failover_seconds") > 0
-	}, "tenure_failover_seconds counts node-2's failovers")
+		return histogramCount(t, reg, "tenure_failover_seconds") == uint64(won)
+	}, "tenure_failover_seconds counts node-2's %d failovers", won)
 }
 
 // histogramCount returns the sample count of the histogram called name

@@ -55,8 +55,8 @@ type planState struct {
 	expecting map[uint32]time.Time
 	// retryAt holds shards whose handoff failed, until when to wait.
 	retryAt map[uint32]time.Time
-	// orphaned holds shards this node should take over because their
-	// leader failed, since when: the start of a failover.
+	// orphaned holds shards whose leader failed, since when: the start of
+	// a failover, which ends when this node (observed) or another leads.
 	orphaned map[uint32]time.Time
 	// drainingPeers are sources that said they drain before gossip did,
 	// with the boot ID of the process that drains: a restart clears it.
@@ -154,9 +154,10 @@ func (n *Node) plan(st *loopState) {
 		// A failover starts when a leader this node knew is gone and the
 		// shard is this node's to take; it ends at Gained (afterStep).
 		switch {
-		case c != "" && c != n.cfg.NodeID && n.alive(st, c), c == n.cfg.NodeID:
+		case c == n.cfg.NodeID || c != "" && n.alive(st, c):
 			delete(st.orphaned, uint32(s))
-		case target[s] == n.cfg.NodeID && len(st.current) == P && st.current[s] != "":
+		case len(st.current) == P && st.current[s] != "" && st.current[s] != n.cfg.NodeID:
+			// Led by another node at the last plan, by nobody alive now.
 			if _, ok := st.orphaned[uint32(s)]; !ok {
 				st.orphaned[uint32(s)] = now
 			}
