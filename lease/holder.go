@@ -243,10 +243,12 @@ type shardState struct {
 	// votes[e][v] is the generation voter v's record names for this node
 	// at epoch e; a lease at e needs a majority of them fresh.
 	votes map[uint64]map[int]uint64
-	// estab[v] is the sequence number of the request whose reply last
-	// confirmed v's vote for the led epoch; an older reply's Held list
-	// says nothing about it.
-	estab map[int]uint64
+	// estab[v] is when v's vote for the led epoch was last confirmed (a
+	// reply or forward processed then). Only a request sent after it was
+	// handled by v after the confirmation — requests to one voter run
+	// concurrently and may be handled in any order — so only its reply's
+	// Held list can show that v moved on.
+	estab map[int]Time
 	led   bool
 	epoch uint64 // the led epoch, when led
 	// floor is the highest epoch this node gave up (sent a release or a
@@ -319,7 +321,7 @@ func (h *Holder) Inc() uint64 { return h.cfg.Inc }
 func (h *Holder) shard(s uint32) *shardState {
 	st := h.shards[s]
 	if st == nil {
-		st = &shardState{votes: make(map[uint64]map[int]uint64), estab: make(map[int]uint64)}
+		st = &shardState{votes: make(map[uint64]map[int]uint64), estab: make(map[int]Time)}
 		h.shards[s] = st
 	}
 	return st
@@ -592,7 +594,7 @@ func (h *Holder) AcceptTransfer(s uint32, epoch uint64, gens map[string]uint64, 
 			// Replies to requests sent before now may predate the
 			// transfer at that voter: their Held lists do not show it,
 			// and must not be read as the voter having moved on.
-			st.estab[v] = h.seq
+			st.estab[v] = now
 		}
 	}
 	h.promote(s, st, now)
@@ -850,7 +852,7 @@ func (h *Holder) Step(rep Reply, now Time) {
 		touched[res.Op.Shard] = true
 	}
 	if current {
-		h.applyHeld(v, rep.Seq, rep.Held)
+		h.applyHeld(v, req.at, now, rep.Held)
 		for _, r := range rep.Held {
 			touched[r.Shard] = true
 		}
@@ -883,7 +885,7 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Ti
 		if res.OK() {
 			if current && res.Op.Epoch > st.floor {
 				h.vote(st, res.Op.Epoch, v, res.Gen)
-				st.estab[v] = seq
+				st.estab[v] = now
 			} else {
 				h.queueRelease(st, v, res.Op.Epoch)
 			}
@@ -904,7 +906,7 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Ti
 				// (a transfer reached it after the forward left): that is
 				// the vote the top-up asked for.
 				h.vote(st, st.epoch, v, rec.HolderGen)
-				st.estab[v] = max(st.estab[v], seq)
+				st.estab[v] = max(st.estab[v], now)
 			default:
 				// The voter records this lease for an older session of
 				// this node (it restarted since): only a grant at a
@@ -964,7 +966,7 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Ti
 // desired shard above the floor count as votes (a transfer whose forward
 // was lost, or an acquisition whose reply was), and a led shard missing
 // from the list has been taken over at that voter.
-func (h *Holder) applyHeld(v int, seq uint64, held []ShardRecord) {
+func (h *Holder) applyHeld(v int, sentAt, now Time, held []ShardRecord) {
 	names := make(map[uint32]bool, len(held))
 	for _, r := range held {
 		if r.Released {
@@ -976,7 +978,7 @@ func (h *Holder) applyHeld(v int, seq uint64, held []ShardRecord) {
 		switch {
 		case st.led && r.Epoch == st.epoch:
 			h.vote(st, r.Epoch, v, r.HolderGen)
-			st.estab[v] = seq
+			st.estab[v] = max(st.estab[v], now)
 		case st.led && r.Epoch < st.epoch:
 			// An older epoch of ours that this voter missed the re-grant
 			// of; it protects us all the same.
@@ -984,14 +986,14 @@ func (h *Holder) applyHeld(v int, seq uint64, held []ShardRecord) {
 			h.vote(st, r.Epoch, v, r.HolderGen)
 		case st.desired && r.Epoch > st.floor && st.xfer == nil:
 			h.vote(st, r.Epoch, v, r.HolderGen)
-			st.estab[v] = max(st.estab[v], seq)
+			st.estab[v] = max(st.estab[v], now)
 		default:
 			h.queueRelease(st, v, r.Epoch)
 		}
 	}
 	for s, st := range h.shards {
 		if st.led && !names[s] {
-			if _, ok := st.votes[st.epoch][v]; ok && seq > st.estab[v] {
+			if _, ok := st.votes[st.epoch][v]; ok && sentAt > st.estab[v] {
 				delete(st.votes[st.epoch], v)
 				st.regrant = true
 			}
