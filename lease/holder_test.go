@@ -564,3 +564,48 @@ func TestHolderRegainsARestartedVoter(t *testing.T) {
 		}
 	}
 }
+
+// TestHolderHeldListsOutOfOrder: two keep-alives to one voter are in
+// flight; the voter handles the later one first — before a transfer to
+// this node lands there — and the earlier one after it. The holder adopts
+// the transfer from the earlier request's Held list; the later request's
+// list, which predates the transfer, must not take the vote back.
+func TestHolderHeldListsOutOfOrder(t *testing.T) {
+	w := newWorld(t)
+	target := w.newHolder("n2", 5)
+	w.exchange(target, time.Millisecond)
+	src := w.newHolder("n1", 1)
+	w.acquire(src, 7)
+
+	w.at(interval + time.Millisecond)
+	first := target.Tick(w.now) // keep-alives A
+	w.at(2*interval + 2*time.Millisecond)
+	second := target.Tick(w.now) // keep-alives B, sent later
+	if len(first) != 3 || len(second) != 3 {
+		t.Fatalf("keep-alives: %d then %d, want 3 each", len(first), len(second))
+	}
+	var lateReps []lease.Reply
+	for _, env := range second { // handled first, before the transfer
+		rep, _ := w.voters[env.To].Handle(env.Req, w.now)
+		lateReps = append(lateReps, rep)
+	}
+	target.Expect(7, w.now.Add(time.Minute))
+	src.SetDesired(7, false)
+	if err := src.Transfer(7, "n2", 5, w.now); err != nil {
+		t.Fatal(err)
+	}
+	w.exchange(src, time.Millisecond)
+	for _, env := range first { // handled after the transfer: Held names n2
+		rep, _ := w.voters[env.To].Handle(env.Req, w.now)
+		target.Step(rep, w.now)
+	}
+	if _, ok := target.Leads(7, w.now); !ok {
+		t.Fatalf("target does not lead after adopting the transfer from Held lists; changes %+v", target.TakeChanges())
+	}
+	for _, rep := range lateReps {
+		target.Step(rep, w.now)
+	}
+	if _, ok := target.Leads(7, w.now); !ok {
+		t.Fatal("replies handled before the transfer took the lease away")
+	}
+}
