@@ -4,10 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/tenurehq/tenure/internal/loopback"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
-	"net"
 	"os"
 	"slices"
 	"strings"
@@ -46,26 +45,8 @@ type cluster struct {
 	nodes map[string]*shard.Node
 }
 
-// freeAddr returns a loopback address with a free TCP and UDP port below
-// the kernel's ephemeral range, so that a node restarted on it cannot find
-// it taken by some outgoing connection meanwhile.
-func freeAddr() (string, error) {
-	for range 100 {
-		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		u, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err != nil {
-			continue
-		}
-		u.Close()
-		return addr, nil
-	}
-	return "", fmt.Errorf("no free port found in 20000-32000")
-}
+// freeAddr returns a free loopback address (see loopback.FreeAddr).
+func freeAddr() (string, error) { return loopback.FreeAddr() }
 
 func newCluster(nodes, voters, shards int, profile membership.Profile, ld time.Duration, logger *slog.Logger) (*cluster, error) {
 	return newClusterWith(nil, nodes, voters, shards, profile, ld, logger)

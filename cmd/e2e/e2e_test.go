@@ -11,8 +11,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/tenurehq/tenure/internal/loopback"
 	"io"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -83,27 +83,14 @@ func skipShort(t *testing.T) {
 	}
 }
 
-// freeAddr returns a loopback address with a free TCP and UDP port below
-// the ephemeral range, so that no outgoing connection takes it before the
-// process binds it.
+// freeAddr returns a free loopback address (see loopback.FreeAddr).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	for range 200 {
-		addr := fmt.Sprintf("127.0.0.1:%d", 20000+mrand.IntN(12000))
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		u, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err != nil {
-			continue
-		}
-		u.Close()
-		return addr
+	addr, err := loopback.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port")
-	return ""
+	return addr
 }
 
 // cleanEnv is the test's environment without TENURE_* variables, which
