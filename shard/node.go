@@ -414,6 +414,10 @@ func (n *Node) Start(ctx context.Context) error {
 	return nil
 }
 
+// planEvery bounds how often the loop replans for claims and lease
+// changes alone.
+const planEvery = 50 * time.Millisecond
+
 // claimRefresh is how often a node resends all its leadership claims to
 // every peer, repairing messages lost on the way.
 const claimRefresh = 2 * time.Second
@@ -490,7 +494,12 @@ func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 			if n.gossip.takeDirty() {
 				st.dirty = true
 			}
-			if st.dirty || (!st.settleAt.IsZero() && !time.Now().Before(st.settleAt)) {
+			// Replan at most every planEvery: a burst of claims and lease
+			// changes (every handoff changes every node's table) would
+			// otherwise replan every node on every tick, and that CPU is
+			// taken from the handoffs themselves. Membership changes and
+			// voters' news of a dead leader still replan at once.
+			if (st.dirty && time.Since(st.lastPlan) >= planEvery) || (!st.settleAt.IsZero() && !time.Now().Before(st.settleAt)) {
 				n.plan(st)
 			}
 		case done := <-n.leave:

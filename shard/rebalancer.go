@@ -64,6 +64,8 @@ type planState struct {
 	draining      bool
 	// leaving: the node released everything and leads nothing again.
 	leaving bool
+	// lastPlan is when plan last ran.
+	lastPlan time.Time
 }
 
 // drainsPeer reports whether member id told this node it drains, in the
@@ -120,7 +122,7 @@ func (n *Node) eligible(st *loopState, now time.Time, leads map[string]int) []Me
 // plan recomputes every shard's target from the node's view and acts on
 // it: desires what it should acquire and starts the handoffs it should run.
 func (n *Node) plan(st *loopState) {
-	st.dirty = false
+	st.dirty, st.lastPlan = false, time.Now()
 	now := time.Now()
 	P := n.cfg.Shards
 	cur := make([]string, P)
