@@ -25,11 +25,10 @@ type handoff struct {
 	to, addr string
 	toInc    uint64
 	draining bool
-	// began is when the handoff started; stopped when the lease ended
-	// here (the Transfer left).
-	began, stopped time.Time
-	cancel         context.CancelFunc
-	waiters        []chan error
+	// began is when the handoff started (for tenure_handoff_seconds).
+	began   time.Time
+	cancel  context.CancelFunc
+	waiters []chan error
 }
 
 func (hf *handoff) finish(err error) {
@@ -317,7 +316,6 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 			hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "transfer", Err: err})
 			return
 		}
-		hf.stopped = time.Now()
 		n.rpc.send(h.Tick(now)) // now, not at the next tick: this is the gap
 		n.afterStep(st)
 	})

@@ -19,13 +19,11 @@ import (
 // lease ended to the moment the new leader was told — by the reason the
 // old one ended. Safe for concurrent use.
 type Recorder struct {
-	mu    sync.Mutex
-	live  map[uint32]map[string]*shard.Lease
-	ended map[uint32]ending // the latest end of a lease on each shard
-	top   map[uint32]uint64 // the highest epoch acquired on each shard
-	gaps  map[shard.Reason][]time.Duration
-	// acquired counts Acquired calls by node.
-	acquired   map[string]int
+	mu         sync.Mutex
+	live       map[uint32]map[string]*shard.Lease
+	ended      map[uint32]ending // the latest end of a lease on each shard
+	top        map[uint32]uint64 // the highest epoch acquired on each shard
+	gaps       map[shard.Reason][]time.Duration
 	released   map[shard.Reason]int
 	violations []string
 }
@@ -41,7 +39,7 @@ type ending struct {
 func NewRecorder() *Recorder {
 	return &Recorder{
 		live: make(map[uint32]map[string]*shard.Lease), ended: make(map[uint32]ending), top: make(map[uint32]uint64),
-		gaps: make(map[shard.Reason][]time.Duration), acquired: make(map[string]int),
+		gaps:     make(map[shard.Reason][]time.Duration),
 		released: make(map[shard.Reason]int),
 	}
 }
@@ -91,7 +89,6 @@ func (h recorded) Acquired(l *shard.Lease) {
 		r.live[s] = make(map[string]*shard.Lease)
 	}
 	r.live[s][h.id] = l
-	r.acquired[h.id]++
 	id := h.id
 	context.AfterFunc(l.Context(), func() {
 		at := time.Now()
@@ -124,7 +121,6 @@ func (r *Recorder) ResetGaps() {
 	defer r.mu.Unlock()
 	clear(r.gaps)
 	clear(r.released)
-	clear(r.acquired)
 }
 
 // Violations returns every breach of the one-leader promise seen so far.
@@ -149,11 +145,4 @@ func (r *Recorder) Released(reason shard.Reason) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.released[reason]
-}
-
-// Acquired returns how many leases node id was given.
-func (r *Recorder) Acquired(id string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.acquired[id]
 }
