@@ -65,6 +65,7 @@ type ledger struct {
 	wg      sync.WaitGroup // every worker
 
 	charged, rejected, errors, fences atomic.Uint64
+	ticks                             atomic.Uint64 // charge ticks seen by every worker, for tests
 }
 
 func newLedger(cfg config) *ledger {
@@ -223,6 +224,7 @@ func (w *worker) run() {
 			log.Debug("ledger: quiesced for a handoff", "epoch", w.l.Epoch(), "next_period", w.next)
 			close(ack)
 		case <-t.C:
+			w.lg.ticks.Add(1)
 			if time.Now().Before(pausedUntil) {
 				continue
 			}
@@ -237,7 +239,7 @@ func (w *worker) run() {
 
 // zombie reports whether the lease has ended and the worker runs on (the
 // planted bug).
-func (w *worker) zombie() bool { return w.l.Context().Err() != nil }
+func (w *worker) zombie() bool { return w.lg.cfg.ignoreLease && w.l.Context().Err() != nil }
 
 // requestContext bounds one request by the lease: its context, and its
 // deadline, after which another node may lead. ok is false when the
@@ -270,6 +272,7 @@ func (w *worker) fence(log *slog.Logger) bool {
 		case <-w.work.Done():
 			return false
 		case <-t.C:
+			w.lg.ticks.Add(1)
 		}
 	}
 }
@@ -358,10 +361,13 @@ func (w *worker) chargeNext(log *slog.Logger) bool {
 }
 
 // failed counts a request that got no answer, logging the first of a
-// streak.
+// streak. A request cut short because the work ended is not counted.
 func (w *worker) failed(log *slog.Logger, what string, err error) {
+	if w.work.Err() != nil {
+		return
+	}
 	w.lg.errors.Add(1)
-	if !w.failing && w.work.Err() == nil {
+	if !w.failing {
 		log.Warn("ledger: store request failed; retrying", "request", what, "epoch", w.l.Epoch(), "err", err)
 	}
 	w.failing = true
