@@ -78,7 +78,8 @@ func (h *Host) Node() *shard.Node { return h.d.node }
 // next to /metrics, /status, /healthz and /readyz; pattern is an
 // http.ServeMux pattern such as "GET /ledger". Like ServeMux.Handle, it
 // panics if the pattern conflicts with one already registered. Routes are
-// served once the node has joined; with -http-addr "" nothing is served.
+// served from the moment the node has started (before it has joined);
+// with -http-addr "" nothing is served.
 func (h *Host) Handle(pattern string, handler http.Handler) { h.d.mux.Handle(pattern, handler) }
 
 // Usagef returns an error for App.Start that exits with the usage exit

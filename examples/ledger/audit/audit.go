@@ -116,12 +116,15 @@ type shardState struct {
 	accepted int
 }
 
-// Check computes the report of log. The result depends only on the
-// attempts, not on the order of the slice: Check sorts a copy by Seq
-// (attempts with equal Seq keep their order).
+// Check computes the report of log, which it does not modify. The result
+// depends only on the attempts, not on the order of the slice: Check
+// reads them by Seq (attempts with equal Seq in slice order).
 func Check(log []Attempt) Report {
-	log = slices.Clone(log)
-	slices.SortStableFunc(log, func(a, b Attempt) int { return cmp.Compare(a.Seq, b.Seq) })
+	bySeq := func(a, b Attempt) int { return cmp.Compare(a.Seq, b.Seq) }
+	if !slices.IsSortedFunc(log, bySeq) { // a store's log is sorted: no copy then
+		log = slices.Clone(log)
+		slices.SortStableFunc(log, bySeq)
+	}
 	r := Report{Violations: []string{}}
 	violate := func(format string, args ...any) {
 		if len(r.Violations) < MaxViolations {

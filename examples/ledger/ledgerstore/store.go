@@ -113,6 +113,7 @@ type Store struct {
 	mu     sync.Mutex
 	shards map[uint32]*shardRec
 	log    []audit.Attempt
+	names  map[string]string // node names, interned: the log holds one copy of each
 }
 
 // shardRec is what the store keeps per shard.
@@ -129,7 +130,7 @@ func New(cfg Config) *Store {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Store{cfg: cfg, shards: map[uint32]*shardRec{}}
+	return &Store{cfg: cfg, shards: map[uint32]*shardRec{}, names: map[string]string{}}
 }
 
 // Result is the shard's state after an accepted write.
@@ -148,7 +149,7 @@ func (s *Store) Fence(shardID uint32, epoch uint64, node string) (Result, error)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.rec(shardID)
-	a := audit.Attempt{Time: at, Kind: audit.Fence, Shard: shardID, Epoch: epoch, Node: node}
+	a := audit.Attempt{Time: at, Kind: audit.Fence, Shard: shardID, Epoch: epoch, Node: s.intern(node)}
 	if epoch < r.fence && !s.cfg.UnsafeNoFence {
 		return s.reject(a, r, ReasonStaleEpoch, "shard %d: epoch %d is below the fence %d: a newer leader has fenced this shard", shardID, epoch, r.fence)
 	}
@@ -169,7 +170,7 @@ func (s *Store) Charge(shardID uint32, epoch uint64, node string, period uint64)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.rec(shardID)
-	a := audit.Attempt{Time: at, Kind: audit.Charge, Shard: shardID, Epoch: epoch, Node: node, Period: period}
+	a := audit.Attempt{Time: at, Kind: audit.Charge, Shard: shardID, Epoch: epoch, Node: s.intern(node), Period: period}
 	if !s.cfg.UnsafeNoFence {
 		switch {
 		case epoch < r.fence:
@@ -193,6 +194,15 @@ func (s *Store) rec(shardID uint32) *shardRec {
 		s.shards[shardID] = r
 	}
 	return r
+}
+
+// intern returns the store's copy of a node name. Called with s.mu held.
+func (s *Store) intern(node string) string {
+	if n, ok := s.names[node]; ok {
+		return n
+	}
+	s.names[node] = node
+	return node
 }
 
 func (s *Store) accept(a audit.Attempt) {
