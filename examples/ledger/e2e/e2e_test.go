@@ -157,6 +157,9 @@ func start(t *testing.T, dir, name, bin, httpAddr string, args ...string) *proc 
 			_ = p.cmd.Process.Kill()
 			<-p.exited
 		}
+		if strings.Contains(p.logText(), "WARNING: DATA RACE") { // TENURE_E2E_RACE=1
+			t.Errorf("%s reported a data race", name)
+		}
 		if t.Failed() {
 			t.Logf("--- %s log (last lines):\n%s", name, tail(p.logText(), 30))
 		}
