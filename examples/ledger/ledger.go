@@ -107,10 +107,9 @@ func (lg *ledger) acquire(l leaseView) {
 	w := &worker{lg: lg, l: l, quiesce: make(chan chan struct{}), done: make(chan struct{})}
 	if lg.cfg.ignoreLease {
 		// The planted bug: the work outlives the lease by zombieFor.
-		w.work, w.cancel = context.WithCancel(context.Background())
-		stop := context.AfterFunc(l.Context(), func() { time.AfterFunc(lg.cfg.zombieFor, w.cancel) })
-		cancel := w.cancel
-		w.cancel = func() { stop(); cancel() }
+		work, cancel := context.WithCancel(context.Background())
+		stop := context.AfterFunc(l.Context(), func() { time.AfterFunc(lg.cfg.zombieFor, cancel) })
+		w.work, w.cancel = work, func() { stop(); cancel() }
 	} else {
 		w.work, w.cancel = context.WithCancel(l.Context())
 	}
@@ -204,11 +203,19 @@ func (w *worker) forget() {
 	}
 }
 
+// run fences the store, then charges one period per tick until the work
+// ends. The first fence is tried at once, later ones (after a failure) on
+// the ticks; a quiesce pauses both.
 func (w *worker) run() {
 	defer close(w.done)
 	defer w.cancel()
 	log := w.lg.cfg.log.With("shard", w.l.Shard())
-	if !w.fence(log) {
+	stopped := func() {
+		log.Info("ledger: stopped charging: a newer leader fenced the store", "epoch", w.l.Epoch(), "next_period", w.next, "charged", w.stats.charged)
+	}
+	w.needFence = true
+	if !w.chargeNext(log) {
+		stopped()
 		return
 	}
 	t := time.NewTicker(w.lg.cfg.every)
@@ -230,7 +237,7 @@ func (w *worker) run() {
 			}
 			pausedUntil = time.Time{} // a pause that outlived its hold: the handoff failed
 			if !w.chargeNext(log) {
-				log.Info("ledger: stopped charging: a newer leader fenced the store", "epoch", w.l.Epoch(), "next_period", w.next, "charged", w.stats.charged)
+				stopped()
 				return
 			}
 		}
@@ -255,26 +262,6 @@ func (w *worker) requestContext() (ctx context.Context, cancel context.CancelFun
 	}
 	ctx, cancel = context.WithDeadline(w.work, dl)
 	return ctx, cancel, true
-}
-
-// fence raises the store's fence to the lease's epoch and reads the next
-// period, retrying every tick until it succeeds. It returns false if the
-// work ended or a newer leader has fenced.
-func (w *worker) fence(log *slog.Logger) bool {
-	t := time.NewTicker(w.lg.cfg.every)
-	defer t.Stop()
-	for {
-		done, ok := w.fenceOnce(log)
-		if done {
-			return ok
-		}
-		select {
-		case <-w.work.Done():
-			return false
-		case <-t.C:
-			w.lg.ticks.Add(1)
-		}
-	}
 }
 
 // fenceOnce makes one fence request. done reports an answer (ok: the
@@ -303,13 +290,17 @@ func (w *worker) fenceOnce(log *slog.Logger) (done, ok bool) {
 	return false, false
 }
 
-// chargeNext charges the next period. It returns false when the worker
+// chargeNext charges the next period, fencing first when the position is
+// unknown (a new lease, a lost reply). It returns false when the worker
 // must stop: the store has a newer leader's fence.
 func (w *worker) chargeNext(log *slog.Logger) bool {
-	if w.needFence && !w.zombie() {
+	switch {
+	case w.needFence && w.zombie() && w.next == 0:
+		return false // the lease ended before its first fence: nothing to go on from
+	case w.needFence && !w.zombie():
 		done, ok := w.fenceOnce(log)
 		if !done || !ok {
-			return !done
+			return !done // a failure retries on the next tick
 		}
 	}
 	ctx, cancel, live := w.requestContext()

@@ -482,3 +482,26 @@ func TestFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestQuiesceWhileFencing: a leader still trying to fence (the store is
+// unreachable) quiesces at once and stops trying while paused.
+func TestQuiesceWhileFencing(t *testing.T) {
+	s := ledgerstore.New(ledgerstore.Config{})
+	var down atomic.Bool
+	down.Store(true)
+	lg := testLedger("n1", failingFences{&inProcess{s: s}, &down}, nil)
+	defer closeLedger(t, lg)
+	l := newLease(0, 1)
+	lg.acquire(l)
+	shardtest.Eventually(t, 5*time.Second, func() bool { return lg.errors.Load() >= 2 }, "failed fences")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := lg.quiesce(ctx, l); err != nil {
+		t.Fatalf("quiesce while fencing: %v", err)
+	}
+	errs, ticks := lg.errors.Load(), lg.ticks.Load()
+	shardtest.Eventually(t, 5*time.Second, func() bool { return lg.ticks.Load() >= ticks+10 }, "10 ticks while paused")
+	if got := lg.errors.Load(); got != errs {
+		t.Errorf("%d fence attempts while paused", got-errs)
+	}
+}
