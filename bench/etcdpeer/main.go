@@ -49,6 +49,7 @@ type options struct {
 	settle      time.Duration
 	asJSON      bool
 	verbose     bool
+	check       bool
 }
 
 func parseOptions(args []string, errOut io.Writer) (options, error) {
@@ -66,6 +67,7 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	fs.DurationVar(&o.settle, "settle", 150*time.Millisecond, "before a crash or resign, wait until the next in line has been queued this long (etcd syncs a new watcher within 100 ms); 0: no wait")
 	fs.BoolVar(&o.asJSON, "json", false, "print a JSON summary as the last line")
 	fs.BoolVar(&o.verbose, "v", false, "log the member's warnings to stderr")
+	fs.BoolVar(&o.check, "check", false, "check the flags and exit (bench peers does this before its long Tenure run)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -138,7 +140,7 @@ type handoffStats struct {
 
 func run(args []string, out io.Writer) error {
 	o, err := parseOptions(args, os.Stderr)
-	if err != nil {
+	if err != nil || o.check {
 		return err
 	}
 	h, err := start(o)
