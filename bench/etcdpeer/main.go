@@ -130,6 +130,11 @@ type handoffStats struct {
 	// Resign is the Resign call alone (one fsynced delete).
 	ResignP50MS float64 `json:"resign_p50_ms"`
 	ResignP99MS float64 `json:"resign_p99_ms"`
+	// Notify is from Resign's return to the next Campaign's: the watch
+	// that tells the next in line.
+	NotifyP50MS float64 `json:"notify_p50_ms"`
+	NotifyP99MS float64 `json:"notify_p99_ms"`
+	NotifyMaxMS float64 `json:"notify_max_ms"`
 	Failed      int     `json:"failed"`
 	// Settled counts the moves that waited for the next in line's watch
 	// (see -settle).
