@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -50,6 +52,9 @@ type etcdResult struct {
 		GapMaxMS    float64 `json:"gap_max_ms"`
 		ResignP50MS float64 `json:"resign_p50_ms"`
 		ResignP99MS float64 `json:"resign_p99_ms"`
+		NotifyP50MS float64 `json:"notify_p50_ms"`
+		NotifyP99MS float64 `json:"notify_p99_ms"`
+		NotifyMaxMS float64 `json:"notify_max_ms"`
 		Failed      int     `json:"failed"`
 		Settled     int     `json:"settled"`
 		SettleMS    float64 `json:"settle_ms"`
@@ -80,6 +85,31 @@ type peersResult struct {
 	// EtcdArgs are the flags the etcd side ran with.
 	EtcdArgs []string `json:"etcd_args"`
 	WallS    float64  `json:"wall_s"`
+	// Load is the machine's 1-minute load average when each side started
+	// and at the end (absent where /proc/loadavg is not): other work on
+	// the machine weighs on either side.
+	Load struct {
+		TenureStart float64 `json:"tenure_start,omitempty"`
+		EtcdStart   float64 `json:"etcd_start,omitempty"`
+		End         float64 `json:"end,omitempty"`
+	} `json:"load_1m"`
+}
+
+// loadAverage returns the 1-minute load average, or 0 where it is not known.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return 0
+	}
+	return v
 }
 
 // runPeers measures Tenure's failover and handoff in process (the code of
@@ -96,7 +126,7 @@ func runPeers(args []string, out io.Writer) error {
 	elections := fs.Int("elections", 1, "independent etcd elections every candidate campaigns in")
 	ttl := fs.Int("ttl", 0, "etcd session TTL in whole seconds (0: -lease rounded up, for a like-for-like comparison)")
 	electionMS := fs.Uint("etcd-election-ms", 500, "the etcd member's election timeout in ms (etcd grants TTLs of at least ⌈1.5 × this⌉: 500 allows 1 s, etcd's default 1000 makes it 2 s)")
-	settle := fs.Duration("settle", 150*time.Millisecond, "etcd: before a crash or resign, wait until the next in line has been queued this long (etcd syncs a new watcher within 100 ms)")
+	settle := fs.Duration("settle", 0, "etcd: before a crash or resign, wait until the next in line has been queued this long, as etcd syncs new watchers every 100 ms (default: bench/etcdpeer's, 150 ms for up to 256 elections)")
 	module := fs.String("etcd-module", "", "directory of the bench/etcdpeer module (default: found from the working directory upwards)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -132,8 +162,13 @@ func runPeers(args []string, out io.Writer) error {
 		"-candidates", strconv.Itoa(*candidates), "-elections", strconv.Itoa(*elections),
 		"-ttl", strconv.Itoa(*ttl), "-election-ms", strconv.FormatUint(uint64(*electionMS), 10),
 		"-reps", strconv.Itoa(*reps), "-moves", strconv.Itoa(*moves),
-		"-seed", strconv.FormatUint(*seed, 10), "-settle", settle.String(), "-json",
+		"-seed", strconv.FormatUint(*seed, 10), "-json",
 	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "settle" {
+			etcdArgs = append(etcdArgs, "-settle", settle.String())
+		}
+	})
 	if *cf.verbose {
 		etcdArgs = append(etcdArgs, "-v")
 	}
@@ -168,12 +203,14 @@ func runPeers(args []string, out io.Writer) error {
 
 	var res peersResult
 	res.Scenario, res.EtcdArgs = "peers", etcdArgs
+	res.Load.TenureStart = loadAverage()
 	if res.Tenure.Failover, err = measureFailover(sp, *reps, out); err != nil {
 		return fmt.Errorf("tenure failover: %w", err)
 	}
 	if res.Tenure.Handoff, err = measureHandoff(sp, *moves, *seed, out); err != nil {
 		return fmt.Errorf("tenure handoff: %w", err)
 	}
+	res.Load.EtcdStart = loadAverage()
 	fmt.Fprintf(out, "etcd: etcdpeer %s\n", strings.Join(etcdArgs, " "))
 	var last string
 	if err := runEtcdPeer(bin, etcdArgs, out, &last); err != nil {
@@ -182,6 +219,7 @@ func runPeers(args []string, out io.Writer) error {
 	if res.Etcd, err = parseEtcdLine(last); err != nil {
 		return err
 	}
+	res.Load.End = loadAverage()
 	res.Rows = compare(res.Tenure, res.Etcd)
 	res.WallS = math.Round(time.Since(began).Seconds()*10) / 10
 	printPeers(out, sp, res)
@@ -219,6 +257,10 @@ func printPeers(out io.Writer, sp clusterSpec, res peersResult) {
 		sp.voters, res.Tenure.Handoff.Moves, e.Handoff.Moves, e.Handoff.Settled, e.Handoff.SettleMS)
 	fmt.Fprintf(out, "  violations (two valid Tenure leases at once, or a new one without a higher epoch): failover %d, handoff %d. Wall time %.1f s.\n",
 		fo.Violations, res.Tenure.Handoff.Violations, res.WallS)
+	if res.Load.End > 0 {
+		fmt.Fprintf(out, "  load average (1 min) of the machine: %.2f when Tenure started, %.2f when etcd started, %.2f at the end (%d cores)\n",
+			res.Load.TenureStart, res.Load.EtcdStart, res.Load.End, runtime.NumCPU())
+	}
 }
 
 func fmtMS(ms float64) string {

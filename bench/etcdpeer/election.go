@@ -297,11 +297,13 @@ func (h *harness) waitKeys(pfx string, n int) error {
 }
 
 // settle waits, if need be, until the candidate next in line in election
-// k joined the queue at least -settle ago. Campaign watches for its
-// predecessor's delete from the revision it read, so etcd places the watch
-// among its unsynced watchers, which it catches up every 100 ms; a delete
-// before that is delivered at the next catch-up. Moves in quick succession
-// on one election would measure that period rather than the handoff.
+// k joined the queue (or last saw its predecessor change) at least -settle
+// ago. Campaign watches for its predecessor's delete from the revision it
+// read, so etcd places the watch among its unsynced watchers, which it
+// catches up every 100 ms, at most 512 at a time; a delete before that is
+// delivered at the next catch-up. Moves in quick succession on one
+// election would measure that period rather than the handoff. With many
+// elections, a crash re-creates more than 512 watchers: raise -settle.
 func (h *harness) settle(k int) error {
 	if h.o.settle <= 0 {
 		return nil
@@ -380,6 +382,16 @@ func (h *harness) failover(reps int, out io.Writer) (failoverStats, error) {
 			return fo, fmt.Errorf("rep %d: %w", rep, err)
 		}
 		took := last.Sub(began)
+		// The expired lease deleted the victim's keys in every election,
+		// and whoever was behind one of them now watches a new
+		// predecessor: a new, unsynced watcher (see settle).
+		for _, c := range h.cands {
+			for k := range h.o.elections {
+				if c != victim && c.joined[k].Before(last) {
+					c.joined[k] = last
+				}
+			}
+		}
 		runs = append(runs, took)
 		fo.Led += len(led)
 		fmt.Fprintf(w, "%d\t%s\t%d\t%v\t\n", rep+1, victim.name, len(led), took.Round(time.Millisecond))

@@ -64,7 +64,7 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	fs.IntVar(&o.reps, "reps", 20, "leaders to crash, one after another (0: skip failover)")
 	fs.IntVar(&o.moves, "moves", 200, "leaders to resign, one after another (0: skip handoff)")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the choice of elections to move and of the pause before each crash")
-	fs.DurationVar(&o.settle, "settle", 150*time.Millisecond, "before a crash or resign, wait until the next in line has been queued this long (etcd syncs a new watcher within 100 ms); 0: no wait")
+	fs.DurationVar(&o.settle, "settle", 0, "before a crash or resign, wait until the next in line has been queued this long (etcd syncs new watchers every 100 ms, 512 at a time); 0: no wait (default: 50 ms + 100 ms per 256 elections, rounded up: 150 ms for one)")
 	fs.BoolVar(&o.asJSON, "json", false, "print a JSON summary as the last line")
 	fs.BoolVar(&o.verbose, "v", false, "log the member's warnings to stderr")
 	fs.BoolVar(&o.check, "check", false, "check the flags and exit (bench peers does this before its long Tenure run)")
@@ -73,6 +73,11 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	settleSet := false
+	fs.Visit(func(f *flag.Flag) { settleSet = settleSet || f.Name == "settle" })
+	if !settleSet {
+		o.settle = autoSettle(o.elections)
 	}
 	switch {
 	case o.candidates < 2:
@@ -93,6 +98,14 @@ func parseOptions(args []string, errOut io.Writer) (options, error) {
 		return o, fmt.Errorf("-reps 0 and -moves 0 leave nothing to measure")
 	}
 	return o, nil
+}
+
+// autoSettle is the default -settle for n elections: a crash re-creates up
+// to n watchers (those behind the victim's keys) and its restart n more,
+// and etcd syncs 512 unsynced watchers every 100 ms; 50 ms of margin.
+func autoSettle(n int) time.Duration {
+	rounds := (2*n + 511) / 512
+	return 50*time.Millisecond + time.Duration(rounds)*100*time.Millisecond
 }
 
 // result is the JSON summary. bench/peers.go in Tenure's module reads it:

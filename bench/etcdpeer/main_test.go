@@ -12,8 +12,15 @@ func TestParseOptions(t *testing.T) {
 		name    string
 		give    []string
 		wantErr string // substring; "" for success
+		// wantSettle is the -settle in effect, checked on success.
+		wantSettle time.Duration
 	}{
-		{name: "defaults", give: nil},
+		{name: "defaults", give: nil, wantSettle: 150 * time.Millisecond},
+		{name: "settle grows with elections", give: []string{"-elections", "1024"}, wantSettle: 450 * time.Millisecond},
+		{name: "settle 256 elections", give: []string{"-elections", "256"}, wantSettle: 150 * time.Millisecond},
+		{name: "settle 257 elections", give: []string{"-elections", "257"}, wantSettle: 250 * time.Millisecond},
+		{name: "settle off", give: []string{"-elections", "1024", "-settle", "0"}, wantSettle: 0},
+		{name: "settle named", give: []string{"-settle", "1s"}, wantSettle: time.Second},
 		{name: "one candidate", give: []string{"-candidates", "1"}, wantErr: "-candidates"},
 		{name: "no election", give: []string{"-elections", "0"}, wantErr: "-elections"},
 		{name: "zero ttl", give: []string{"-ttl", "0"}, wantErr: "-ttl"},
@@ -25,10 +32,12 @@ func TestParseOptions(t *testing.T) {
 		{name: "unknown flag", give: []string{"-nodes", "5"}, wantErr: "-nodes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseOptions(tc.give, io.Discard)
+			o, err := parseOptions(tc.give, io.Discard)
 			switch {
 			case tc.wantErr == "" && err != nil:
 				t.Fatalf("parseOptions(%q) = %v, want no error", tc.give, err)
+			case tc.wantErr == "" && o.settle != tc.wantSettle:
+				t.Fatalf("parseOptions(%q): settle %v, want %v", tc.give, o.settle, tc.wantSettle)
 			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
 				t.Fatalf("parseOptions(%q) = %v, want an error naming %s", tc.give, err, tc.wantErr)
 			}
