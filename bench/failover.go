@@ -71,6 +71,7 @@ func measureFailover(sp clusterSpec, reps int, out io.Writer) (failoverResult, e
 		Profile: sp.profile.String(), LeaseMS: msOf(sp.ld), KeepAliveMS: msOf(sp.ld / 4)}
 	var runs []time.Duration
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	defer w.Flush() // the reps so far, if one fails
 	fmt.Fprintln(w, "rep\tkilled\tshards\tfailover\tviolations\t")
 	ids := c.ids()
 	for rep := range reps {
