@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -197,8 +198,8 @@ func runPeers(args []string, out io.Writer) error {
 		return err
 	}
 	// Bad etcd flags fail now, not after the Tenure side ran for minutes.
-	if err := runEtcdPeer(bin, append(etcdArgs, "-check"), io.Discard, nil); err != nil {
-		return err
+	if err := runEtcdPeer(bin, slices.Concat(etcdArgs, []string{"-check"}), io.Discard, nil); err != nil {
+		return fmt.Errorf("the etcd side refused its flags (%s): %w", strings.Join(etcdArgs, " "), err)
 	}
 
 	var res peersResult

@@ -349,6 +349,7 @@ func (h *harness) failover(reps int, out io.Writer) (failoverStats, error) {
 	fo := failoverStats{Reps: reps}
 	var runs []time.Duration
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	defer w.Flush() // the reps so far, if one fails
 	fmt.Fprintln(w, "rep\tcrashed\telections\tfailover\t")
 	next := 0
 	for rep := range reps {
