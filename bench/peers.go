@@ -252,8 +252,8 @@ func printPeers(out io.Writer, sp clusterSpec, res peersResult) {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t\n", r.Metric, fmtMS(r.Tenure), fmtMS(r.Etcd), ratio)
 	}
 	w.Flush()
-	fmt.Fprintf(out, "  failover: kill → led again. Tenure's figure covers every shard the killed node led at once (%d shards over %d kills, ~%d per kill); etcd's, %d election(s) per crash (%d over %d crashes).\n",
-		fo.ShardsMoved, fo.Reps, fo.ShardsMoved/max(fo.Reps, 1), e.Elections, e.Failover.Led, e.Failover.Reps)
+	fmt.Fprintf(out, "  failover: kill → every shard or election the victim led is led again. Tenure: %d shards over %d kills (~%d per kill, of %d). etcd: %d election(s) over %d crashes (~%d per crash, of %d; etcd moves no leadership back to a restarted candidate).\n",
+		fo.ShardsMoved, fo.Reps, fo.ShardsMoved/max(fo.Reps, 1), sp.shards, e.Failover.Led, e.Failover.Reps, e.Failover.Led/max(e.Failover.Reps, 1), e.Elections)
 	fmt.Fprintf(out, "  handoff gap: Tenure, the source's lease ends → the target is told it leads (a Transfer through %d voters); etcd, Resign sent → the next candidate's Campaign returns (one member). Tenure moved %d random shards to random nodes; etcd, %d resigns to the next in line (%d waited up to %.0f ms for its watch to be synced).\n",
 		sp.voters, res.Tenure.Handoff.Moves, e.Handoff.Moves, e.Handoff.Settled, e.Handoff.SettleMS)
 	fmt.Fprintf(out, "  violations (two valid Tenure leases at once, or a new one without a higher epoch): failover %d, handoff %d. Wall time %.1f s.\n",
