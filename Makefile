@@ -9,7 +9,7 @@ PKGS        := ./...
 # Fuzz targets run for FUZZTIME each by `make fuzz`.
 FUZZTIME    ?= 20s
 
-.PHONY: all demo test unit sim lint fmt vet staticcheck bench bench-micro fuzz tools clean
+.PHONY: all demo test unit sim lint fmt vet staticcheck bench bench-micro bench-peers etcdpeer fuzz tools clean
 
 all: lint test
 
@@ -75,6 +75,15 @@ fuzz:
 	$(GO) test ./cmd/tenurectl -run '^$$' -fuzz '^FuzzParseInterleaved$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/tenurectl -run '^$$' -fuzz '^FuzzParseAddrs$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/tenurectl -run '^$$' -fuzz '^FuzzParseShard$$' -fuzztime $(FUZZTIME)
+
+## bench-peers: check the etcd side (target etcdpeer), then Tenure against etcd's concurrency.Election in one run at a quick size (PEERS_FLAGS; `go run ./bench peers -json` for the full size).
+PEERS_FLAGS ?= -reps 5 -moves 50
+bench-peers: etcdpeer
+	$(GO) run ./bench peers $(PEERS_FLAGS)
+
+## etcdpeer: vet, staticcheck, test (-race) and build bench/etcdpeer, the etcd side of `bench peers`: a module of its own, which `./...` in Tenure's module does not reach.
+etcdpeer: $(STATICCHECK)
+	cd bench/etcdpeer && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -race -count=1 ./... && $(GO) build -o /dev/null .
 
 clean:
 	rm -rf .tools

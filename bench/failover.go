@@ -40,32 +40,46 @@ func runFailover(args []string, out io.Writer) error {
 	if *reps < 1 {
 		return fmt.Errorf("need -reps ≥ 1, got %d", *reps)
 	}
-	fmt.Fprintf(out, "failover: %v; %d kills\n", sp, *reps)
-	c, err := sp.start()
+	res, err := measureFailover(sp, *reps, out)
 	if err != nil {
 		return err
 	}
+	if sp.asJSON {
+		return emit(out, res)
+	}
+	return nil
+}
+
+// measureFailover starts the cluster sp describes, kills reps leaders one
+// after another and prints a table and a summary line to out.
+func measureFailover(sp clusterSpec, reps int, out io.Writer) (failoverResult, error) {
+	fmt.Fprintf(out, "failover: %v; %d kills\n", sp, reps)
+	c, err := sp.start()
+	if err != nil {
+		return failoverResult{}, err
+	}
 	defer c.close()
 	if !waitFor(time.Minute, c.settled) {
-		return fmt.Errorf("the cluster did not settle within a minute")
+		return failoverResult{}, fmt.Errorf("the cluster did not settle within a minute")
 	}
 	// Let the start-up burst (every shard acquired at once, tables
 	// gossiped, voter stores written) die down: reps measure a cluster in
 	// its steady state.
 	time.Sleep(2 * sp.ld)
 
-	res := failoverResult{Scenario: "failover", Nodes: sp.nodes, Voters: sp.voters, Shards: sp.shards, Reps: *reps,
+	res := failoverResult{Scenario: "failover", Nodes: sp.nodes, Voters: sp.voters, Shards: sp.shards, Reps: reps,
 		Profile: sp.profile.String(), LeaseMS: msOf(sp.ld), KeepAliveMS: msOf(sp.ld / 4)}
 	var runs []time.Duration
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	defer w.Flush() // the reps so far, if one fails
 	fmt.Fprintln(w, "rep\tkilled\tshards\tfailover\tviolations\t")
 	ids := c.ids()
-	for rep := range *reps {
+	for rep := range reps {
 		// Kill leaders in turn; voters too (the other two keep a majority).
 		victim := ids[rep%len(ids)]
 		led := c.node(victim).Leases()
 		if len(led) == 0 {
-			return fmt.Errorf("rep %d: %s leads nothing", rep, victim)
+			return res, fmt.Errorf("rep %d: %s leads nothing", rep, victim)
 		}
 		old := map[uint32]uint64{}
 		for s, l := range led {
@@ -100,18 +114,18 @@ func runFailover(args []string, out io.Writer) error {
 		took := time.Since(began)
 		<-stopped
 		if !done {
-			return fmt.Errorf("rep %d: %s's shards were not led again within a minute", rep, victim)
+			return res, fmt.Errorf("rep %d: %s's shards were not led again within a minute", rep, victim)
 		}
 		runs = append(runs, took)
 		res.ShardsMoved += len(old)
 		res.Violations += violations
 		fmt.Fprintf(w, "%d\t%s\t%d\t%v\t%d\t\n", rep+1, victim, len(old), took.Round(time.Millisecond), violations)
 		if err := c.start(victim); err != nil {
-			return err
+			return res, err
 		}
 		restarted := time.Now()
 		if !waitFor(time.Minute, c.settled) {
-			return fmt.Errorf("rep %d: the cluster did not settle after %s restarted: %s", rep, victim, c.unsettled())
+			return res, fmt.Errorf("rep %d: the cluster did not settle after %s restarted: %s", rep, victim, c.unsettled())
 		}
 		// A restarted voter grants nothing for one lease (its grace
 		// period): the next kill waits that out, so that every rep starts
@@ -129,8 +143,5 @@ func runFailover(args []string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "failover p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d kills (%d shards); violations %d\n",
 		res.P50MS, res.P99MS, res.MaxMS, len(runs), res.ShardsMoved, res.Violations)
-	if sp.asJSON {
-		return emit(out, res)
-	}
-	return nil
+	return res, nil
 }

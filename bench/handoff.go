@@ -52,20 +52,34 @@ func runHandoff(args []string, out io.Writer) error {
 	if *nMoves < 1 {
 		return fmt.Errorf("need -moves ≥ 1, got %d", *nMoves)
 	}
-	fmt.Fprintf(out, "handoff: %v; %d moves\n", sp, *nMoves)
-	c, err := sp.start()
+	res, err := measureHandoff(sp, *nMoves, *seed, out)
 	if err != nil {
 		return err
 	}
+	if sp.asJSON {
+		return emit(out, res)
+	}
+	return nil
+}
+
+// measureHandoff starts the cluster sp describes, moves nMoves random
+// shards (chosen from seed) one after another and prints a table and a
+// summary line to out.
+func measureHandoff(sp clusterSpec, nMoves int, seed uint64, out io.Writer) (handoffResult, error) {
+	fmt.Fprintf(out, "handoff: %v; %d moves\n", sp, nMoves)
+	c, err := sp.start()
+	if err != nil {
+		return handoffResult{}, err
+	}
 	defer c.close()
 	if !waitFor(time.Minute, c.balanced) {
-		return fmt.Errorf("the cluster did not settle within a minute: %s", c.unsettled())
+		return handoffResult{}, fmt.Errorf("the cluster did not settle within a minute: %s", c.unsettled())
 	}
 	ids := c.ids()
 	// Operator moves only: the planner would otherwise rebalance what the
 	// random moves unbalance, adding moves of its own.
 	if err := c.node(ids[0]).PauseRebalance(context.Background()); err != nil {
-		return err
+		return handoffResult{}, err
 	}
 	if !waitFor(10*time.Second, func() bool {
 		for _, id := range ids {
@@ -75,14 +89,14 @@ func runHandoff(args []string, out io.Writer) error {
 		}
 		return true
 	}) {
-		return fmt.Errorf("rebalancing not paused everywhere within 10s")
+		return handoffResult{}, fmt.Errorf("rebalancing not paused everywhere within 10s")
 	}
 	c.rec.ResetGaps()
-	rng := rand.New(rand.NewPCG(*seed, 0))
-	res := handoffResult{Scenario: "handoff", Nodes: sp.nodes, Voters: sp.voters, Shards: sp.shards, Moves: *nMoves,
-		Profile: sp.profile.String(), LeaseMS: msOf(sp.ld), Seed: *seed}
+	rng := rand.New(rand.NewPCG(seed, 0))
+	res := handoffResult{Scenario: "handoff", Nodes: sp.nodes, Voters: sp.voters, Shards: sp.shards, Moves: nMoves,
+		Profile: sp.profile.String(), LeaseMS: msOf(sp.ld), Seed: seed}
 	var totals []time.Duration
-	for range *nMoves {
+	for range nMoves {
 		s := uint32(rng.IntN(sp.shards))
 		var from string
 		var epoch uint64
@@ -123,7 +137,7 @@ func runHandoff(args []string, out io.Writer) error {
 		fmt.Fprintln(out, "VIOLATION:", v)
 	}
 	if len(totals) == 0 || len(gaps) < len(totals) {
-		return fmt.Errorf("%d gaps measured for %d moves", len(gaps), len(totals))
+		return res, fmt.Errorf("%d gaps measured for %d moves", len(gaps), len(totals))
 	}
 	slices.Sort(totals)
 	res.GapP50MS, res.GapP99MS, res.GapMaxMS = msOf(percentile(gaps, 50)), msOf(percentile(gaps, 99)), msOf(gaps[len(gaps)-1])
@@ -136,9 +150,6 @@ func runHandoff(args []string, out io.Writer) error {
 	fmt.Fprintf(w, "gap (source stops → target leads)\t%.2f ms\t%.2f ms\t%.2f ms\t\n", res.GapP50MS, res.GapP99MS, res.GapMaxMS)
 	fmt.Fprintf(w, "whole handoff (prepare → target leads)\t%.2f ms\t%.2f ms\t\t\n", res.TotalP50MS, res.TotalP99MS)
 	w.Flush()
-	fmt.Fprintf(out, "%d moves, %d failed, %d one-leader violations\n", *nMoves, res.Failed, res.Violations)
-	if sp.asJSON {
-		return emit(out, res)
-	}
-	return nil
+	fmt.Fprintf(out, "%d moves, %d failed, %d one-leader violations\n", nMoves, res.Failed, res.Violations)
+	return res, nil
 }

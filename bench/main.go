@@ -24,6 +24,7 @@ var scenarios = map[string]scenario{
 	"detect":   {"gossip alone: time until every survivor drops a crashed node", runDetect},
 	"rolling":  {"rolling restart: drain, restart and rebalance every node in turn; crash failovers must be 0", runRolling},
 	"handoff":  {"operator moves of random shards: the gap between the source stopping and the target leading", runHandoff},
+	"peers":    {"failover and handoff against etcd's concurrency.Election (bench/etcdpeer) in one run, side by side as ratios", runPeers},
 
 	"grpc":      {"the public API on loopback: BatchLookup keys/s over concurrent callers, sequential Lookup latency", runGRPC},
 	"lookup":    {"key → owner lookups: Tenure against buraksezer/consistent, one goroutine and GOMAXPROCS", runLookup},

@@ -27,6 +27,7 @@ var quickRuns = []quickRun{
 	{"detect", []string{"-reps", "5"}},
 	{"handoff", []string{"-moves", "200"}},
 	{"rolling", nil},
+	{"peers", []string{"-reps", "5", "-moves", "50"}},
 }
 
 type quickRun struct {
@@ -135,16 +136,26 @@ func splitSummary(output string) (string, map[string]any) {
 }
 
 // distributions returns the summary's latency samples grouped by unit: every
-// field that is an array of at least 5 numbers and whose name ends in _ms or
-// _us, with names sorted so that a report is stable.
+// field, at any depth, that is an array of at least 5 numbers and whose name
+// ends in _ms or _us. A nested sample is named by its path ("etcd failover
+// runs"); names are sorted so that a report is stable.
 func distributions(summary map[string]any) map[string][]series {
 	byUnit := map[string][]series{}
+	collectSamples(summary, "", byUnit)
+	return byUnit
+}
+
+func collectSamples(obj map[string]any, prefix string, byUnit map[string][]series) {
 	var keys []string
-	for k := range summary {
+	for k := range obj {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
+		if sub, ok := obj[k].(map[string]any); ok {
+			collectSamples(sub, prefix+k+" ", byUnit)
+			continue
+		}
 		unit := ""
 		switch {
 		case strings.HasSuffix(k, "_ms"):
@@ -154,7 +165,7 @@ func distributions(summary map[string]any) map[string][]series {
 		default:
 			continue
 		}
-		arr, ok := summary[k].([]any)
+		arr, ok := obj[k].([]any)
 		if !ok || len(arr) < 5 {
 			continue
 		}
@@ -165,11 +176,10 @@ func distributions(summary map[string]any) map[string][]series {
 			}
 		}
 		if len(vs) == len(arr) {
-			name := strings.TrimSuffix(strings.TrimSuffix(k, "_ms"), "_us")
+			name := prefix + strings.TrimSuffix(strings.TrimSuffix(k, "_ms"), "_us")
 			byUnit[unit] = append(byUnit[unit], series{strings.ReplaceAll(name, "_", " "), vs})
 		}
 	}
-	return byUnit
 }
 
 // plotRecord writes one CDF plot per unit of the run's distributions and
@@ -263,6 +273,15 @@ var keyFields = map[string][]string{
 
 func keyFigures(r *runRecord) string {
 	var parts []string
+	// peers: the ratio of each compared figure (Tenure / etcd).
+	if rows, ok := r.summary["comparison"].([]any); ok {
+		for _, row := range rows {
+			m, _ := row.(map[string]any)
+			if ratio, ok := m["ratio"]; ok {
+				parts = append(parts, fmt.Sprintf("%v Tenure/etcd %s", m["metric"], formatFigure(ratio)))
+			}
+		}
+	}
 	for _, k := range keyFields[r.name] {
 		if v, ok := r.summary[k]; ok {
 			parts = append(parts, fmt.Sprintf("%s %s", k, formatFigure(v)))
@@ -289,7 +308,13 @@ func formatFigure(v any) string {
 func scalarFields(m map[string]any) map[string]any {
 	out := map[string]any{}
 	for k, v := range m {
-		if arr, ok := v.([]any); ok && len(arr) >= 5 {
+		switch v := v.(type) {
+		case []any:
+			if len(v) >= 5 && (strings.HasSuffix(k, "_ms") || strings.HasSuffix(k, "_us")) {
+				continue
+			}
+		case map[string]any:
+			out[k] = scalarFields(v)
 			continue
 		}
 		out[k] = v

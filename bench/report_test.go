@@ -49,15 +49,19 @@ func TestDistributionsPicksLatencySamples(t *testing.T) {
 		"p50_ms": 3,
 		"short_ms": [1, 2],
 		"drain_shards": [1, 2, 3, 4, 5],
-		"mixed_ms": [1, "x", 3, 4, 5]
+		"mixed_ms": [1, "x", 3, 4, 5],
+		"etcd": {"failover": {"runs_ms": [900, 1000, 1100, 1200, 1300]}}
 	}`), &m); err != nil {
 		t.Fatal(err)
 	}
 	got := distributions(m)
-	if len(got) != 2 || len(got["ms"]) != 1 || len(got["µs"]) != 1 {
+	if len(got) != 2 || len(got["ms"]) != 2 || len(got["µs"]) != 1 {
 		t.Fatalf("distributions = %v, want gaps (ms) and unary quantiles (µs) only", got)
 	}
-	if s := got["ms"][0]; s.name != "gaps" || len(s.values) != 5 {
+	if s := got["ms"][0]; s.name != "etcd failover runs" || len(s.values) != 5 {
+		t.Errorf("nested ms series = %+v", s)
+	}
+	if s := got["ms"][1]; s.name != "gaps" || len(s.values) != 5 {
 		t.Errorf("ms series = %+v", s)
 	}
 	if s := got["µs"][0]; s.name != "unary quantiles" || len(s.values) != 6 {
