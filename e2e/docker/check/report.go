@@ -1,0 +1,228 @@
+package check
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Gap is a time during which no reachable node said it led Shard.
+type Gap struct {
+	Shard      uint32
+	Start, End time.Time
+	// Counted is the longest part of the gap that lies inside one period
+	// in which the cluster was expected to be available: what the bound
+	// applies to. A gap that began while the voters were cut off counts
+	// from the heal.
+	Counted time.Duration
+}
+
+// Length is the gap's whole duration.
+func (g Gap) Length() time.Duration { return g.End.Sub(g.Start) }
+
+// ScenarioResult sums up one scenario.
+type ScenarioResult struct {
+	Name       string
+	Start, End time.Time
+	// ShardsLeaderless counts the shards that had a gap overlapping the
+	// scenario.
+	ShardsLeaderless int
+	// LongestGap is the longest such gap, whole; LongestCounted its part
+	// that the bound applies to (they differ while voters are cut off).
+	LongestGap, LongestCounted time.Duration
+	// Violations are those that happened during the scenario.
+	Violations []Violation
+}
+
+// Report is what the Recorder concluded.
+type Report struct {
+	Bound      time.Duration
+	From, To   time.Time // the span checked for availability
+	Scenarios  []ScenarioResult
+	Violations []Violation // every violation, in time order
+	Gaps       []Gap       // every gap, by start
+	// Tokens counts the distinct (shard, epoch) leaderships seen,
+	// Acquisitions the history entries.
+	Tokens, Acquisitions int
+	Notes                []string
+}
+
+// Count returns the number of violations of kind k.
+func (r Report) Count(k Kind) int {
+	n := 0
+	for _, v := range r.Violations {
+		if v.Kind == k {
+			n++
+		}
+	}
+	return n
+}
+
+// Report analyses everything recorded up to time to. Availability is
+// judged from the first Expect on, against bound.
+func (r *Recorder) Report(to time.Time, bound time.Duration) Report {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rep := Report{Bound: bound, To: to, Tokens: len(r.owner), Acquisitions: len(r.acqs), Notes: slices.Clone(r.notes)}
+	viols := slices.Clone(r.viols)
+	viols = append(viols, r.orderViolations()...)
+
+	if len(r.windows) > 0 {
+		rep.From = r.windows[0].at
+		periods := r.availablePeriods(to)
+		for _, g := range r.gaps(rep.From, to) {
+			for _, p := range periods {
+				a, b := later(g.Start, p[0]), earlier(g.End, p[1])
+				if d := b.Sub(a); d > g.Counted {
+					g.Counted = d
+				}
+			}
+			if g.Counted > bound {
+				viols = append(viols, Violation{At: g.Start, Kind: Unavailable, Shard: g.Shard,
+					Detail: fmt.Sprintf("shard %d had no leader for %v (%s to %s), %v of it while expected available; bound %v",
+						g.Shard, round(g.Length()), g.Start.Format("15:04:05.000"), g.End.Format("15:04:05.000"), round(g.Counted), bound)})
+			}
+			rep.Gaps = append(rep.Gaps, g)
+		}
+	}
+	slices.SortStableFunc(viols, func(a, b Violation) int { return a.At.Compare(b.At) })
+	rep.Violations = viols
+
+	for _, sc := range r.scens {
+		end := sc.end
+		if end.IsZero() {
+			end = to
+		}
+		res := ScenarioResult{Name: sc.name, Start: sc.start, End: end}
+		shards := map[uint32]bool{}
+		for _, g := range rep.Gaps {
+			if g.End.After(sc.start) && g.Start.Before(end) {
+				shards[g.Shard] = true
+				res.LongestGap = max(res.LongestGap, g.Length())
+				res.LongestCounted = max(res.LongestCounted, g.Counted)
+			}
+		}
+		res.ShardsLeaderless = len(shards)
+		for _, v := range viols {
+			if !v.At.Before(sc.start) && v.At.Before(end) {
+				res.Violations = append(res.Violations, v)
+			}
+		}
+		rep.Scenarios = append(rep.Scenarios, res)
+	}
+	return rep
+}
+
+// orderViolations checks, shard by shard, that acquisitions ordered by
+// the leaders' clocks have increasing epochs. Entries stamped in the same
+// millisecond (the resolution of /status) are ordered by epoch, so they
+// never count as out of order.
+func (r *Recorder) orderViolations() []Violation {
+	byShard := map[uint32][]Acquisition{}
+	for _, a := range r.acqs {
+		byShard[a.Shard] = append(byShard[a.Shard], a)
+	}
+	var out []Violation
+	for _, s := range slices.Sorted(maps.Keys(byShard)) {
+		as := byShard[s]
+		slices.SortFunc(as, func(a, b Acquisition) int {
+			return cmp.Or(a.At.Compare(b.At), cmp.Compare(a.Epoch, b.Epoch))
+		})
+		top := as[0]
+		for _, a := range as[1:] {
+			if a.Epoch < top.Epoch {
+				out = append(out, Violation{At: a.At, Kind: EpochRegressed, Shard: s, Epoch: a.Epoch, Nodes: []string{top.Node, a.Node},
+					Detail: fmt.Sprintf("%s %s shard %d at epoch %d at %s, after %s had it at epoch %d at %s",
+						a.Node, a.Event, s, a.Epoch, a.At.Format("15:04:05.000"), top.Node, top.Epoch, top.At.Format("15:04:05.000"))})
+				continue
+			}
+			top = a
+		}
+	}
+	return out
+}
+
+// availablePeriods returns the spans, up to to, in which the cluster was
+// expected to be available.
+func (r *Recorder) availablePeriods(to time.Time) [][2]time.Time {
+	var out [][2]time.Time
+	for i, w := range r.windows {
+		if !w.available {
+			continue
+		}
+		end := to
+		if i+1 < len(r.windows) {
+			end = r.windows[i+1].at
+		}
+		if end.After(w.at) {
+			out = append(out, [2]time.Time{w.at, end})
+		}
+	}
+	return out
+}
+
+// gaps returns every span within [from, to] in which a shard had no
+// claim, by shard then start.
+func (r *Recorder) gaps(from, to time.Time) []Gap {
+	byShard := make([][]Interval, r.shards)
+	add := func(iv Interval) {
+		if int(iv.Shard) < len(byShard) {
+			byShard[iv.Shard] = append(byShard[iv.Shard], iv)
+		}
+	}
+	for _, iv := range r.closed {
+		add(iv)
+	}
+	for _, n := range r.nodes {
+		for _, iv := range n.open {
+			// Still held as far as anyone knows: the node answered its
+			// last poll.
+			open := *iv
+			open.End = later(open.End, to)
+			add(open)
+		}
+	}
+	var out []Gap
+	for s, ivs := range byShard {
+		slices.SortFunc(ivs, byStart)
+		cur := from
+		for _, iv := range ivs {
+			if iv.End.Before(from) || iv.Start.After(to) {
+				continue
+			}
+			if iv.Start.After(cur) {
+				out = append(out, Gap{Shard: uint32(s), Start: cur, End: iv.Start})
+			}
+			cur = later(cur, iv.End)
+		}
+		if to.After(cur) {
+			out = append(out, Gap{Shard: uint32(s), Start: cur, End: to})
+		}
+	}
+	return out
+}
+
+func round(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+
+// Table formats the per-scenario results as a text table.
+func (r Report) Table() string {
+	var b strings.Builder
+	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "scenario\ttook\tshards leaderless\tlongest gap\tcounted vs bound %v\tdouble leaders\tepoch regressions\tover bound\tother\t\n", r.Bound)
+	for _, s := range r.Scenarios {
+		counts := map[Kind]int{}
+		for _, v := range s.Violations {
+			counts[v.Kind]++
+		}
+		other := len(s.Violations) - counts[DoubleLeader] - counts[EpochRegressed] - counts[Unavailable]
+		fmt.Fprintf(w, "%s\t%v\t%d\t%v\t%v\t%d\t%d\t%d\t%d\t\n", s.Name, s.End.Sub(s.Start).Round(100*time.Millisecond),
+			s.ShardsLeaderless, round(s.LongestGap), round(s.LongestCounted),
+			counts[DoubleLeader], counts[EpochRegressed], counts[Unavailable], other)
+	}
+	w.Flush()
+	return b.String()
+}
