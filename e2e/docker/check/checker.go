@@ -128,8 +128,10 @@ type NodeView struct {
 	Reachable bool
 	Ready     bool
 	Draining  bool
-	// Leads is the number of shards the node says it leads.
-	Leads int
+	// Leads is the number of shards the node says it leads; Claims are
+	// those shards with their epochs.
+	Leads  int
+	Claims map[uint32]uint64
 	// Pending is the number of moves in the node's rebalancing plan.
 	Pending int
 	// Members is the number of members in its gossip view.
@@ -254,7 +256,7 @@ func (c *Checker) View() View {
 		if !nv.Reachable {
 			continue
 		}
-		nv.Leads = len(shards)
+		nv.Leads, nv.Claims = len(shards), shards
 		v.Nodes[id] = nv
 		for s := range shards {
 			led[s] = true

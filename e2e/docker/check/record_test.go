@@ -278,3 +278,24 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestGapsBelongToTheScenarioTheyOverlapMost(t *testing.T) {
+	r := NewRecorder(1)
+	r.Table("a", at(0), FromWatch, 1, true, leads(0, 1))
+	r.Expect(at(0), true, "steady")
+	r.Begin(at(0), "quiet")
+	r.Table("a", at(980), FromStatus, 1, false, leads(0, 1)) // a's last answer
+	r.End(at(1000))
+	r.Begin(at(1000), "pause a")
+	r.Unreachable("a", at(2000))
+	r.Table("b", at(4000), FromWatch, 1, true, leads(0, 2))
+	r.End(at(5000))
+	rep := r.Report(at(5000), 2*time.Second)
+	quiet, pause := rep.Scenarios[0], rep.Scenarios[1]
+	if quiet.ShardsLeaderless != 0 || len(quiet.Violations) != 0 {
+		t.Errorf("quiet: %d shards leaderless, violations %v; want none", quiet.ShardsLeaderless, quiet.Violations)
+	}
+	if pause.LongestGap != 3020*time.Millisecond || len(pause.Violations) != 1 || pause.Violations[0].Kind != Unavailable {
+		t.Errorf("pause a: longest gap %v, violations %v; want 3.02s and one over the bound", pause.LongestGap, pause.Violations)
+	}
+}

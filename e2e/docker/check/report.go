@@ -28,8 +28,8 @@ func (g Gap) Length() time.Duration { return g.End.Sub(g.Start) }
 type ScenarioResult struct {
 	Name       string
 	Start, End time.Time
-	// ShardsLeaderless counts the shards that had a gap overlapping the
-	// scenario.
+	// ShardsLeaderless counts the shards that had a gap during the
+	// scenario (each gap counts in the scenario it overlaps most).
 	ShardsLeaderless int
 	// LongestGap is the longest such gap, whole; LongestCounted its part
 	// that the bound applies to (they differ while voters are cut off).
@@ -81,39 +81,61 @@ func (r *Recorder) Report(to time.Time, bound time.Duration) Report {
 					g.Counted = d
 				}
 			}
-			if g.Counted > bound {
-				viols = append(viols, Violation{At: g.Start, Kind: Unavailable, Shard: g.Shard,
-					Detail: fmt.Sprintf("shard %d had no leader for %v (%s to %s), %v of it while expected available; bound %v",
-						g.Shard, round(g.Length()), g.Start.Format("15:04:05.000"), g.End.Format("15:04:05.000"), round(g.Counted), bound)})
-			}
 			rep.Gaps = append(rep.Gaps, g)
 		}
 	}
-	slices.SortStableFunc(viols, func(a, b Violation) int { return a.At.Compare(b.At) })
-	rep.Violations = viols
-
-	for _, sc := range r.scens {
-		end := sc.end
-		if end.IsZero() {
-			end = to
+	// Each gap belongs to the scenario it overlaps most: a gap that starts
+	// at a leader's last answer, just before the scenario's fault, is the
+	// scenario's all the same. So do the violations of the bound.
+	spans := make([][2]time.Time, len(r.scens))
+	for k, sc := range r.scens {
+		spans[k] = [2]time.Time{sc.start, sc.end}
+		if sc.end.IsZero() {
+			spans[k][1] = to
 		}
-		res := ScenarioResult{Name: sc.name, Start: sc.start, End: end}
+	}
+	owner := make([]int, len(rep.Gaps))
+	var overBound []int // indexes into viols, parallel to their gaps' owners
+	var overOwner []int
+	for i, g := range rep.Gaps {
+		owner[i] = -1
+		var most time.Duration
+		for k, sp := range spans {
+			if d := earlier(g.End, sp[1]).Sub(later(g.Start, sp[0])); d > most {
+				owner[i], most = k, d
+			}
+		}
+		if g.Counted > bound {
+			overBound, overOwner = append(overBound, len(viols)), append(overOwner, owner[i])
+			viols = append(viols, Violation{At: g.Start, Kind: Unavailable, Shard: g.Shard,
+				Detail: fmt.Sprintf("shard %d had no leader for %v (%s to %s), %v of it while expected available; bound %v",
+					g.Shard, round(g.Length()), g.Start.Format("15:04:05.000"), g.End.Format("15:04:05.000"), round(g.Counted), bound)})
+		}
+	}
+	for k, sc := range r.scens {
+		res := ScenarioResult{Name: sc.name, Start: spans[k][0], End: spans[k][1]}
 		shards := map[uint32]bool{}
-		for _, g := range rep.Gaps {
-			if g.End.After(sc.start) && g.Start.Before(end) {
+		for i, g := range rep.Gaps {
+			if owner[i] == k {
 				shards[g.Shard] = true
 				res.LongestGap = max(res.LongestGap, g.Length())
 				res.LongestCounted = max(res.LongestCounted, g.Counted)
 			}
 		}
 		res.ShardsLeaderless = len(shards)
-		for _, v := range viols {
-			if !v.At.Before(sc.start) && v.At.Before(end) {
+		for i, v := range viols {
+			if j := slices.Index(overBound, i); j >= 0 {
+				if overOwner[j] == k {
+					res.Violations = append(res.Violations, v)
+				}
+			} else if !v.At.Before(res.Start) && v.At.Before(res.End) {
 				res.Violations = append(res.Violations, v)
 			}
 		}
 		rep.Scenarios = append(rep.Scenarios, res)
 	}
+	slices.SortStableFunc(viols, func(a, b Violation) int { return a.At.Compare(b.At) })
+	rep.Violations = viols
 	return rep
 }
 
@@ -211,7 +233,7 @@ func round(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 // Table formats the per-scenario results as a text table.
 func (r Report) Table() string {
 	var b strings.Builder
-	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "scenario\ttook\tshards leaderless\tlongest gap\tcounted vs bound %v\tdouble leaders\tepoch regressions\tover bound\tother\t\n", r.Bound)
 	for _, s := range r.Scenarios {
 		counts := map[Kind]int{}

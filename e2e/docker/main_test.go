@@ -1,0 +1,133 @@
+//go:build e2edocker
+
+package dockere2e
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The packages built into the images. The node binary takes every tenured
+// flag and TENURE_* variable.
+const (
+	nodePkg  = "github.com/tenurehq/tenure/cmd/tenured"
+	boxPkg   = "github.com/tenurehq/tenure/e2e/docker/cmd/tenure-box"
+	storePkg = "" // the ledger's store, once the ledger example exists
+)
+
+// suite is what TestMain prepared for every test.
+var suite struct {
+	run        string   // this run's ID: names the images and compose projects
+	compose    []string // the compose command: docker compose, or docker-compose
+	nodeImage  string
+	storeImage string // "" without a store
+}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	began := time.Now()
+	compose, err := requireDocker()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e/docker: %v\n", err)
+		return 1
+	}
+	suite.compose = compose
+	suite.run = fmt.Sprintf("%05d%03d", os.Getpid()%100000, rand.IntN(1000))
+	images, err := buildImages()
+	defer removeImages(images)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e/docker: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "e2e/docker: built binaries and images %s in %v (compose: %s)\n",
+		strings.Join(images, ", "), time.Since(began).Round(100*time.Millisecond), strings.Join(compose, " "))
+	return m.Run()
+}
+
+// requireDocker checks that the docker CLI reaches an engine and finds a
+// compose command, and returns the latter. Its errors say what to install.
+func requireDocker() ([]string, error) {
+	if _, err := exec.LookPath("docker"); err != nil {
+		return nil, errors.New("the docker CLI is not installed (or not in PATH): the Docker suite needs a Docker engine; `make test` runs everything else")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "docker", "version", "--format", "{{.Server.Version}}").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("no Docker engine answers (docker version: %v: %s): start dockerd, or set DOCKER_HOST", err, strings.TrimSpace(string(out)))
+	}
+	if exec.CommandContext(ctx, "docker", "compose", "version").Run() == nil {
+		return []string{"docker", "compose"}, nil
+	}
+	if _, err := exec.LookPath("docker-compose"); err == nil && exec.CommandContext(ctx, "docker-compose", "version").Run() == nil {
+		return []string{"docker-compose"}, nil
+	}
+	return nil, errors.New("neither `docker compose` (the compose plugin) nor `docker-compose` is installed")
+}
+
+// buildImages builds the static binaries into a fresh build context and
+// the images FROM scratch around them, labelled with the run's ID. It
+// returns the images it built, even on error, for removal.
+func buildImages() ([]string, error) {
+	dir, err := os.MkdirTemp("", "tenure-e2e-docker-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Mkdir(filepath.Join(dir, "data"), 0o755); err != nil {
+		return nil, err
+	}
+	bins := map[string]string{"tenure-node": nodePkg, "tenure-box": boxPkg}
+	if storePkg != "" {
+		bins["ledgerstore"] = storePkg
+	}
+	for name, pkg := range bins {
+		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, name), pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	var built []string
+	build := func(target, tag string) error {
+		out, err := exec.Command("docker", "build", "-q", "-f", "Dockerfile", "--target", target,
+			"--label", "tenure.e2e="+suite.run, "-t", tag, dir).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("docker build --target %s: %v\n%s", target, err, out)
+		}
+		built = append(built, tag)
+		return nil
+	}
+	suite.nodeImage = "tenure-e2e-node:" + suite.run
+	if err := build("node", suite.nodeImage); err != nil {
+		return built, err
+	}
+	if storePkg != "" {
+		suite.storeImage = "tenure-e2e-store:" + suite.run
+		if err := build("ledgerstore", suite.storeImage); err != nil {
+			return built, err
+		}
+	}
+	return built, nil
+}
+
+func removeImages(images []string) {
+	if len(images) == 0 {
+		return
+	}
+	if out, err := exec.Command("docker", append([]string{"rmi", "-f"}, images...)...).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e/docker: removing images: %v\n%s", err, out)
+	}
+}
