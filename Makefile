@@ -107,9 +107,9 @@ docker-images:
 e2e:
 	$(GO) test -tags e2edocker -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/docker
 
-## e2e-clean: remove what an interrupted e2e run left behind (containers, networks, volumes and images labelled by the suite).
+## e2e-clean: remove what an interrupted e2e run left behind (its compose projects are named tenuree2e*, its images labelled tenure.e2e).
 e2e-clean:
-	-ids=$$($(DOCKER) ps -aq --filter label=com.docker.compose.project.working_dir --filter name=tenuree2e); [ -z "$$ids" ] || $(DOCKER) rm -f $$ids
+	-ids=$$($(DOCKER) ps -aq --filter name=tenuree2e); [ -z "$$ids" ] || { $(DOCKER) unpause $$ids 2>/dev/null; $(DOCKER) rm -f $$ids; }
 	-ids=$$($(DOCKER) network ls -q --filter name=tenuree2e); [ -z "$$ids" ] || $(DOCKER) network rm $$ids
 	-ids=$$($(DOCKER) volume ls -q --filter name=tenuree2e); [ -z "$$ids" ] || $(DOCKER) volume rm $$ids
 	-ids=$$($(DOCKER) images -q --filter label=tenure.e2e); [ -z "$$ids" ] || $(DOCKER) rmi -f $$ids
