@@ -47,6 +47,9 @@ type Config struct {
 	// Logger receives the followers' logs (streams that end, nodes that
 	// stop answering). Default: discard.
 	Logger *slog.Logger
+	// DialOptions are added to the gRPC connections to the nodes (a
+	// dialer, TLS credentials). Default: plaintext.
+	DialOptions []grpc.DialOption
 }
 
 // Defaults of Config.
@@ -98,6 +101,7 @@ func (c Config) withDefaults() Config {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	c.Nodes = append([]Node(nil), c.Nodes...)
+	c.DialOptions = append([]grpc.DialOption(nil), c.DialOptions...)
 	return c
 }
 
@@ -162,19 +166,20 @@ func New(cfg Config) (*Checker, error) {
 		conns: make(map[string]*grpc.ClientConn),
 		views: make(map[string]NodeView),
 	}
+	opts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// Reconnect fast to a node that restarted: the default backoff
+		// grows to two minutes.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: time.Second,
+		}),
+		// Notice a stream to a node that vanished from the network;
+		// nodes refuse pings more often than every 5 s.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 2 * time.Second}),
+	}, cfg.DialOptions...)
 	for _, n := range cfg.Nodes {
-		conn, err := grpc.NewClient("passthrough:///"+n.GRPCAddr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			// Reconnect fast to a node that restarted: the default backoff
-			// grows to two minutes.
-			grpc.WithConnectParams(grpc.ConnectParams{
-				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-				MinConnectTimeout: time.Second,
-			}),
-			// Notice a stream to a node that vanished from the network;
-			// nodes refuse pings more often than every 5 s.
-			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 2 * time.Second}),
-		)
+		conn, err := grpc.NewClient("passthrough:///"+n.GRPCAddr, opts...)
 		if err != nil {
 			c.closeConns()
 			return nil, fmt.Errorf("check: node %s: %w", n.ID, err)

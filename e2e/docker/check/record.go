@@ -169,6 +169,10 @@ func (r *Recorder) Table(node string, at time.Time, src Source, version uint64, 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := r.node(node)
+	// Whatever its age, no claim may name a (shard, epoch) of another node.
+	for _, s := range slices.Sorted(maps.Keys(claims)) {
+		r.own(node, s, claims[s], at, src)
+	}
 	switch {
 	case reset, version > n.version, version == n.version && n.gone:
 	case version == n.version:
@@ -196,7 +200,7 @@ func (r *Recorder) Table(node string, at time.Time, src Source, version uint64, 
 	}
 	for _, s := range slices.Sorted(maps.Keys(claims)) {
 		e := claims[s]
-		r.claim(node, s, e, at, src)
+		r.advance(node, s, e, at, src)
 		if n.open[s] == nil {
 			n.open[s] = &Interval{Node: node, Shard: s, Epoch: e, Start: at, End: at}
 		}
@@ -247,7 +251,7 @@ func (r *Recorder) History(node string, at time.Time, acqs []Acquisition, full b
 		}
 		n.seen[a] = true
 		r.acqs = append(r.acqs, a)
-		r.claim(node, a.Shard, a.Epoch, a.At, FromHistory)
+		r.own(node, a.Shard, a.Epoch, a.At, FromHistory)
 	}
 	if full && !n.newest.IsZero() && oldest.After(n.newest) {
 		r.notes = append(r.notes, fmt.Sprintf("%s: the history of %s may have lost entries between %s and %s (more transitions than it keeps between two polls)",
@@ -256,10 +260,8 @@ func (r *Recorder) History(node string, at time.Time, acqs []Acquisition, full b
 	n.newest = later(n.newest, newest)
 }
 
-// claim checks one claim of node: (shard, epoch) must not belong to
-// another node, and, from live tables, the node's epochs for the shard
-// must not go down. History entries are ordered at analysis instead.
-func (r *Recorder) claim(node string, s uint32, e uint64, at time.Time, src Source) {
+// own checks that (s, e) belongs to no other node than node.
+func (r *Recorder) own(node string, s uint32, e uint64, at time.Time, src Source) {
 	t := token{s, e}
 	if prev, ok := r.owner[t]; !ok {
 		r.owner[t] = node
@@ -269,9 +271,11 @@ func (r *Recorder) claim(node string, s uint32, e uint64, at time.Time, src Sour
 		r.add(Violation{At: at, Kind: DoubleLeader, Shard: s, Epoch: e, Nodes: nodes,
 			Detail: fmt.Sprintf("shard %d epoch %d claimed by %s and by %s (seen in %s)", s, e, prev, node, src)})
 	}
-	if src == FromHistory {
-		return
-	}
+}
+
+// advance checks that node, in its tables taken in order, never reports a
+// lower epoch for s than before.
+func (r *Recorder) advance(node string, s uint32, e uint64, at time.Time, src Source) {
 	n := r.node(node)
 	if m := n.maxEpoch[s]; e < m {
 		r.add(Violation{At: at, Kind: EpochRegressed, Shard: s, Epoch: e, Nodes: []string{node},
