@@ -101,15 +101,22 @@ var scenarios = []scenario{
 // failoverBound while a voter majority was connected.
 func TestChaos(t *testing.T) {
 	began := time.Now()
-	cl := newCluster(t, clusterOptions{store: storePkg != ""})
+	ledger := storePkg != ""
+	cl := newCluster(t, clusterOptions{store: ledger})
 	t.Logf("failover bound %v (lease %v)", failoverBound, leaseDuration)
+	var la ledgerAudit
+	if ledger {
+		la.take(cl, "start-up")
+	}
 	for _, sc := range scenarios {
 		ok := t.Run(sc.name, func(t *testing.T) {
 			cl.t = t
-			defer func() { cl.t = t }()
 			cl.ck.Begin(sc.name)
 			sc.run(cl)
 			cl.waitSteady("the cluster to settle", 60*time.Second)
+			if ledger {
+				la.take(cl, sc.name)
+			}
 			cl.ck.End()
 			for _, v := range scenarioResult(cl.ck.Report(), sc.name).Violations {
 				t.Errorf("violation: %v", v)
@@ -124,6 +131,16 @@ func TestChaos(t *testing.T) {
 	logReport(t, rep)
 	if n := len(rep.Violations); n > 0 {
 		t.Errorf("%d violations in all", n)
+	}
+	if ledger {
+		t.Logf("ledger store, per scenario:\n%s", la.table())
+		cl.logLedgerNodes(t)
+		if a := cl.audit(); a.Accepted == 0 {
+			t.Errorf("the ledger store accepted no charge: the application never ran")
+		} else {
+			t.Logf("ledger audit: %d charges accepted over %d shards, %d stale ones refused by the fence; stale accepted %d, two writers per token %d, charged twice %d, lost %d",
+				a.Accepted, a.Shards, a.StaleRejected, a.StaleAccepted, a.DoubleLeaders, a.Duplicates, a.Lost)
+		}
 	}
 	t.Logf("chaos suite took %v", time.Since(began).Round(time.Second))
 }

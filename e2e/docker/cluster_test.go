@@ -114,15 +114,23 @@ func newCluster(t *testing.T, opts clusterOptions) *cluster {
 	}
 	t.Cleanup(cl.cleanup)
 
-	services := []string{}
-	for _, m := range members {
-		services = append(services, m.id)
-	}
+	var services []string
+	began := time.Now()
 	if opts.store {
+		// The store first: it referees the whole run.
+		cl.up([]string{"store"})
+		cl.waitFor("the ledger store to answer", 30*time.Second, func() (bool, string) {
+			err := getJSON("http://"+cl.addr("store", 8090)+"/audit", &audit{})
+			return err == nil, fmt.Sprint(err)
+		})
 		services = append(services, "store")
 	}
-	began := time.Now()
-	cl.up(services)
+	var nodeServices []string
+	for _, m := range members {
+		nodeServices = append(nodeServices, m.id)
+	}
+	cl.up(nodeServices)
+	services = append(services, nodeServices...)
 	for _, s := range services {
 		out, err := cl.compose("ps", "-q", s)
 		if err != nil || strings.TrimSpace(out) == "" {
@@ -153,14 +161,21 @@ func newCluster(t *testing.T, opts clusterOptions) *cluster {
 	return cl
 }
 
-// up runs compose up on a free /24: it tries other networks while Docker
-// reports an overlap with an existing one.
+// up runs compose up. The first call picks the project's /24: it tries
+// other networks while Docker reports an overlap with an existing one.
 func (cl *cluster) up(services []string) {
 	cl.t.Helper()
+	args := append([]string{"up", "-d", "--no-build"}, services...)
+	if cl.net != "" {
+		if out, err := cl.compose(args...); err != nil {
+			cl.t.Fatalf("compose up: %v\n%s", err, out)
+		}
+		return
+	}
 	var last string
 	for range 8 {
 		cl.net = fmt.Sprintf("10.147.%d", 30+rand.IntN(220))
-		out, err := cl.compose(append([]string{"up", "-d", "--no-build"}, services...)...)
+		out, err := cl.compose(args...)
 		if err == nil {
 			return
 		}
