@@ -114,7 +114,7 @@ func (la *ledgerAudit) take(cl *cluster, scenario string) {
 	}{{StaleAccepted, d.StaleAccepted}, {StoreDouble, d.DoubleLeaders}, {Duplicate, d.Duplicates}, {Lost, d.Lost}} {
 		if c.n > 0 {
 			cl.ck.Recorder().Add(check.Violation{At: now, Kind: c.kind,
-				Detail: fmt.Sprintf("the store's audit counts %d more (%s); its first violations: %s", c.n, c.kind, strings.Join(d.Violations, "; "))})
+				Detail: fmt.Sprintf("the store's audit counts %d more; the first: %s", c.n, strings.Join(d.Violations[:min(3, len(d.Violations))], "; "))})
 		}
 	}
 }
