@@ -49,22 +49,26 @@ const (
 
 // failoverBound is the longest a shard may go without a leader, as the
 // checker sees it, while a voter majority and an eligible node are
-// connected. A leader that vanishes at t (crash, pause, cut-off) holds its
-// lease until at most t + LD by its own clock; the voters expire its
-// session at most LD after its last keep-alive reached them, and report
-// the expiry to the desired owner in the reply to that node's next
-// keep-alive (every LD/4); one voter round later (a grant, fsynced) the
-// new leader leads: t + LD + LD/4 + a round. The checker adds up to one
-// poll interval at the start (a vanished leader's claims end at its last
-// answer) and a Watch delivery at the end. The rest — a lost race between
-// two would-be leaders after a heal (randomised back-off), replanning,
-// five nodes, the checker and Docker sharing 2 cores — gets LD/2 + 250 ms:
+// connected:
 //
-//	LD + LD/4 + poll (250 ms) + LD/2 + 250 ms = 2.25 s at LD = 1 s.
+//	LD            a leader that vanishes at t (crash, pause, cut-off) holds
+//	              its lease until at most t + LD by its own clock, and the
+//	              voters expire its session at most LD after its last
+//	              keep-alive reached them;
+//	+ LD/4        they report the expiry to the desired owner in the reply
+//	              to its next keep-alive (one every LD/4), and it asks for
+//	              the shard: one voter round, fsynced, a few milliseconds;
+//	+ LD/4        a lost race (two nodes that disagree for a moment about
+//	              the owner, as after a heal) costs a randomised back-off
+//	              of at most LD/4 before the next attempt;
+//	+ 250 ms      the checker's resolution: a vanished leader's claims end
+//	              at its last answer to a poll (one every 250 ms);
+//	+ LD/2        scheduling: five nodes, the ledger store, the checker and
+//	              Docker share 2 cores.
 //
-// After a heal the bound runs from the heal, when the voter majority is
-// back.
-const failoverBound = leaseDuration + keepAliveInterval + check.DefaultPollInterval + leaseDuration/2 + 250*time.Millisecond
+// That is 2.5 s at LD = 1 s; the suite measures 0.9–1.7 s. After a heal
+// the bound runs from the heal, when the voter majority is back.
+const failoverBound = leaseDuration + keepAliveInterval + leaseDuration/4 + check.DefaultPollInterval + leaseDuration/2
 
 // clusterOptions vary the cluster a test starts.
 type clusterOptions struct {
