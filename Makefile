@@ -9,7 +9,7 @@ PKGS        := ./...
 # Fuzz targets run for FUZZTIME each by `make fuzz`.
 FUZZTIME    ?= 20s
 
-.PHONY: all demo test unit sim lint fmt vet staticcheck bench fuzz tools clean e2e e2e-clean docker-images
+.PHONY: all demo test unit sim lint fmt vet staticcheck bench bench-micro fuzz tools clean
 
 all: lint test
 
@@ -48,8 +48,12 @@ $(STATICCHECK):
 
 tools: $(STATICCHECK)
 
-## bench: lookup benchmarks (Tenure against buraksezer/consistent in one run, and the client's local table).
+## bench: every scenario of the harness at a quick size; writes bench/RESULTS.md and bench/plots/.
 bench:
+	$(GO) run ./bench all
+
+## bench-micro: the lookup micro-benchmarks (Tenure against buraksezer/consistent, and the client's local table).
+bench-micro:
 	$(GO) test ./shard -run '^$$' -bench . -benchmem -count 5
 	$(GO) test ./client -run '^$$' -bench Lookup -benchmem -count 5
 
@@ -85,6 +89,8 @@ build:
 # (no registry is needed); e2e/docker/compose.yaml runs a 5-node cluster of
 # them. DOCKER_NODE_PKG is the node binary: tenured, or any program that
 # takes tenured's flags.
+
+.PHONY: docker-images e2e e2e-clean
 
 DOCKER           ?= docker
 DOCKER_CONTEXT   := bin/docker

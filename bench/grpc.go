@@ -44,6 +44,10 @@ type grpcResult struct {
 	WrongAnswers  int64   `json:"wrong_answers"`
 	UnledAnswers  int64   `json:"unled_answers"`
 	GOMAXPROCS    int     `json:"gomaxprocs"`
+	// The latency distributions the report plots, as 200 evenly spaced
+	// quantiles each (sorted).
+	UnaryQuantilesUS []float64 `json:"unary_quantiles_us"`
+	BatchQuantilesUS []float64 `json:"batch_quantiles_us"`
 }
 
 // runGRPC measures the public API on loopback: BatchLookup throughput over
@@ -224,6 +228,7 @@ func runGRPC(args []string, out io.Writer) error {
 	res.UnaryP99US = usOf(percentile(lat, 99))
 	res.UnaryMaxUS = usOf(lat[len(lat)-1])
 	res.WrongAnswers, res.UnledAnswers = wrong.Load(), unled.Load()
+	res.UnaryQuantilesUS, res.BatchQuantilesUS = quantiles(lat, 200, usOf), quantiles(batchLat, 200, usOf)
 
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "measure\tcalls\tkeys/s or calls/s\tmean µs\tp50 µs\tp99 µs\tmax µs\t")

@@ -28,6 +28,8 @@ type handoffResult struct {
 	Failed     int     `json:"failed"`
 	Violations int     `json:"violations"`
 	Seed       uint64  `json:"seed"`
+	// GapsMS is every move's gap, sorted: the distribution the report plots.
+	GapsMS []float64 `json:"gaps_ms"`
 }
 
 // runHandoff moves random shards to random other nodes with Node.Transfer,
@@ -126,6 +128,9 @@ func runHandoff(args []string, out io.Writer) error {
 	slices.Sort(totals)
 	res.GapP50MS, res.GapP99MS, res.GapMaxMS = msOf(percentile(gaps, 50)), msOf(percentile(gaps, 99)), msOf(gaps[len(gaps)-1])
 	res.TotalP50MS, res.TotalP99MS = msOf(percentile(totals, 50)), msOf(percentile(totals, 99))
+	for _, g := range gaps {
+		res.GapsMS = append(res.GapsMS, msOf(g))
+	}
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "measure\tp50\tp99\tmax\t")
 	fmt.Fprintf(w, "gap (source stops → target leads)\t%.2f ms\t%.2f ms\t%.2f ms\t\n", res.GapP50MS, res.GapP99MS, res.GapMaxMS)

@@ -26,6 +26,7 @@ var scenarios = map[string]scenario{
 	"handoff":  {"operator moves of random shards: the gap between the source stopping and the target leading", runHandoff},
 
 	"grpc":      {"the public API on loopback: BatchLookup keys/s over concurrent callers, sequential Lookup latency", runGRPC},
+	"lookup":    {"key → owner lookups: Tenure against buraksezer/consistent, one goroutine and GOMAXPROCS", runLookup},
 	"rebalance": {"shards moved on one join and one leave: rebalance.Plan against consistent hashing alone", runRebalance},
 }
 
@@ -43,6 +44,9 @@ func run(args []string, out io.Writer) error {
 			return fmt.Errorf("name a scenario")
 		}
 		return nil
+	}
+	if args[0] == "all" {
+		return runAll(args[1:], out)
 	}
 	sc, ok := scenarios[args[0]]
 	if !ok {
@@ -62,6 +66,7 @@ func usage(out io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(out, "  %-10s %s\n", n, scenarios[n].about)
 	}
+	fmt.Fprintf(out, "  %-10s %s\n", "all", "every scenario at a quick size; writes bench/RESULTS.md and bench/plots/ (make bench)")
 }
 
 // emit prints v as one JSON line.
@@ -82,6 +87,20 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	rank := int(p/100*float64(len(sorted))+0.999999) - 1
 	rank = max(0, min(rank, len(sorted)-1))
 	return sorted[rank]
+}
+
+// quantiles returns n evenly spaced quantiles of sorted ds (the
+// (i+1)/n-th for i < n), each converted by unit: a compact, plottable
+// form of a large sample.
+func quantiles(sorted []time.Duration, n int, unit func(time.Duration) float64) []float64 {
+	if len(sorted) == 0 {
+		return nil
+	}
+	qs := make([]float64, n)
+	for i := range qs {
+		qs[i] = unit(percentile(sorted, 100*float64(i+1)/float64(n)))
+	}
+	return qs
 }
 
 func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
