@@ -117,6 +117,7 @@ func newCluster(t *testing.T, opts clusterOptions) *cluster {
 		cl.files = append(cl.files, path)
 	}
 	t.Cleanup(cl.cleanup)
+	live.add(cl)
 
 	var services []string
 	began := time.Now()
@@ -242,19 +243,28 @@ func (cl *cluster) cleanup() {
 	if cl.ck != nil {
 		cl.ck.Stop()
 	}
-	for _, id := range cl.ids {
-		docker("unpause", id) // a paused container can be neither killed nor removed
-	}
 	if cl.t.Failed() {
 		for _, s := range slices.Sorted(maps.Keys(cl.ids)) {
 			out, _ := exec.Command("docker", "logs", "--tail", "60", cl.ids[s]).CombinedOutput()
 			cl.t.Logf("--- last lines of %s's log ---\n%s", s, out)
 		}
 	}
+	if err := cl.teardown(); err != nil {
+		cl.t.Error(err)
+	}
+	live.remove(cl)
+}
+
+// teardown removes the project's containers, network and volumes.
+func (cl *cluster) teardown() error {
+	for _, id := range cl.ids {
+		docker("unpause", id) // a paused container can be neither killed nor removed
+	}
 	cl.compose("kill")
 	if out, err := cl.compose("down", "-v", "--remove-orphans", "-t", "1"); err != nil {
-		cl.t.Errorf("compose down: %v\n%s", err, out)
+		return fmt.Errorf("compose down: %v\n%s", err, out)
 	}
+	return nil
 }
 
 func (cl *cluster) addr(id string, port int) string {

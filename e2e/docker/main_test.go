@@ -11,7 +11,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"os/signal"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -54,7 +57,54 @@ func runMain(m *testing.M) int {
 	}
 	fmt.Fprintf(os.Stderr, "e2e/docker: built binaries and images %s in %v (compose: %s)\n",
 		strings.Join(images, ", "), time.Since(began).Round(100*time.Millisecond), strings.Join(compose, " "))
+
+	// An interrupted run (Ctrl-C, CI cancelling the job) skips the tests'
+	// cleanups: remove what they started before exiting.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		sig, ok := <-sigs
+		if !ok {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "e2e/docker: %v: removing the clusters and images\n", sig)
+		live.teardownAll()
+		removeImages(images)
+		os.Exit(1)
+	}()
 	return m.Run()
+}
+
+// live holds the clusters that are up, for an interrupted run.
+var live clusters
+
+type clusters struct {
+	mu  sync.Mutex
+	set map[*cluster]bool
+}
+
+func (c *clusters) add(cl *cluster) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.set == nil {
+		c.set = map[*cluster]bool{}
+	}
+	c.set[cl] = true
+}
+
+func (c *clusters) remove(cl *cluster) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.set, cl)
+}
+
+func (c *clusters) teardownAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for cl := range c.set {
+		cl.teardown()
+	}
 }
 
 // requireDocker checks that the docker CLI reaches an engine and finds a
