@@ -13,17 +13,15 @@
 // from the environment (TENURE_NODE_ID, ...) or a JSON file (-config).
 // SIGTERM drains the node (its shards are handed off first) and exits 0.
 // Run tenured -h for the flags and the exit codes.
+//
+// The daemon itself is package daemon: an application that embeds Tenure
+// runs it with its own flags, per-shard work and HTTP routes.
 package main
 
 import (
 	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/tenurehq/tenure/daemon"
 )
 
-func main() {
-	// Buffered for two: the second signal must reach run while it drains.
-	signals := make(chan os.Signal, 2)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
-	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr, signals))
-}
+func main() { os.Exit(daemon.Main(daemon.App{})) }

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -64,7 +64,7 @@ type daemonRun struct {
 func startRun(t *testing.T, args []string) *daemonRun {
 	t.Helper()
 	r := &daemonRun{signals: make(chan os.Signal, 2), code: make(chan int, 1), stderr: &syncBuffer{}}
-	go func() { r.code <- run(args, noEnv, io.Discard, r.stderr, r.signals) }()
+	go func() { r.code <- App{}.run(args, noEnv, io.Discard, r.stderr, r.signals) }()
 	t.Cleanup(func() {
 		select {
 		case r.signals <- syscall.SIGTERM:
@@ -246,7 +246,7 @@ func TestStartErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var stderr syncBuffer
 			sig := make(chan os.Signal, 1)
-			code := run(tt.args, noEnv, io.Discard, &stderr, sig)
+			code := App{}.run(tt.args, noEnv, io.Discard, &stderr, sig)
 			if code != tt.wantCode || !strings.Contains(stderr.String(), tt.want) {
 				t.Errorf("exit %d, want %d, with %q in:\n%s", code, tt.wantCode, tt.want, stderr.String())
 			}
@@ -261,7 +261,7 @@ func runQuiet(t *testing.T, args []string, act func(chan os.Signal)) int {
 	var stderr syncBuffer
 	sig := make(chan os.Signal, 2)
 	code := make(chan int, 1)
-	go func() { code <- run(args, noEnv, io.Discard, &stderr, sig) }()
+	go func() { code <- App{}.run(args, noEnv, io.Discard, &stderr, sig) }()
 	waitFor(t, "the node to serve", 10*time.Second, func() bool { return strings.Contains(stderr.String(), "msg=serving") || len(code) > 0 })
 	act(sig)
 	c := <-code

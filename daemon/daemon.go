@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -59,27 +59,27 @@ func exitWith(code int, format string, args ...any) error {
 // for the whole server. Both follow Node.Ready.
 const tenureService = "tenure.v1.Tenure"
 
-// run is tenured's main: it returns the exit code. signals delivers
+// run is the daemon's main: it returns the exit code. signals delivers
 // SIGTERM and SIGINT: the first drains the node and returns exitOK, a
 // second one during the drain returns exitFailure at once (and leaves the
 // drain running: the caller exits the process).
-func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Writer, signals <-chan os.Signal) int {
-	o, err := loadOptions(args, getenv)
+func (a App) run(args []string, getenv func(string) (string, bool), stdout, stderr io.Writer, signals <-chan os.Signal) int {
+	o, err := loadOptions(a, args, getenv)
 	if errors.Is(err, flag.ErrHelp) {
-		printUsage(stdout)
+		printUsage(stdout, a)
 		return exitOK
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "tenured: %v\nRun 'tenured -h' for the flags.\n", err)
+		fmt.Fprintf(stderr, "%s: %v\nRun '%s -h' for the flags.\n", a.name(), err, a.name())
 		return exitUsage
 	}
-	d, err := start(o, stderr)
+	d, err := start(o, a, stderr)
 	if err != nil {
-		return fail(stderr, err)
+		return a.fail(stderr, err)
 	}
 	joined, err := d.waitJoined(signals)
 	if err != nil {
-		return fail(stderr, err)
+		return a.fail(stderr, err)
 	}
 	if !joined { // a signal arrived first
 		return exitOK
@@ -89,15 +89,19 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 }
 
 // fail prints a fatal error once and returns its exit code.
-func fail(stderr io.Writer, err error) int {
+func (a App) fail(stderr io.Writer, err error) int {
 	code := exitFailure
 	var ee *exitError
-	if errors.As(err, &ee) {
+	var ue *usageError
+	switch {
+	case errors.As(err, &ee):
 		code = ee.code
+	case errors.As(err, &ue):
+		code = exitUsage
 	}
-	fmt.Fprintf(stderr, "tenured: %v\n", err)
+	fmt.Fprintf(stderr, "%s: %v\n", a.name(), err)
 	if code == exitUsage {
-		fmt.Fprintln(stderr, "Run 'tenured -h' for the flags.")
+		fmt.Fprintf(stderr, "Run '%s -h' for the flags.\n", a.name())
 	}
 	return code
 }
@@ -114,6 +118,10 @@ type daemon struct {
 
 	httpSrv *http.Server
 	httpLis net.Listener
+	mux     *http.ServeMux // the built-in routes and the application's
+
+	app     shard.Handler // the application's, or nil
+	appOnce sync.Once     // closeApp
 
 	started  time.Time
 	draining atomic.Bool
@@ -132,9 +140,10 @@ func newLogger(o options, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, ho))
 }
 
-// start checks the data directory and TLS files, starts the node with its
-// gRPC services and the HTTP server, and returns the running daemon.
-func start(o options, logOut io.Writer) (*daemon, error) {
+// start checks the data directory and TLS files, starts the application
+// and the node with its gRPC services and the HTTP server, and returns the
+// running daemon.
+func start(o options, app App, logOut io.Writer) (*daemon, error) {
 	log := newLogger(o, logOut)
 	switch {
 	case isVoter(o):
@@ -152,6 +161,13 @@ func start(o options, logOut io.Writer) (*daemon, error) {
 	d := &daemon{o: o, log: log, reg: prometheus.NewRegistry(), health: health.NewServer(), started: time.Now(), stop: make(chan struct{})}
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.setServing(false)
+	d.mux = d.httpHandler()
+	if app.Start != nil {
+		if d.app, err = app.Start(&Host{d: d}); err != nil {
+			d.closeApp()
+			return nil, err
+		}
+	}
 
 	cfg := shard.Config{
 		NodeID: o.NodeID, Cluster: o.Cluster, Shards: o.Shards,
@@ -162,7 +178,7 @@ func start(o options, logOut io.Writer) (*daemon, error) {
 		// The sticky planner moves only what the load bounds require; the
 		// ring alone would also shuffle shards between members that stay.
 		Planner:    rebalance.Policy{},
-		Handler:    transitionLog{d: d},
+		Handler:    handlers{log: transitionLog{d: d}, app: d.app},
 		Registerer: d.reg,
 		Logger:     log,
 		RegisterGRPC: func(g *grpc.Server) {
@@ -183,6 +199,7 @@ func start(o options, logOut io.Writer) (*daemon, error) {
 		cfg.GRPCDialOptions = dialOpts
 	}
 	if d.node, err = shard.New(cfg); err != nil {
+		d.closeApp()
 		return nil, exitWith(exitUsage, "configuration refused: %w", err)
 	}
 	d.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -195,24 +212,27 @@ func start(o options, logOut io.Writer) (*daemon, error) {
 		return 0
 	}))
 	if d.api, err = newAPI(apiConfig{node: d.node, log: log, requireCert: ts != nil && ts.mutual, dialOptions: dialOpts, maxBatchKeys: o.MaxBatchKeys}); err != nil {
+		d.closeApp()
 		return nil, exitWith(exitFailure, "tenure.v1 service: %w", err)
 	}
 	if o.HTTPAddr != "" {
 		if d.httpLis, err = net.Listen("tcp", o.HTTPAddr); err != nil {
 			d.api.Close()
+			d.closeApp()
 			return nil, exitWith(exitFailure, "-http-addr %s: %w", o.HTTPAddr, err)
 		}
 	}
 	if err := d.node.Start(context.Background()); err != nil {
 		d.node.Stop()
 		d.api.Close()
+		d.closeApp()
 		if d.httpLis != nil {
 			d.httpLis.Close()
 		}
 		return nil, classifyStartError(o, err)
 	}
 	if d.httpLis != nil {
-		d.httpSrv = &http.Server{Handler: d.httpHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		d.httpSrv = &http.Server{Handler: d.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
@@ -407,10 +427,11 @@ func (d *daemon) shutdownNode() {
 	d.node.Stop()
 }
 
-// shutdown stops the API, the HTTP server and the health watcher, after
-// the node has stopped, and waits for them. Idempotent.
+// shutdown stops the application, the API, the HTTP server and the health
+// watcher, after the node has stopped, and waits for them. Idempotent.
 func (d *daemon) shutdown() {
 	d.stopOnce.Do(func() {
+		d.closeApp()
 		d.api.Close()
 		if d.httpSrv != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -463,7 +484,9 @@ func (d *daemon) watchHealth() {
 	}
 }
 
-func (d *daemon) httpHandler() http.Handler {
+// httpHandler returns the mux of the built-in routes; the application
+// adds its own (Host.Handle) before the server starts.
+func (d *daemon) httpHandler() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg, ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

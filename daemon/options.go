@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -22,7 +22,7 @@ import (
 	"github.com/tenurehq/tenure/shard"
 )
 
-// options are tenured's settings after flags, environment and config file
+// options are the daemon's settings after flags, environment and config file
 // have been merged and checked. Each has one flag; its environment variable
 // is TENURE_ followed by the flag name in upper case with '-' as '_'
 // (-node-id: TENURE_NODE_ID), and its config file key is the flag name.
@@ -90,11 +90,11 @@ func envName(name string) string {
 	return "TENURE_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
-// flagSet declares every flag of tenured on a new FlagSet, bound to raw.
-// It prints nothing by itself: run reports errors, and printUsage the
-// help.
-func flagSet(raw *rawOptions) *flag.FlagSet {
-	fs := flag.NewFlagSet("tenured", flag.ContinueOnError)
+// flagSet declares every flag of the daemon on a new FlagSet, bound to
+// raw, and then the application's. It prints nothing by itself: run
+// reports errors, and printUsage the help.
+func flagSet(app App, raw *rawOptions) *flag.FlagSet {
+	fs := flag.NewFlagSet(app.name(), flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	host, _ := os.Hostname()
@@ -129,6 +129,9 @@ func flagSet(raw *rawOptions) *flag.FlagSet {
 	fs.DurationVar(&raw.joinTimeout, "join-timeout", time.Minute, "give up and exit when no seed answered within this `duration`; 0 waits forever")
 	fs.IntVar(&raw.maxBatchKeys, "max-batch-keys", 0, "most keys one BatchLookup may carry; 0 for the server's default")
 	fs.BoolVar(&raw.reflection, "reflection", true, "serve gRPC server reflection (for grpcurl)")
+	if app.Flags != nil {
+		app.Flags(fs)
+	}
 	return fs
 }
 
@@ -147,11 +150,12 @@ type rawOptions struct {
 }
 
 // loadOptions merges args, the environment (through getenv) and the config
-// file they name, and checks the result. Every error names the flag it is
-// about and is a *usageError, or flag.ErrHelp for -h.
-func loadOptions(args []string, getenv func(string) (string, bool)) (options, error) {
+// file they name, and checks the result; the application's flags get
+// their values the same way (App.Start checks them). Every error names
+// the flag it is about and is a *usageError, or flag.ErrHelp for -h.
+func loadOptions(app App, args []string, getenv func(string) (string, bool)) (options, error) {
 	var raw rawOptions
-	fs := flagSet(&raw)
+	fs := flagSet(app, &raw)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return options{}, err
@@ -159,7 +163,7 @@ func loadOptions(args []string, getenv func(string) (string, bool)) (options, er
 		return options{}, &usageError{err}
 	}
 	if fs.NArg() > 0 {
-		return options{}, usagef("unexpected argument %q: tenured takes flags only", fs.Arg(0))
+		return options{}, usagef("unexpected argument %q: %s takes flags only", fs.Arg(0), app.name())
 	}
 	onCommandLine := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
@@ -573,17 +577,21 @@ func parseGossipKeys(s string) ([][]byte, error) {
 	return out, nil
 }
 
-// printUsage writes the synopsis, the flags and the exit codes to w.
-func printUsage(w io.Writer) {
-	fs := flagSet(new(rawOptions))
-	fs.SetOutput(w)
-	fmt.Fprint(w, `Usage: tenured -shards P -voters id=host:port,... [flags]
-
-tenured runs one Tenure node: gossip membership, leases on the shards it
+// tenuredAbout is what tenured does, for the usage.
+const tenuredAbout = `tenured runs one Tenure node: gossip membership, leases on the shards it
 should lead, the tenure.v1 gRPC API for clients and tenurectl, gRPC health
-and reflection, and HTTP /metrics, /status, /healthz and /readyz.
+and reflection, and HTTP /metrics, /status, /healthz and /readyz.`
 
-Every flag can also be set with an environment variable, TENURE_ and the
+// printUsage writes the synopsis, the flags and the exit codes to w.
+func printUsage(w io.Writer, app App) {
+	fs := flagSet(app, new(rawOptions))
+	fs.SetOutput(w)
+	about := app.About
+	if about == "" {
+		about = tenuredAbout
+	}
+	fmt.Fprintf(w, "Usage: %s -shards P -voters id=host:port,... [flags]\n\n%s\n\n", app.name(), strings.TrimSpace(about))
+	fmt.Fprint(w, `Every flag can also be set with an environment variable, TENURE_ and the
 flag name in upper case with '-' as '_' (-node-id: TENURE_NODE_ID), or in
 the JSON file of -config, keyed by flag name. Flags beat the environment,
 which beats the file.

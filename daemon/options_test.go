@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -38,7 +38,7 @@ func writeFile(t *testing.T, name, content string) string {
 }
 
 func TestLoadOptionsDefaults(t *testing.T) {
-	o, err := loadOptions(base, noEnv)
+	o, err := loadOptions(App{}, base, noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestLoadOptionsDefaults(t *testing.T) {
 		LogFormat: "text", DrainTimeout: 30 * time.Second, JoinTimeout: time.Minute, Reflection: true,
 	}
 	if !equalOptions(o, want) {
-		t.Errorf("loadOptions(base) =\n%+v\nwant\n%+v", o, want)
+		t.Errorf("loadOptions(App{}, base) =\n%+v\nwant\n%+v", o, want)
 	}
 }
 
@@ -80,7 +80,7 @@ func TestLoadOptionsPrecedence(t *testing.T) {
 		"TENURE_CLUSTER": "from-env",
 		"TENURE_PROFILE": "local",
 	})
-	o, err := loadOptions(append(slices.Clone(base), "-profile", "lan"), env)
+	o, err := loadOptions(App{}, append(slices.Clone(base), "-profile", "lan"), env)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,9 +169,9 @@ func TestLoadOptionsErrorsNameTheFlag(t *testing.T) {
 			if tt.file != "" {
 				args = append(slices.Clone(args), "-config", writeFile(t, "c.json", tt.file))
 			}
-			_, err := loadOptions(args, envOf(tt.env))
+			_, err := loadOptions(App{}, args, envOf(tt.env))
 			if err == nil {
-				t.Fatalf("loadOptions(%q) = nil error, want one saying %q", args, tt.want)
+				t.Fatalf("loadOptions(App{}, %q) = nil error, want one saying %q", args, tt.want)
 			}
 			var ue *usageError
 			if !errors.As(err, &ue) {
@@ -185,11 +185,11 @@ func TestLoadOptionsErrorsNameTheFlag(t *testing.T) {
 }
 
 func TestLoadOptionsHelp(t *testing.T) {
-	if _, err := loadOptions([]string{"-h"}, noEnv); !errors.Is(err, flag.ErrHelp) {
+	if _, err := loadOptions(App{}, []string{"-h"}, noEnv); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v, want flag.ErrHelp", err)
 	}
 	var b bytes.Buffer
-	printUsage(&b)
+	printUsage(&b, App{})
 	for _, want := range []string{"-node-id", "-voters", "TENURE_NODE_ID", "Exit codes", "4  no seed answered"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("usage lacks %q", want)
@@ -200,14 +200,14 @@ func TestLoadOptionsHelp(t *testing.T) {
 func TestGossipKeyFile(t *testing.T) {
 	key := "MDEyMzQ1Njc4OWFiY2RlZg==" // "0123456789abcdef"
 	f := writeFile(t, "key", key+"\n")
-	o, err := loadOptions(append(slices.Clone(base), "-gossip-key-file", f), noEnv)
+	o, err := loadOptions(App{}, append(slices.Clone(base), "-gossip-key-file", f), noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(o.GossipKeys) != 1 || len(o.GossipKeys[0]) != 16 {
 		t.Fatalf("keys = %q, want one of 16 bytes", o.GossipKeys)
 	}
-	if _, err := loadOptions(append(slices.Clone(base), "-gossip-key-file", f, "-gossip-key", key), noEnv); err == nil {
+	if _, err := loadOptions(App{}, append(slices.Clone(base), "-gossip-key-file", f, "-gossip-key", key), noEnv); err == nil {
 		t.Error("-gossip-key with -gossip-key-file accepted")
 	}
 }
@@ -338,7 +338,7 @@ func FuzzLoadOptions(f *testing.F) {
 		if err := os.WriteFile(p, []byte(file), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, err := loadOptions(append(slices.Clone(base), "-config", p), envOf(map[string]string{envKey: envVal}))
+		_, err := loadOptions(App{}, append(slices.Clone(base), "-config", p), envOf(map[string]string{envKey: envVal}))
 		var ue *usageError
 		if err != nil && !errors.As(err, &ue) {
 			t.Fatalf("error %v is not a *usageError", err)
@@ -352,11 +352,11 @@ func FuzzLoadOptions(f *testing.F) {
 func TestExampleConfig(t *testing.T) {
 	key := writeFile(t, "gossip.key", "MDEyMzQ1Njc4OWFiY2RlZg==\n")
 	env := envOf(map[string]string{
-		"TENURE_CONFIG":          "../../deploy/tenured/tenured.example.json",
+		"TENURE_CONFIG":          "../deploy/tenured/tenured.example.json",
 		"TENURE_NODE_ID":         "n2",
 		"TENURE_GOSSIP_KEY_FILE": key,
 	})
-	o, err := loadOptions([]string{"-init"}, env)
+	o, err := loadOptions(App{}, []string{"-init"}, env)
 	if err != nil {
 		t.Fatal(err)
 	}
