@@ -19,12 +19,16 @@ import (
 	"time"
 )
 
-// The packages built into the images. The node binary takes every tenured
-// flag and TENURE_* variable.
+// The packages built into the images. The node is the ledger example:
+// tenured (it takes every tenured flag and TENURE_* variable) plus work
+// on every shard it leads, written with the lease's token to the ledger
+// store, which refuses stale epochs and audits the run. With nodePkg
+// cmd/tenured and storePkg "" the suite runs plain tenured nodes and
+// checks leadership only.
 const (
-	nodePkg  = "github.com/tenurehq/tenure/cmd/tenured"
+	nodePkg  = "github.com/tenurehq/tenure/examples/ledger"
 	boxPkg   = "github.com/tenurehq/tenure/e2e/docker/cmd/tenure-box"
-	storePkg = "" // the ledger's store, once the ledger example exists
+	storePkg = "github.com/tenurehq/tenure/examples/ledger/cmd/ledgerstore"
 )
 
 // suite is what TestMain prepared for every test.
