@@ -98,16 +98,14 @@ DOCKER_NODE_PKG  ?= ./cmd/tenured
 DOCKER_STORE_PKG ?= ./examples/ledger/cmd/ledgerstore
 E2E_TIMEOUT      ?= 20m
 
-## docker-images: tenure-node:dev (and tenure-ledgerstore:dev when the ledger example exists) for e2e/docker/compose.yaml.
+## docker-images: tenure-node:dev (DOCKER_NODE_PKG) and tenure-ledgerstore:dev for e2e/docker/compose.yaml.
 docker-images:
 	rm -rf $(DOCKER_CONTEXT) && mkdir -p $(DOCKER_CONTEXT)/data
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(DOCKER_CONTEXT)/tenure-node $(DOCKER_NODE_PKG)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(DOCKER_CONTEXT)/tenure-box ./e2e/docker/cmd/tenure-box
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(DOCKER_CONTEXT)/ledgerstore $(DOCKER_STORE_PKG)
 	$(DOCKER) build -q -f e2e/docker/Dockerfile --target node -t tenure-node:dev $(DOCKER_CONTEXT)
-	@if [ -d $(DOCKER_STORE_PKG) ]; then \
-		CGO_ENABLED=0 $(GO) build -trimpath -o $(DOCKER_CONTEXT)/ledgerstore $(DOCKER_STORE_PKG) && \
-		$(DOCKER) build -q -f e2e/docker/Dockerfile --target ledgerstore -t tenure-ledgerstore:dev $(DOCKER_CONTEXT); \
-	fi
+	$(DOCKER) build -q -f e2e/docker/Dockerfile --target ledgerstore -t tenure-ledgerstore:dev $(DOCKER_CONTEXT)
 
 ## e2e: the Docker chaos suite (needs a Docker engine and docker compose or docker-compose; builds its own images and removes them).
 e2e:

@@ -102,14 +102,11 @@ func newCluster(t *testing.T, opts clusterOptions) *cluster {
 	t.Helper()
 	cl := &cluster{
 		t:       t,
-		project: fmt.Sprintf("tenuree2e%s%s", suite.run, strings.ToLower(strings.ReplaceAll(t.Name(), "/", ""))),
+		project: projectName(t.Name()),
 		files:   []string{"compose.yaml"},
 		ids:     map[string]string{},
 		state:   map[string]string{},
 		changed: map[string]time.Time{},
-	}
-	if len(cl.project) > 60 {
-		cl.project = cl.project[:60]
 	}
 	if opts.override != "" {
 		path := filepath.Join(t.TempDir(), "override.yaml")
@@ -166,6 +163,21 @@ func newCluster(t *testing.T, opts clusterOptions) *cluster {
 	t.Logf("cluster steady %v after the containers started", took.Round(100*time.Millisecond))
 	cl.ck.Expect(true, "steady")
 	return cl
+}
+
+// projectName returns a compose project name for test: the run's ID and
+// the test's name, in the characters every compose version accepts.
+func projectName(test string) string {
+	name := "tenuree2e" + suite.run + strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r - 'A' + 'a'
+		}
+		return -1
+	}, test)
+	return name[:min(len(name), 60)]
 }
 
 // up runs compose up. The first call picks the project's /24: it tries
