@@ -299,3 +299,20 @@ func TestGapsBelongToTheScenarioTheyOverlapMost(t *testing.T) {
 		t.Errorf("pause a: longest gap %v, violations %v; want 3.02s and one over the bound", pause.LongestGap, pause.Violations)
 	}
 }
+
+func TestOverlapsAreMeasuredNotViolations(t *testing.T) {
+	r := NewRecorder(1)
+	r.Table("a", at(0), FromWatch, 1, true, leads(0, 1))
+	r.Expect(at(0), true, "steady")
+	r.Begin(at(0), "late release")
+	r.Table("b", at(500), FromWatch, 1, true, leads(0, 2))
+	r.Table("a", at(520), FromWatch, 2, false, leads()) // a's release arrives after b's claim
+	r.End(at(1000))
+	rep := r.Report(at(1000), time.Second)
+	if len(rep.Violations) != 0 {
+		t.Errorf("got violations %v, want none", rep.Violations)
+	}
+	if got := rep.Scenarios[0].LongestOverlap; got != 20*time.Millisecond {
+		t.Errorf("longest overlap %v, want 20ms", got)
+	}
+}

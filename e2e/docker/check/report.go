@@ -34,6 +34,12 @@ type ScenarioResult struct {
 	// LongestGap is the longest such gap, whole; LongestCounted its part
 	// that the bound applies to (they differ while voters are cut off).
 	LongestGap, LongestCounted time.Duration
+	// LongestOverlap is the longest time two reachable nodes both said
+	// they led one shard (at different epochs, or it would be a double
+	// leader), for overlaps that began during the scenario. It is not a
+	// violation: a deposed leader's last table may reach the checker
+	// after its successor's first. It shows how close leaderships came.
+	LongestOverlap time.Duration
 	// Violations are those that happened during the scenario.
 	Violations []Violation
 }
@@ -112,6 +118,7 @@ func (r *Recorder) Report(to time.Time, bound time.Duration) Report {
 					g.Shard, round(g.Length()), g.Start.Format("15:04:05.000"), g.End.Format("15:04:05.000"), round(g.Counted), bound)})
 		}
 	}
+	overlaps := r.overlaps(to)
 	for k, sc := range r.scens {
 		res := ScenarioResult{Name: sc.name, Start: spans[k][0], End: spans[k][1]}
 		shards := map[uint32]bool{}
@@ -123,6 +130,11 @@ func (r *Recorder) Report(to time.Time, bound time.Duration) Report {
 			}
 		}
 		res.ShardsLeaderless = len(shards)
+		for _, o := range overlaps {
+			if !o[0].Before(res.Start) && o[0].Before(res.End) {
+				res.LongestOverlap = max(res.LongestOverlap, o[1].Sub(o[0]))
+			}
+		}
 		for i, v := range viols {
 			if j := slices.Index(overBound, i); j >= 0 {
 				if overOwner[j] == k {
@@ -187,9 +199,28 @@ func (r *Recorder) availablePeriods(to time.Time) [][2]time.Time {
 	return out
 }
 
-// gaps returns every span within [from, to] in which a shard had no
-// claim, by shard then start.
-func (r *Recorder) gaps(from, to time.Time) []Gap {
+// overlaps returns, for each pair of intervals of one shard held by two
+// nodes at once, when the overlap began and how long it lasted.
+func (r *Recorder) overlaps(to time.Time) [][2]time.Time {
+	var out [][2]time.Time
+	for _, ivs := range r.intervals(to) {
+		for i, a := range ivs {
+			for _, b := range ivs[i+1:] {
+				if b.Start.After(a.End) || b.Start.Equal(a.End) {
+					break // sorted by start: no later one overlaps a
+				}
+				if a.Node != b.Node {
+					out = append(out, [2]time.Time{b.Start, earlier(a.End, b.End)})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// intervals returns every interval by shard, sorted by start; those still
+// open end at to.
+func (r *Recorder) intervals(to time.Time) [][]Interval {
 	byShard := make([][]Interval, r.shards)
 	add := func(iv Interval) {
 		if int(iv.Shard) < len(byShard) {
@@ -208,9 +239,17 @@ func (r *Recorder) gaps(from, to time.Time) []Gap {
 			add(open)
 		}
 	}
-	var out []Gap
-	for s, ivs := range byShard {
+	for _, ivs := range byShard {
 		slices.SortFunc(ivs, byStart)
+	}
+	return byShard
+}
+
+// gaps returns every span within [from, to] in which a shard had no
+// claim, by shard then start.
+func (r *Recorder) gaps(from, to time.Time) []Gap {
+	var out []Gap
+	for s, ivs := range r.intervals(to) {
 		cur := from
 		for _, iv := range ivs {
 			if iv.End.Before(from) || iv.Start.After(to) {
@@ -234,15 +273,15 @@ func round(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 func (r Report) Table() string {
 	var b strings.Builder
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(w, "scenario\ttook\tshards leaderless\tlongest gap\tcounted vs bound %v\tdouble leaders\tepoch regressions\tover bound\tother\t\n", r.Bound)
+	fmt.Fprintf(w, "scenario\ttook\tshards leaderless\tlongest gap\tcounted vs bound %v\tlongest overlap\tdouble leaders\tepoch regressions\tover bound\tother\t\n", r.Bound)
 	for _, s := range r.Scenarios {
 		counts := map[Kind]int{}
 		for _, v := range s.Violations {
 			counts[v.Kind]++
 		}
 		other := len(s.Violations) - counts[DoubleLeader] - counts[EpochRegressed] - counts[Unavailable]
-		fmt.Fprintf(w, "%s\t%v\t%d\t%v\t%v\t%d\t%d\t%d\t%d\t\n", s.Name, s.End.Sub(s.Start).Round(100*time.Millisecond),
-			s.ShardsLeaderless, round(s.LongestGap), round(s.LongestCounted),
+		fmt.Fprintf(w, "%s\t%v\t%d\t%v\t%v\t%v\t%d\t%d\t%d\t%d\t\n", s.Name, s.End.Sub(s.Start).Round(100*time.Millisecond),
+			s.ShardsLeaderless, round(s.LongestGap), round(s.LongestCounted), round(s.LongestOverlap),
 			counts[DoubleLeader], counts[EpochRegressed], counts[Unavailable], other)
 	}
 	w.Flush()
