@@ -22,14 +22,14 @@ type scenario struct {
 
 // The scenarios of TestChaos, in the order they run on one cluster.
 var scenarios = []scenario{
-	{name: "kill -9 a leader", run: func(cl *cluster) {
+	{name: "kill -9 a leader (n1, a voter)", run: func(cl *cluster) {
 		// n1 is a voter too: the other two keep the majority.
 		cl.requireLeader("n1")
 		cl.kill("n1")
 		cl.waitFor("the survivors to lead every shard", 10*failoverBound, cl.allLed)
 		cl.start("n1")
 	}},
-	{name: "pause a leader beyond its lease", run: func(cl *cluster) {
+	{name: "pause a leader (n4) beyond its lease", run: func(cl *cluster) {
 		cl.requireLeader("n4")
 		cl.pause("n4")
 		hold(3 * leaseDuration)
@@ -75,7 +75,7 @@ var scenarios = []scenario{
 		holdUntil(cut.Add(2 * leaseDuration))
 		cl.connect("n2")
 	}},
-	{name: "restart a voter under the same name", run: func(cl *cluster) {
+	{name: "restart a voter (n3) under the same name", run: func(cl *cluster) {
 		// A new incarnation of n3 starts while its old leases are still
 		// protected by the voters; it keeps its voter store (a volume).
 		cl.requireLeader("n3")

@@ -24,19 +24,12 @@ import (
 
 // member is one node service of compose.yaml.
 type member struct {
-	id    string
-	host  int // last octet of its address
-	voter bool
+	id   string
+	host int // last octet of its address
 }
 
-// The cluster of compose.yaml.
-var members = []member{
-	{id: "n1", host: 11, voter: true},
-	{id: "n2", host: 12, voter: true},
-	{id: "n3", host: 13, voter: true},
-	{id: "n4", host: 14},
-	{id: "n5", host: 15},
-}
+// The cluster of compose.yaml: n1, n2 and n3 are the voters.
+var members = []member{{"n1", 11}, {"n2", 12}, {"n3", 13}, {"n4", 14}, {"n5", 15}}
 
 const (
 	storeHost = 20
