@@ -39,41 +39,43 @@ var scenarios = []scenario{
 	}},
 	{name: "cut off a minority (n3 voter, n5)", run: func(cl *cluster) {
 		cl.requireLeader("n3", "n5")
-		cut := time.Now()
-		cl.disconnect("n3")
-		cl.disconnect("n5")
+		iso := cl.isolate("n3", "n5")
 		cl.waitFor("the majority side to lead every shard", 10*failoverBound, cl.allLed)
-		holdUntil(cut.Add(2 * leaseDuration)) // the minority's leases are over
+		holdUntil(iso.at["n5"].Add(2 * leaseDuration)) // the minority's leases are over
+		healed := time.Now()
 		cl.connect("n3")
 		cl.connect("n5")
+		cl.waitSteady("the cluster to heal", 60*time.Second)
+		cl.stoppedOnTheirOwn(iso, healed)
 	}},
 	{name: "cut off a majority (n1, n2 voters, n4)", run: func(cl *cluster) {
 		cl.requireLeader("n1", "n2", "n4")
 		cl.ck.Expect(false, "voters n1 and n2 cut off")
-		cut := time.Now()
-		cl.disconnect("n1")
-		cl.disconnect("n2")
-		cl.disconnect("n4")
+		iso := cl.isolate("n1", "n2", "n4")
 		// Without a voter majority nobody leads: the connected minority's
 		// leases run out.
 		cl.waitFor("n3 and n5 to stop leading", 10*failoverBound, func() (bool, string) {
 			n3, n5 := cl.leads("n3"), cl.leads("n5")
 			return n3 == 0 && n5 == 0, fmt.Sprintf("n3 leads %d, n5 leads %d", n3, n5)
 		})
-		holdUntil(cut.Add(3 * leaseDuration))
-		cl.connect("n1")
+		holdUntil(iso.at["n4"].Add(3 * leaseDuration))
+		healed := time.Now()
+		cl.connect("n1") // n1 and n3: a voter majority again
+		cl.ck.Expect(true, "healed")
 		cl.connect("n2")
 		cl.connect("n4")
-		cl.ck.Expect(true, "healed")
-		cl.waitFor("every shard led again after the heal", 10*failoverBound, cl.allLed)
+		cl.waitSteady("the cluster to heal", 60*time.Second)
+		cl.stoppedOnTheirOwn(iso, healed)
 	}},
 	{name: "cut off one voter (n2)", run: func(cl *cluster) {
 		cl.requireLeader("n2")
-		cut := time.Now()
-		cl.disconnect("n2")
+		iso := cl.isolate("n2")
 		cl.waitFor("the others to lead every shard", 10*failoverBound, cl.allLed)
-		holdUntil(cut.Add(2 * leaseDuration))
+		holdUntil(iso.at["n2"].Add(2 * leaseDuration))
+		healed := time.Now()
 		cl.connect("n2")
+		cl.waitSteady("the cluster to heal", 60*time.Second)
+		cl.stoppedOnTheirOwn(iso, healed)
 	}},
 	{name: "restart a voter (n3) under the same name", run: func(cl *cluster) {
 		// A new incarnation of n3 starts while its old leases are still

@@ -453,3 +453,89 @@ func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
 }
+
+// isolation is what the driver knows of members cut off from the voter
+// majority: when each lost it, and the shards it led then.
+type isolation struct {
+	at  map[string]time.Time
+	led map[string]map[uint32]uint64
+}
+
+// isolate disconnects ids, in order, and returns the isolation of those
+// that lose the voter majority: each of ids when its own disconnect
+// returned, and the rest of the cluster when the second voter's did.
+func (cl *cluster) isolate(ids ...string) isolation {
+	cl.t.Helper()
+	view := cl.ck.View()
+	iso := isolation{at: map[string]time.Time{}, led: map[string]map[uint32]uint64{}}
+	voters := 0
+	for _, id := range ids {
+		cl.disconnect(id)
+		iso.at[id], iso.led[id] = time.Now(), view.Nodes[id].Claims
+		if id == "n1" || id == "n2" || id == "n3" {
+			if voters++; voters == 2 {
+				for _, m := range members {
+					if !slices.Contains(ids, m.id) {
+						iso.at[m.id], iso.led[m.id] = time.Now(), view.Nodes[m.id].Claims
+					}
+				}
+			}
+		}
+	}
+	return iso
+}
+
+// historyEntry is one transition of a node's /status history.
+type historyEntry struct {
+	Time   time.Time `json:"time"`
+	Shard  uint32    `json:"shard"`
+	Epoch  uint64    `json:"epoch"`
+	Event  string    `json:"event"`
+	Reason string    `json:"reason"`
+}
+
+// stoppedOnTheirOwn checks, from their own histories, that the members of
+// iso stopped leading every shard they led within a lease of losing the
+// voter majority (DESIGN §2: a node cut off stops leading on its own), and
+// acquired nothing before healed, when the heal began. Call it once they
+// answer again. It returns the longest time from the cut to a release.
+func (cl *cluster) stoppedOnTheirOwn(iso isolation, healed time.Time) time.Duration {
+	cl.t.Helper()
+	// The lease ends at most LD after the last keep-alive that reached a
+	// voter, sent before the cut; the node notices on its next tick.
+	const slack = 500 * time.Millisecond
+	var longest time.Duration
+	for _, id := range slices.Sorted(maps.Keys(iso.led)) {
+		var st struct {
+			Transitions []historyEntry `json:"transitions"`
+		}
+		if err := getJSON("http://"+cl.addr(id, 7080)+"/status?format=json", &st); err != nil {
+			cl.t.Fatalf("%s's history: %v", id, err)
+		}
+		for s, e := range iso.led[id] {
+			// The newest release before the heal (the history is newest
+			// first), at the epoch held at the cut or a re-grant's above.
+			i := slices.IndexFunc(st.Transitions, func(h historyEntry) bool {
+				return h.Event == "released" && h.Shard == s && h.Epoch >= e && h.Time.Before(healed)
+			})
+			if i < 0 {
+				cl.t.Errorf("%s never released shard %d (epoch %d), which it led when it lost the voter majority", id, s, e)
+				continue
+			}
+			d := st.Transitions[i].Time.Sub(iso.at[id])
+			longest = max(longest, d)
+			if d > leaseDuration+slack {
+				cl.t.Errorf("%s stopped leading shard %d (epoch %d, %s) %v after losing the voter majority; want within %v",
+					id, s, e, st.Transitions[i].Reason, d.Round(time.Millisecond), leaseDuration+slack)
+			}
+		}
+		for _, h := range st.Transitions {
+			if h.Event != "released" && h.Time.After(iso.at[id]) && h.Time.Before(healed) {
+				cl.t.Errorf("%s %s shard %d at epoch %d at %s, without a voter majority", id, h.Event, h.Shard, h.Epoch, h.Time.Format("15:04:05.000"))
+			}
+		}
+	}
+	cl.t.Logf("every node without the voter majority (%s) stopped leading on its own, at most %v after losing it",
+		strings.Join(slices.Sorted(maps.Keys(iso.led)), ", "), longest.Round(time.Millisecond))
+	return longest
+}
