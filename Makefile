@@ -61,6 +61,7 @@ bench-micro:
 fuzz:
 	$(GO) test ./membership -run '^$$' -fuzz '^FuzzDecodeMeta$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./shard -run '^$$' -fuzz '^FuzzDecodeClaims$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./shard -run '^$$' -fuzz '^FuzzDecodeRange$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./proto/voter/v1 -run '^$$' -fuzz '^FuzzRequestFromPB$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./proto/voter/v1 -run '^$$' -fuzz '^FuzzReplyFromPB$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./proto/tenure/v1 -run '^$$' -fuzz '^FuzzEntryFromPB$$' -fuzztime $(FUZZTIME)

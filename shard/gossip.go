@@ -136,7 +136,12 @@ func (g *leaderGossip) flush() [][]byte {
 }
 
 // refresh returns messages carrying every own claim, to repair what lost
-// packets dropped.
+// packets dropped. They are range messages: each says "of the shards in
+// [lo, hi), the sender leads exactly these", and together they cover every
+// shard, so a peer also drops claims whose release it never heard of. (A
+// lost unlead delta would otherwise leave a stale claim until the next
+// push/pull, 30 s or more apart on the LAN profile, and while every peer
+// believed the sender led the shard, none would acquire it.)
 func (g *leaderGossip) refresh() [][]byte {
 	g.mu.Lock()
 	cs := make([]claim, 0, len(g.own))
@@ -145,16 +150,38 @@ func (g *leaderGossip) refresh() [][]byte {
 	}
 	ctl := g.ctl
 	g.mu.Unlock()
-	msgs := chunkClaims(g.self, g.addr, cs)
+	msgs := rangeClaims(g.self, g.addr, cs)
 	if ctl.version > 0 {
 		msgs = append(msgs, encodeControl(ctl))
 	}
 	return msgs
 }
 
+// rangeClaims splits sorted led claims into range messages of at most
+// perMessage claims that together cover [0, rangeEnd).
+func rangeClaims(node, addr string, cs []claim) [][]byte {
+	var msgs [][]byte
+	lo := uint64(0)
+	for {
+		n := min(perMessage, len(cs))
+		hi := uint64(rangeEnd)
+		if n < len(cs) {
+			hi = uint64(cs[n].shard) // the next message starts at the next claim
+		}
+		msgs = append(msgs, encodeRange(node, addr, lo, hi, cs[:n]))
+		if n == len(cs) {
+			return msgs
+		}
+		lo, cs = hi, cs[n:]
+	}
+}
+
+// perMessage is the most claims one message carries: ≤ 22 bytes each, well
+// inside MaxBroadcastBytes.
+const perMessage = 64
+
 func chunkClaims(node, addr string, cs []claim) [][]byte {
 	var msgs [][]byte
-	const perMessage = 64 // ≤ 22 bytes each: well inside MaxBroadcastBytes
 	for len(cs) > 0 {
 		n := min(perMessage, len(cs))
 		msgs = append(msgs, encodeClaims(kindDelta, node, addr, cs[:n]))
@@ -220,6 +247,17 @@ func (g *leaderGossip) merge(b []byte) {
 		}
 		return
 	}
+	if len(b) >= 2 && b[0] == claimsFormat && b[1] == kindRange {
+		node, addr, lo, hi, cs, err := decodeRange(b)
+		if err != nil || node == g.self {
+			return
+		}
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.addrs[node] = addr
+		g.replaceRange(node, lo, hi, cs)
+		return
+	}
 	kind, node, addr, cs, err := decodeClaims(b)
 	if err != nil || node == g.self {
 		return // a malformed message changes nothing; our own are authoritative
@@ -264,11 +302,46 @@ func (g *leaderGossip) replace(node string, cs []claim) {
 	g.claims[node] = mine
 }
 
+// replaceRange makes cs node's claims among the shards in [lo, hi). A claim
+// at a higher epoch than the message's stays: it came in a delta sent
+// after the message. A claim the message lacks goes, even if a delta
+// newer than the message added it (packets reordered); the next refresh
+// restores it, and meanwhile the worst outcome is an acquisition attempt
+// the voters refuse.
+func (g *leaderGossip) replaceRange(node string, lo, hi uint64, cs []claim) {
+	mine := g.claims[node]
+	if mine == nil {
+		mine = make(map[uint32]uint64)
+		g.claims[node] = mine
+	}
+	in := make(map[uint32]uint64, len(cs))
+	for _, c := range cs {
+		in[c.shard] = c.epoch
+	}
+	for s := range mine {
+		if _, ok := in[s]; !ok && uint64(s) >= lo && uint64(s) < hi {
+			delete(mine, s)
+			g.dirty = true
+		}
+	}
+	for s, e := range in {
+		if cur, ok := mine[s]; !ok || e > cur {
+			mine[s] = e
+			g.dirty = true
+		}
+	}
+}
+
 const (
 	claimsFormat = 1
 	kindDelta    = 1
 	kindFull     = 2
 	kindControl  = 3
+	// kindRange is a refresh: of the shards in [lo, hi), exactly these are
+	// the sender's. Nodes that predate it ignore it as malformed.
+	kindRange = 4
+	// rangeEnd is the end of the last range: past every shard.
+	rangeEnd = MaxShards
 	// maxClaims bounds a decoded message: more shards than any cluster has.
 	maxClaims = MaxShards
 )
@@ -292,6 +365,61 @@ func encodeClaims(kind byte, node, addr string, cs []claim) []byte {
 		b = append(b, led)
 	}
 	return b
+}
+
+// encodeRange encodes a range message: the claims format with lo and hi
+// between the address and the claims.
+func encodeRange(node, addr string, lo, hi uint64, cs []claim) []byte {
+	delta := encodeClaims(kindDelta, node, addr, nil)
+	b := append([]byte{claimsFormat, kindRange}, delta[2:len(delta)-1]...) // node and address
+	b = binary.AppendUvarint(b, lo)
+	b = binary.AppendUvarint(b, hi)
+	body := encodeClaims(kindDelta, "", "", cs)
+	return append(b, body[4:]...) // the count and the claims
+}
+
+// decodeRange decodes a range message; every claim must be led and inside
+// [lo, hi), and lo < hi ≤ rangeEnd.
+func decodeRange(b []byte) (node, addr string, lo, hi uint64, cs []claim, err error) {
+	if len(b) < 2 || b[0] != claimsFormat || b[1] != kindRange {
+		return "", "", 0, 0, nil, fmt.Errorf("%w: bad header", errClaims)
+	}
+	// Re-use the claims decoder: a range message is a delta with two more
+	// numbers after the address.
+	nodeLen, n1 := binary.Uvarint(b[2:])
+	if n1 <= 0 || nodeLen > uint64(len(b)) {
+		return "", "", 0, 0, nil, fmt.Errorf("%w: node", errClaims)
+	}
+	at := 2 + n1 + int(nodeLen)
+	if at > len(b) {
+		return "", "", 0, 0, nil, fmt.Errorf("%w: node", errClaims)
+	}
+	addrLen, n2 := binary.Uvarint(b[at:])
+	if n2 <= 0 || addrLen > uint64(len(b)) || at+n2+int(addrLen) > len(b) {
+		return "", "", 0, 0, nil, fmt.Errorf("%w: address", errClaims)
+	}
+	at += n2 + int(addrLen)
+	head, rest := b[:at], b[at:]
+	var n int
+	if lo, n = binary.Uvarint(rest); n <= 0 {
+		return "", "", 0, 0, nil, fmt.Errorf("%w: range", errClaims)
+	}
+	rest = rest[n:]
+	if hi, n = binary.Uvarint(rest); n <= 0 || lo >= hi || hi > rangeEnd {
+		return "", "", 0, 0, nil, fmt.Errorf("%w: range", errClaims)
+	}
+	rest = rest[n:]
+	delta := append(append([]byte{claimsFormat, kindDelta}, head[2:]...), rest...)
+	_, node, addr, cs, err = decodeClaims(delta)
+	if err != nil {
+		return "", "", 0, 0, nil, err
+	}
+	for _, c := range cs {
+		if !c.led || uint64(c.shard) < lo || uint64(c.shard) >= hi {
+			return "", "", 0, 0, nil, fmt.Errorf("%w: claim outside its range", errClaims)
+		}
+	}
+	return node, addr, lo, hi, cs, nil
 }
 
 func decodeClaims(b []byte) (kind byte, node, addr string, cs []claim, err error) {
