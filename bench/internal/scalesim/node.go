@@ -91,9 +91,9 @@ func (s *Sim) addNode() (*node, error) {
 	i := len(s.nodes)
 	n := &node{
 		i: i, id: nodeID(i + 1), inc: 1, clk: s.newClock(),
-		rng:  rand.New(rand.NewPCG(s.rng.Uint64(), s.rng.Uint64())),
-		up:   true,
-		led:  map[uint32]uint64{}, desired: map[uint32]struct{}{}, expecting: map[uint32]time.Duration{},
+		rng: rand.New(rand.NewPCG(s.rng.Uint64(), s.rng.Uint64())),
+		up:  true,
+		led: map[uint32]uint64{}, desired: map[uint32]struct{}{}, expecting: map[uint32]time.Duration{},
 		handoffs: map[uint32]*handoff{}, retryAt: map[uint32]time.Duration{}, drainingPeers: map[int32]bool{},
 		lastGen: make([]uint64, len(s.voters)),
 		dirty:   true,

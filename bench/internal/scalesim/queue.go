@@ -10,19 +10,19 @@ import (
 type evKind uint8
 
 const (
-	evTick      evKind = iota + 1 // a node's loop ticks
-	evRound                       // a planning round (all nodes)
-	evToVoter                     // a request reaches a voter
-	evToNode                      // a voter's reply reaches a node
-	evPrepare                     // source → target: prepare for a shard
-	evPrepared                    // target → source: ready (ok) or refused
-	evPrepareTimeout              // the source gives up waiting for the target
-	evLead                        // source → target: you lead (or: aborted)
-	evLeadDone                    // the Lead call returned or timed out
-	evClaims                      // leadership gossip reaches the peers
-	evGossip                      // a node's memberlist gossip round
-	evPacket                      // memberlist broadcasts reach a node
-	evFn                          // a scripted action
+	evTick           evKind = iota + 1 // a node's loop ticks
+	evRound                            // a planning round (all nodes)
+	evToVoter                          // a request reaches a voter
+	evToNode                           // a voter's reply reaches a node
+	evPrepare                          // source → target: prepare for a shard
+	evPrepared                         // target → source: ready (ok) or refused
+	evPrepareTimeout                   // the source gives up waiting for the target
+	evLead                             // source → target: you lead (or: aborted)
+	evLeadDone                         // the Lead call returned or timed out
+	evClaims                           // leadership gossip reaches the peers
+	evGossip                           // a node's memberlist gossip round
+	evPacket                           // memberlist broadcasts reach a node
+	evFn                               // a scripted action
 )
 
 // event is one thing that happens at a virtual instant. Fields are used
