@@ -314,9 +314,9 @@ func printScale(out io.Writer, res scaleResult) {
 	for _, r := range res.Runs {
 		p := r.Steady.PerNode
 		fmt.Fprintf(w, "%d\t%.1f\t%s\t%.1f\t%s\t%.1f\t%s\t%.1f\t%s\t%.1f\t%s\t%s\t\n", r.Nodes,
-			p.VoterRequests, bytes(p.VoterRequestBytes), p.VoterRepliesIn, bytes(p.VoterReplyBytesIn),
-			p.ClaimPackets, bytes(p.ClaimBytes), p.MembershipPackets, bytes(p.MembershipBytes),
-			p.TotalMessagesSent, bytes(p.TotalBytesSent), bytes(p.TotalBytesReceived))
+			p.VoterRequests, size(p.VoterRequestBytes), p.VoterRepliesIn, size(p.VoterReplyBytesIn),
+			p.ClaimPackets, size(p.ClaimBytes), p.MembershipPackets, size(p.MembershipBytes),
+			p.TotalMessagesSent, size(p.TotalBytesSent), size(p.TotalBytesReceived))
 	}
 	w.Flush()
 
@@ -324,10 +324,10 @@ func printScale(out io.Writer, res scaleResult) {
 	fmt.Fprintln(w, "nodes\tsteady req\tB in\tB out\tjoin req\tB out\tleave req\tB out\tcrash req\tB out\t")
 	for _, r := range res.Runs {
 		fmt.Fprintf(w, "%d\t%.0f\t%s\t%s\t%.0f\t%s\t%.0f\t%s\t%.0f\t%s\t\n", r.Nodes,
-			r.Steady.PerVoter.Requests, bytes(r.Steady.PerVoter.BytesIn), bytes(r.Steady.PerVoter.BytesOut),
-			r.Join.Traffic.PerVoter.Requests, bytes(r.Join.Traffic.PerVoter.BytesOut),
-			r.Leave.Traffic.PerVoter.Requests, bytes(r.Leave.Traffic.PerVoter.BytesOut),
-			r.Crash.Traffic.PerVoter.Requests, bytes(r.Crash.Traffic.PerVoter.BytesOut))
+			r.Steady.PerVoter.Requests, size(r.Steady.PerVoter.BytesIn), size(r.Steady.PerVoter.BytesOut),
+			r.Join.Traffic.PerVoter.Requests, size(r.Join.Traffic.PerVoter.BytesOut),
+			r.Leave.Traffic.PerVoter.Requests, size(r.Leave.Traffic.PerVoter.BytesOut),
+			r.Crash.Traffic.PerVoter.Requests, size(r.Crash.Traffic.PerVoter.BytesOut))
 	}
 	w.Flush()
 
@@ -373,7 +373,7 @@ func dur(ms float64) string {
 	return fmt.Sprintf("%.0f ms", ms)
 }
 
-func bytes(b float64) string {
+func size(b float64) string {
 	switch {
 	case b >= 1<<20:
 		return fmt.Sprintf("%.1f MB", b/(1<<20))

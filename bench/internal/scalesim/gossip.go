@@ -57,6 +57,8 @@ type broadcast struct {
 	known   []bool // by node number
 }
 
+func (bc *broadcast) knownBy(i int) bool { return i < len(bc.known) && bc.known[i] }
+
 type gossipModel struct {
 	bcasts []*broadcast
 	// detecting counts crashed nodes not yet declared dead.
@@ -130,12 +132,12 @@ func (s *Sim) learn(n *node, b int32) {
 		return
 	}
 	bc.known[n.i] = true
-	s.gossip.learnedAt[b] = s.now
 	if int(bc.subject) != n.i {
 		v := &n.view[bc.subject]
 		if stateRank(v.state) > bc.kind.rank() {
 			return // stale: n knows newer news of the subject
 		}
+		s.gossip.learnedAt[b] = s.now
 		switch bc.kind {
 		case bcAlive:
 			if v.state == stateNone {
