@@ -54,7 +54,8 @@ type broadcast struct {
 	kind    bcastKind
 	subject int32
 	size    int
-	known   []bool // by node number
+	known   []bool          // by node number
+	at      []time.Duration // by node number: when it learned b; 0 if not (or stale)
 }
 
 func (bc *broadcast) knownBy(i int) bool { return i < len(bc.known) && bc.known[i] }
@@ -63,10 +64,6 @@ type gossipModel struct {
 	bcasts []*broadcast
 	// detecting counts crashed nodes not yet declared dead.
 	detecting int
-	// rounds counts the gossip rounds a broadcast took to reach its last
-	// node: learnedAt[b] is when the last node learned it.
-	learnedAt []time.Duration
-	createdAt []time.Duration
 }
 
 func newGossipModel() gossipModel { return gossipModel{} }
@@ -93,8 +90,6 @@ func (s *Sim) broadcastFrom(origin *node, kind bcastKind, subject int32) int32 {
 	}
 	b := int32(len(s.gossip.bcasts))
 	s.gossip.bcasts = append(s.gossip.bcasts, &broadcast{kind: kind, subject: subject, size: size, known: make([]bool, len(s.nodes))})
-	s.gossip.createdAt = append(s.gossip.createdAt, s.now)
-	s.gossip.learnedAt = append(s.gossip.learnedAt, s.now)
 	s.learn(origin, b)
 	if kind != bcSuspect {
 		// Push/pull reaches whoever the epidemic misses.
@@ -137,7 +132,10 @@ func (s *Sim) learn(n *node, b int32) {
 		if stateRank(v.state) > bc.kind.rank() {
 			return // stale: n knows newer news of the subject
 		}
-		s.gossip.learnedAt[b] = s.now
+		for len(bc.at) < len(s.nodes) {
+			bc.at = append(bc.at, 0)
+		}
+		bc.at[n.i] = s.now
 		switch bc.kind {
 		case bcAlive:
 			if v.state == stateNone {

@@ -83,8 +83,10 @@ type Phase struct {
 	// voters take to fail over: for a crash it is measured by
 	// FinishGossip, detection included.
 	GossipSpread time.Duration
-	firstBc      int
-	eventAt      time.Duration
+	// GossipSpread99 is when 99 % of the live nodes had learned of it.
+	GossipSpread99 time.Duration
+	firstBc        int
+	eventAt        time.Duration
 	// Window is the traffic from the event to the end of the quiet
 	// period.
 	Window Window
@@ -283,7 +285,7 @@ func (s *Sim) runPhase(name string, ideal float64, event func()) (Phase, error) 
 			res.Moved++
 		}
 	}
-	res.GossipSpread = s.spreadSince(p.firstBc, p.eventAt)
+	res.GossipSpread, res.GossipSpread99 = s.spreadSince(p.firstBc, p.eventAt)
 	if p.done {
 		// The settle conditions are the planner's own: confirm with it.
 		start := time.Now()
@@ -300,14 +302,42 @@ func (s *Sim) runPhase(name string, ideal float64, event func()) (Phase, error) 
 	return res, nil
 }
 
-func (s *Sim) spreadSince(first int, at time.Duration) time.Duration {
-	var d time.Duration
+// spreadSince returns, over the membership news since broadcast first,
+// when the last live node and when 99 % of them had learned it, from at.
+// A node that learned newer news of the same member (a leave rather than
+// the drain before it) counts from then.
+func (s *Sim) spreadSince(first int, at time.Duration) (all, p99 time.Duration) {
 	for b := first; b < len(s.gossip.bcasts); b++ {
-		if s.gossip.bcasts[b].kind != bcSuspect {
-			d = max(d, s.gossip.learnedAt[b]-at)
+		bc := s.gossip.bcasts[b]
+		if bc.kind == bcSuspect {
+			continue
 		}
+		var times []time.Duration
+		for _, n := range s.nodes {
+			if !n.up || n.leaving || n.i == int(bc.subject) {
+				continue
+			}
+			var t time.Duration
+			for c := first; c < len(s.gossip.bcasts); c++ {
+				o := s.gossip.bcasts[c]
+				if o.subject == bc.subject && o.kind != bcSuspect && o.kind.rank() >= bc.kind.rank() && n.i < len(o.at) && o.at[n.i] > 0 {
+					if t == 0 || o.at[n.i] < t {
+						t = o.at[n.i]
+					}
+				}
+			}
+			if t > 0 {
+				times = append(times, t-at)
+			}
+		}
+		if len(times) == 0 {
+			continue
+		}
+		slices.Sort(times)
+		all = max(all, times[len(times)-1])
+		p99 = max(p99, times[(len(times)*99+99)/100-1])
 	}
-	return d
+	return all, p99
 }
 
 // FinishGossip runs the gossip model alone — no node ticks, no voter, no
@@ -325,7 +355,7 @@ func (s *Sim) FinishGossip(p *Phase) {
 		next = s.now + s.cfg.PlanEvery
 		return s.gossip.detecting == 0 && s.gossipConverged(p.firstBc)
 	})
-	p.GossipSpread = s.spreadSince(p.firstBc, p.eventAt)
+	p.GossipSpread, p.GossipSpread99 = s.spreadSince(p.firstBc, p.eventAt)
 }
 
 // checkSettled runs every planning round during a phase.
