@@ -48,10 +48,11 @@ $(STATICCHECK):
 
 tools: $(STATICCHECK)
 
-## bench: lookup benchmarks (Tenure against buraksezer/consistent in one run, and the client's local table).
+## bench: lookup benchmarks (Tenure against buraksezer/consistent in one run, and the client's local table), and the scale simulation at a quick size.
 bench:
 	$(GO) test ./shard -run '^$$' -bench . -benchmem -count 5
 	$(GO) test ./client -run '^$$' -bench Lookup -benchmem -count 5
+	$(GO) run ./bench scale -nodes 10,100 -shards 4096
 
 ## fuzz: run each fuzz target (every decoder of network or user input) for FUZZTIME.
 fuzz:

@@ -471,6 +471,7 @@ func (s *Sim) handleLead(n *node, e *event) {
 		if _, ok := n.expecting[e.shard]; ok {
 			n.h.Expect(e.shard, local)
 			s.sendToVoters(n, n.h.Tick(local))
+			s.afterStep(n, false)
 		}
 		return
 	}
