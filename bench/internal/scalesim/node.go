@@ -330,7 +330,7 @@ func (s *Sim) startHandoff(n *node, sh uint32, to int32) {
 	s.inflight++
 	req, _ := prepareBytes(sh, e, n.id, t.id, t.inc, n.draining, s.cfg.HandoffTimeout)
 	s.countPeer(req)
-	s.schedule(&event{at: s.now + s.latency(), kind: evPrepare, node: to, inc: t.inc, from: int32(n.i), shard: sh, epoch: e, hid: hf.id, ok: n.draining})
+	s.schedule(&event{at: s.now + s.latency(), kind: evPrepare, node: to, inc: t.inc, from: int32(n.i), shard: sh, epoch: e, hid: hf.id, draining: n.draining})
 	s.schedule(&event{at: s.now + s.cfg.HandoffTimeout, kind: evPrepareTimeout, node: int32(n.i), inc: n.inc, shard: sh, hid: hf.id})
 }
 
@@ -340,18 +340,17 @@ func (s *Sim) countPeer(size int) {
 }
 
 // handlePrepare is the target's Prepare: refuse while draining, else
-// expect the shard and name the lowest epoch it can lead at. e.ok carries
-// the source's draining flag.
+// expect the shard and name the lowest epoch it can lead at.
 func (s *Sim) handlePrepare(n *node, e *event) {
 	src := s.nodes[e.from]
-	_, rep := prepareBytes(e.shard, e.epoch, src.id, n.id, n.inc, e.ok, s.cfg.HandoffTimeout)
+	_, rep := prepareBytes(e.shard, e.epoch, src.id, n.id, n.inc, e.draining, s.cfg.HandoffTimeout)
 	s.countPeer(rep)
 	reply := &event{at: s.now + s.latency(), kind: evPrepared, node: e.from, inc: src.inc, from: int32(n.i), shard: e.shard, hid: e.hid}
 	if n.draining || n.leaving {
 		s.schedule(reply)
 		return
 	}
-	if st := n.view[e.from].state; e.ok && (st == stateActive || st == stateDraining) {
+	if st := n.view[e.from].state; e.draining && (st == stateActive || st == stateDraining) {
 		n.drainingPeers[e.from] = true
 	}
 	// Hold off its own acquisition only as long as the source can take to

@@ -39,8 +39,9 @@ type event struct {
 	shard      uint32
 	epoch      uint64
 	hid        uint64 // a handoff's ID
-	ok         bool
-	gossip     bool // an evFn of the gossip model
+	ok         bool   // evPrepared: the target is ready
+	draining   bool   // evPrepare: the source drains
+	gossip     bool   // an evFn of the gossip model
 	req        lease.Request
 	rep        lease.Reply
 	chg        lease.Change
