@@ -35,7 +35,7 @@ type scalePhase struct {
 	Settled        bool    `json:"settled"`
 	SettleMS       float64 `json:"settle_ms"`
 	GossipMS       float64 `json:"gossip_converged_ms"`
-	Gossip99MS     float64 `json:"gossip_p99_ms"`
+	GossipMedianMS float64 `json:"gossip_median_ms"`
 	LeaderChanges  int     `json:"leader_changes"`
 	Moved          int     `json:"moved"`
 	Ideal          float64 `json:"ideal"`
@@ -230,8 +230,8 @@ func toScalePhase(p scalesim.Phase) scalePhase {
 	members := max(1, p.Window.Members)
 	return scalePhase{
 		Event: p.Event, Members: p.Members, Settled: p.Settled, SettleMS: msOf(p.SettleTime), GossipMS: msOf(p.GossipSpread),
-		Gossip99MS:    msOf(p.GossipSpread99),
-		LeaderChanges: p.LeaderChanges, Moved: p.Moved, Ideal: p.Ideal, Handoffs: p.Handoffs, Acquisitions: p.Acquisitions,
+		GossipMedianMS: msOf(p.GossipSpreadMedian),
+		LeaderChanges:  p.LeaderChanges, Moved: p.Moved, Ideal: p.Ideal, Handoffs: p.Handoffs, Acquisitions: p.Acquisitions,
 		FailedHandoffs: p.FailedHandoffs, ReplansPerNode: float64(p.Replans) / float64(members), Plans: p.Plans,
 		Deferred: p.Deferred, Traffic: toScaleTraffic(p.Window), WallS: p.Wall.Seconds(),
 	}
@@ -280,8 +280,8 @@ func scaleGrowth(runs []scaleRun) map[string]float64 {
 	ratio("settle_join", a.Join.SettleMS, b.Join.SettleMS)
 	ratio("settle_leave", a.Leave.SettleMS, b.Leave.SettleMS)
 	ratio("settle_crash", a.Crash.SettleMS, b.Crash.SettleMS)
-	ratio("gossip_join_p99", a.Join.Gossip99MS, b.Join.Gossip99MS)
-	ratio("gossip_crash_p99", a.Crash.Gossip99MS, b.Crash.Gossip99MS)
+	ratio("gossip_join_median", a.Join.GossipMedianMS, b.Join.GossipMedianMS)
+	ratio("gossip_crash_median", a.Crash.GossipMedianMS, b.Crash.GossipMedianMS)
 	ratio("node_messages_sent_per_s", a.Steady.PerNode.TotalMessagesSent, b.Steady.PerNode.TotalMessagesSent)
 	ratio("node_bytes_sent_per_s", a.Steady.PerNode.TotalBytesSent, b.Steady.PerNode.TotalBytesSent)
 	ratio("node_bytes_received_per_s", a.Steady.PerNode.TotalBytesReceived, b.Steady.PerNode.TotalBytesReceived)
@@ -301,14 +301,14 @@ func scaleGrowth(runs []scaleRun) map[string]float64 {
 func printScale(out io.Writer, res scaleResult) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(out, "\nsettle time: virtual time from the event to the last change of leader before every shard is led by a member within the planner's bounds (held for 2 leases)")
-	fmt.Fprintln(w, "nodes\tstart\tjoin\tmoved/ideal\tleave\tmoved/ideal\tcrash\tmoved/ideal\tgossip p99/all: join\tleave\tcrash (detection included)\t")
+	fmt.Fprintln(w, "nodes\tstart\tjoin\tmoved/ideal\tleave\tmoved/ideal\tcrash\tmoved/ideal\tgossip median / all nodes: join\tleave\tcrash (detection included)\t")
 	for _, r := range res.Runs {
 		fmt.Fprintf(w, "%d\t%s\t%s\t%d/%.0f\t%s\t%d/%.0f\t%s (%s)\t%d/%.0f\t%s\t%s\t%s\t\n", r.Nodes,
 			dur(r.Start.SettleMS), dur(r.Join.SettleMS), r.Join.Moved, r.Join.Ideal,
 			dur(r.Leave.SettleMS), r.Leave.Moved, r.Leave.Ideal,
 			dur(r.Crash.SettleMS), r.Crash.Event, r.Crash.Moved, r.Crash.Ideal,
-			dur(r.Join.Gossip99MS)+" / "+dur(r.Join.GossipMS), dur(r.Leave.Gossip99MS)+" / "+dur(r.Leave.GossipMS),
-			dur(r.Crash.Gossip99MS)+" / "+dur(r.Crash.GossipMS))
+			dur(r.Join.GossipMedianMS)+" / "+dur(r.Join.GossipMS), dur(r.Leave.GossipMedianMS)+" / "+dur(r.Leave.GossipMS),
+			dur(r.Crash.GossipMedianMS)+" / "+dur(r.Crash.GossipMS))
 	}
 	w.Flush()
 
@@ -355,7 +355,7 @@ func printScale(out io.Writer, res scaleResult) {
 	if len(res.Growth) > 0 {
 		a, b := res.Runs[0].Nodes, res.Runs[len(res.Runs)-1].Nodes
 		fmt.Fprintf(out, "\ngrowth from %d to %d nodes (×):", a, b)
-		for _, k := range []string{"settle_join", "settle_leave", "settle_crash", "gossip_join_p99", "gossip_crash_p99",
+		for _, k := range []string{"settle_join", "settle_leave", "settle_crash", "gossip_join_median", "gossip_crash_median",
 			"node_messages_sent_per_s", "node_bytes_sent_per_s", "node_bytes_received_per_s", "voter_requests_per_s",
 			"voter_bytes_out_per_s", "memory_cluster_per_shard", "plan_ms_per_call", "crash_replans_per_node"} {
 			if v, ok := res.Growth[k]; ok {

@@ -83,10 +83,10 @@ type Phase struct {
 	// voters take to fail over: for a crash it is measured by
 	// FinishGossip, detection included.
 	GossipSpread time.Duration
-	// GossipSpread99 is when 99 % of the live nodes had learned of it.
-	GossipSpread99 time.Duration
-	firstBc        int
-	eventAt        time.Duration
+	// GossipSpreadMedian is when half the live nodes had learned of it.
+	GossipSpreadMedian time.Duration
+	firstBc            int
+	eventAt            time.Duration
 	// Window is the traffic from the event to the end of the quiet
 	// period.
 	Window Window
@@ -285,7 +285,7 @@ func (s *Sim) runPhase(name string, ideal float64, event func()) (Phase, error) 
 			res.Moved++
 		}
 	}
-	res.GossipSpread, res.GossipSpread99 = s.spreadSince(p.firstBc, p.eventAt)
+	res.GossipSpread, res.GossipSpreadMedian = s.spreadSince(p.firstBc, p.eventAt)
 	if p.done {
 		// The settle conditions are the planner's own: confirm with it.
 		start := time.Now()
@@ -303,10 +303,10 @@ func (s *Sim) runPhase(name string, ideal float64, event func()) (Phase, error) 
 }
 
 // spreadSince returns, over the membership news since broadcast first,
-// when the last live node and when 99 % of them had learned it, from at.
+// when the last live node and when half of them had learned it, from at.
 // A node that learned newer news of the same member (a leave rather than
 // the drain before it) counts from then.
-func (s *Sim) spreadSince(first int, at time.Duration) (all, p99 time.Duration) {
+func (s *Sim) spreadSince(first int, at time.Duration) (all, median time.Duration) {
 	for b := first; b < len(s.gossip.bcasts); b++ {
 		bc := s.gossip.bcasts[b]
 		if bc.kind == bcSuspect {
@@ -335,9 +335,9 @@ func (s *Sim) spreadSince(first int, at time.Duration) (all, p99 time.Duration) 
 		}
 		slices.Sort(times)
 		all = max(all, times[len(times)-1])
-		p99 = max(p99, times[(len(times)*99+99)/100-1])
+		median = max(median, times[(len(times)-1)/2])
 	}
-	return all, p99
+	return all, median
 }
 
 // FinishGossip runs the gossip model alone — no node ticks, no voter, no
@@ -355,7 +355,7 @@ func (s *Sim) FinishGossip(p *Phase) {
 		next = s.now + s.cfg.PlanEvery
 		return s.gossip.detecting == 0 && s.gossipConverged(p.firstBc)
 	})
-	p.GossipSpread, p.GossipSpread99 = s.spreadSince(p.firstBc, p.eventAt)
+	p.GossipSpread, p.GossipSpreadMedian = s.spreadSince(p.firstBc, p.eventAt)
 }
 
 // checkSettled runs every planning round during a phase.
