@@ -101,20 +101,19 @@ type Phase struct {
 }
 
 type phaseState struct {
-	eventAt  time.Duration
-	streak   time.Duration // since when the settle conditions hold; −1: not
-	done     bool
-	settled  time.Duration
-	firstBc  int
-	traffic  Traffic
-	voters   []VoterLoad
-	plans    planStats
-	gained   struct{ handoff, grant int }
-	failed   int
-	changes  int
-	before   []int32
-	wall     time.Time
-	memberOK func() bool
+	eventAt time.Duration
+	streak  time.Duration // since when the settle conditions hold; −1: not
+	done    bool
+	settled time.Duration
+	firstBc int
+	traffic Traffic
+	voters  []VoterLoad
+	plans   planStats
+	gained  struct{ handoff, grant int }
+	failed  int
+	changes int
+	before  []int32
+	wall    time.Time
 }
 
 // Start runs the new cluster until its first assignment has settled:

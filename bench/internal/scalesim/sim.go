@@ -17,9 +17,6 @@ type clock struct{ rate, offset float64 }
 
 func (c clock) at(t time.Duration) lease.Time { return lease.Time(c.offset + c.rate*float64(t)) }
 
-// after converts a duration on this clock from now into virtual time.
-func (c clock) after(d time.Duration) time.Duration { return time.Duration(float64(d) / c.rate) }
-
 // voter is one voter process.
 type voter struct {
 	id  string
