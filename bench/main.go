@@ -29,6 +29,7 @@ var scenarios = map[string]scenario{
 	"grpc":      {"the public API on loopback: BatchLookup keys/s over concurrent callers, sequential Lookup latency", runGRPC},
 	"lookup":    {"key → owner lookups: Tenure against buraksezer/consistent, one goroutine and GOMAXPROCS", runLookup},
 	"rebalance": {"shards moved on one join and one leave: rebalance.Plan against consistent hashing alone", runRebalance},
+	"scale":     {"simulated clusters of 10 to 1000 nodes: settle time after a join, a leave and a crash; traffic, voter load, memory per shard", runScale},
 }
 
 func main() {
