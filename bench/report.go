@@ -283,6 +283,18 @@ func keyFigures(r *runRecord) string {
 			}
 		}
 	}
+	// scale: per cluster size, the settle times after each event.
+	if runs, ok := r.summary["runs"].([]any); ok && r.name == "scale" {
+		for _, run := range runs {
+			m, _ := run.(map[string]any)
+			settle := func(phase string) string {
+				p, _ := m[phase].(map[string]any)
+				return formatFigure(p["settle_ms"])
+			}
+			parts = append(parts, fmt.Sprintf("%s nodes: settle join %s ms, leave %s ms, crash %s ms, violations %s",
+				formatFigure(m["nodes"]), settle("join"), settle("leave"), settle("crash"), formatFigure(m["violations"])))
+		}
+	}
 	for _, k := range keyFields[r.name] {
 		if v, ok := r.summary[k]; ok {
 			parts = append(parts, fmt.Sprintf("%s %s", k, formatFigure(v)))
