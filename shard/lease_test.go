@@ -231,6 +231,10 @@ func TestMetricsCountLeases(t *testing.T) {
 	if got := testutil.CollectAndCount(reg, "tenure_voter_request_seconds"); got != 3 {
 		t.Fatalf("voter round trips recorded for %d voters, want 3", got)
 	}
+	// node-2 is a voter: the grants of every lease were committed there.
+	if got := histogramCount(t, reg, "tenure_voter_commit_seconds"); got == 0 {
+		t.Fatal("no voter store commit observed on node-2, a voter")
+	}
 	// node-3 crashes; node-2 takes over some of its shards: failovers.
 	before := c.Node("node-2").Leases()
 	// A failover starts when node-2 sees a leader it knew go: wait until

@@ -83,7 +83,7 @@ func startRPC(cfg Config, log *slog.Logger, m *metrics, register func(*grpc.Serv
 	if cfg.isVoter() {
 		p.voter, err = voter.Open(voter.Config{
 			ID: cfg.NodeID, Cluster: cfg.Cluster, Dir: cfg.DataDir, Init: cfg.InitVoterStore,
-			LeaseDuration: cfg.LeaseDuration, Logger: log,
+			LeaseDuration: cfg.LeaseDuration, Logger: log, OnCommit: m.voterCommit,
 		})
 		if err != nil {
 			return nil, err

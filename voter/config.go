@@ -48,6 +48,11 @@ type Config struct {
 	// MaxClockDrift. It may be called concurrently. Default: time elapsed
 	// since Open, read from Go's monotonic clock. Tests inject a fake.
 	Clock func() time.Duration
+
+	// OnCommit, if set, is called after each commit of the voter's store
+	// with the records written and the commit's duration, fsync included
+	// (see voterstore.Options.OnCommit). Nodes export it as a metric.
+	OnCommit func(records int, took time.Duration)
 }
 
 // withDefaults returns a copy of c with zero fields filled.

@@ -58,11 +58,12 @@ func Open(cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
 
 	st, err := voterstore.Open(voterstore.Options{
-		Dir:     cfg.Dir,
-		Cluster: cfg.Cluster,
-		VoterID: cfg.ID,
-		Init:    cfg.Init,
-		Logger:  cfg.Logger,
+		Dir:      cfg.Dir,
+		Cluster:  cfg.Cluster,
+		VoterID:  cfg.ID,
+		Init:     cfg.Init,
+		Logger:   cfg.Logger,
+		OnCommit: cfg.OnCommit,
 	})
 	if errors.Is(err, voterstore.ErrNoStore) {
 		return nil, fmt.Errorf("voter: voter %q has no store in %s and will not vote without its records; "+

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -283,6 +284,37 @@ func TestSaveKeepsLastRecordOfShard(t *testing.T) {
 	want := map[uint32]lease.Record{3: released.Record, 4: rec(4, 3, "d").Record}
 	if !maps.Equal(got, want) {
 		t.Errorf("Records = %v, want %v", got, want)
+	}
+}
+
+func TestOnCommitReportsEachCommit(t *testing.T) {
+	dir := t.TempDir()
+	opts := options(t, dir)
+	opts.Init = true
+	var mu sync.Mutex
+	var got []int
+	opts.OnCommit = func(records int, took time.Duration) {
+		if took <= 0 {
+			t.Errorf("OnCommit took %v, want > 0", took)
+		}
+		mu.Lock()
+		got = append(got, records)
+		mu.Unlock()
+	}
+	s := open(t, opts)
+	ctx := t.Context()
+	if err := s.Save(ctx, []lease.ShardRecord{rec(1, 1, "a"), rec(2, 1, "a")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(ctx, []lease.ShardRecord{rec(1, 2, "b")}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// Save returns once its commit is durable, and OnCommit runs before
+	// the commit's waiters are released: both commits are reported.
+	if want := []int{2, 1}; !slices.Equal(got, want) {
+		t.Errorf("OnCommit records = %v, want %v", got, want)
 	}
 }
 
