@@ -90,17 +90,16 @@ func runLookup(args []string, out io.Writer) error {
 	return nil
 }
 
-// sink keeps the compiler from discarding lookups.
-var sink string
-
 func benchSerial(lookup func(int) string) testing.BenchmarkResult {
 	return testing.Benchmark(func(b *testing.B) {
 		b.ReportAllocs()
+		var last string
 		i := 0
 		for b.Loop() {
-			sink = lookup(i)
+			last = lookup(i)
 			i++
 		}
+		runtime.KeepAlive(last) // the lookups must not be discarded
 	})
 }
 
@@ -114,7 +113,7 @@ func benchParallel(lookup func(int) string) testing.BenchmarkResult {
 				last = lookup(i)
 				i++
 			}
-			sink = last
+			runtime.KeepAlive(last)
 		})
 	})
 }
