@@ -28,7 +28,7 @@ var quickRuns = []quickRun{
 	{"handoff", []string{"-moves", "200"}},
 	{"rolling", nil},
 	{"peers", []string{"-reps", "5", "-moves", "50"}},
-	{"scale", []string{"-nodes", "10,100", "-shards", "4096"}},
+	{"scale", []string{"-nodes", "10,100,1000", "-shards", "4096"}},
 }
 
 type quickRun struct {
