@@ -45,6 +45,7 @@ type runRecord struct {
 	took    time.Duration
 	err     error
 	plots   []string // file names under the plot directory
+	cpu     cpuShare // what else the machine did while the scenario ran
 }
 
 // runAll runs every scenario at its quick size and writes a Markdown
@@ -84,9 +85,11 @@ func runAll(args []string, out io.Writer) error {
 		rec := &runRecord{name: r.name, command: strings.Join(append([]string{"go run ./bench", r.name}, argv...), " ")}
 		fmt.Fprintf(out, "\n== %s\n", rec.command)
 		var buf bytes.Buffer
+		before := readCPU()
 		start := time.Now()
 		rec.err = sc.run(argv, io.MultiWriter(out, &buf))
 		rec.took = time.Since(start)
+		rec.cpu = before.until(readCPU())
 		rec.text, rec.summary = splitSummary(buf.String())
 		if rec.err == nil && rec.summary == nil {
 			rec.err = errors.New("printed no JSON summary")
@@ -227,15 +230,20 @@ func writeReport(w io.Writer, recs []*runRecord, took time.Duration) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "## Summary")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| scenario | took | key figures |")
-	fmt.Fprintln(w, "| --- | --- | --- |")
+	fmt.Fprintln(w, "| scenario | took | load at start | CPU stolen | key figures |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- |")
 	for _, r := range recs {
 		fig := keyFigures(r)
 		if r.err != nil {
 			fig = "FAILED: " + r.err.Error()
 		}
-		fmt.Fprintf(w, "| [%s](#%s) | %v | %s |\n", r.name, r.name, roundTook(r.took), fig)
+		fmt.Fprintf(w, "| [%s](#%s) | %v | %s | %s | %s |\n", r.name, r.name, roundTook(r.took), r.cpu.loadText(), r.cpu.stealText(), fig)
 	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Load at start is the 1-minute load average when the scenario began (2 cores: above 2, work")
+	fmt.Fprintln(w, "was waiting for a CPU). CPU stolen is the share of CPU time the hypervisor gave to other")
+	fmt.Fprintln(w, "guests while the scenario ran; latencies and ns/op grow with both, ratios measured in one")
+	fmt.Fprintln(w, "scenario much less.")
 	for _, r := range recs {
 		fmt.Fprintf(w, "\n## %s\n\n", r.name)
 		fmt.Fprintf(w, "`%s` — %s; took %v.\n\n", r.command, scenarios[r.name].about, roundTook(r.took))
