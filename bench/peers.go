@@ -47,19 +47,20 @@ type etcdResult struct {
 		RunsMS []float64 `json:"runs_ms"`
 	} `json:"failover"`
 	Handoff *struct {
-		Moves       int     `json:"moves"`
-		GapP50MS    float64 `json:"gap_p50_ms"`
-		GapP99MS    float64 `json:"gap_p99_ms"`
-		GapMaxMS    float64 `json:"gap_max_ms"`
-		ResignP50MS float64 `json:"resign_p50_ms"`
-		ResignP99MS float64 `json:"resign_p99_ms"`
-		NotifyP50MS float64 `json:"notify_p50_ms"`
-		NotifyP99MS float64 `json:"notify_p99_ms"`
-		NotifyMaxMS float64 `json:"notify_max_ms"`
-		Failed      int     `json:"failed"`
-		Settled     int     `json:"settled"`
-		SettleMS    float64 `json:"settle_ms"`
-		Seed        uint64  `json:"seed"`
+		Moves       int       `json:"moves"`
+		GapP50MS    float64   `json:"gap_p50_ms"`
+		GapP99MS    float64   `json:"gap_p99_ms"`
+		GapMaxMS    float64   `json:"gap_max_ms"`
+		GapsMS      []float64 `json:"gaps_ms"`
+		ResignP50MS float64   `json:"resign_p50_ms"`
+		ResignP99MS float64   `json:"resign_p99_ms"`
+		NotifyP50MS float64   `json:"notify_p50_ms"`
+		NotifyP99MS float64   `json:"notify_p99_ms"`
+		NotifyMaxMS float64   `json:"notify_max_ms"`
+		Failed      int       `json:"failed"`
+		Settled     int       `json:"settled"`
+		SettleMS    float64   `json:"settle_ms"`
+		Seed        uint64    `json:"seed"`
 	} `json:"handoff"`
 }
 

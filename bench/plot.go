@@ -21,6 +21,7 @@ const (
 	padL, padR, padT, padB   = 64, 16, 32, 48
 	innerW, innerH           = plotW - padL - padR, plotH - padT - padB
 	legendRow, legendSwatchW = 16, 14
+	charW                    = 7 // width of a digit at font-size 12, a little generous
 )
 
 // palette is the series colours, in order; enough for every scenario's
@@ -63,7 +64,9 @@ func writeCDF(w io.Writer, title, unit string, ss []series) error {
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", plotW, plotH, plotW, plotH)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", plotW, plotH)
 	fmt.Fprintf(&b, `<text x="%d" y="20" font-size="14" font-weight="bold">%s</text>`+"\n", padL, html.EscapeString(title))
-	// Grid and ticks: 1, 2 and 5 of every decade; labels on 1 and 5.
+	// Grid and ticks: 1, 2 and 5 of every decade; labels on 1 and 5,
+	// except where a label would run into the one before it.
+	labelEnd := math.Inf(-1) // right edge of the last label drawn
 	for d := dlo; d < dhi+0.5; d++ {
 		for _, m := range []float64{1, 2, 5} {
 			v := m * math.Pow(10, d)
@@ -72,8 +75,11 @@ func writeCDF(w io.Writer, title, unit string, ss []series) error {
 			}
 			xv := x(v)
 			fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ddd"/>`+"\n", xv, padT, xv, padT+innerH)
-			if m != 2 {
-				fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", xv, padT+innerH+16, tickLabel(v))
+			label := tickLabel(v)
+			half := float64(len(label)) * charW / 2
+			if m != 2 && xv-half > labelEnd+charW {
+				fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", xv, padT+innerH+16, label)
+				labelEnd = xv + half
 			}
 		}
 	}

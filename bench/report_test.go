@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -118,5 +119,67 @@ func TestAllWritesReport(t *testing.T) {
 	}
 	if err := run([]string{"all", "-out", dir, "-only", "nosuch"}, io.Discard); err == nil || !strings.Contains(err.Error(), `"nosuch"`) {
 		t.Errorf("-only nosuch: err = %v, want one naming the scenario", err)
+	}
+}
+
+// TestCDFAxisLabelsDoNotOverlap draws a wide range (0.1 ms to 10 s), where
+// "5000" and "10000" used to run into each other, and checks that every
+// pair of neighbouring axis labels keeps a gap.
+func TestCDFAxisLabelsDoNotOverlap(t *testing.T) {
+	var b bytes.Buffer
+	if err := writeCDF(&b, "wide", "ms", []series{{"s", []float64{0.2, 3, 90, 1200, 9000}}}); err != nil {
+		t.Fatal(err)
+	}
+	type label struct {
+		x    float64
+		text string
+	}
+	var labels []label
+	dec := xml.NewDecoder(&b)
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		se, ok := tok.(xml.StartElement)
+		if !ok || se.Name.Local != "text" {
+			continue
+		}
+		var x, y float64
+		var middle bool
+		for _, a := range se.Attr {
+			switch a.Name.Local {
+			case "x":
+				x, _ = strconv.ParseFloat(a.Value, 64)
+			case "y":
+				y, _ = strconv.ParseFloat(a.Value, 64)
+			case "text-anchor":
+				middle = a.Value == "middle"
+			}
+		}
+		if !middle || y != padT+innerH+16 {
+			continue // not an x-axis label
+		}
+		tok, err = dec.Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cd, _ := tok.(xml.CharData)
+		labels = append(labels, label{x, string(cd)})
+	}
+	if len(labels) < 4 {
+		t.Fatalf("only %d x-axis labels: %v", len(labels), labels)
+	}
+	for i := 1; i < len(labels); i++ {
+		a, c := labels[i-1], labels[i]
+		if gap := (c.x - float64(len(c.text))*charW/2) - (a.x + float64(len(a.text))*charW/2); gap < charW {
+			t.Errorf("labels %q and %q are %.1f apart, want at least %d", a.text, c.text, gap, charW)
+		}
+	}
+	if last := labels[len(labels)-1].text; last != "5000" && last != "10000" {
+		t.Errorf("last label %q: the top of the range went unlabelled", last)
 	}
 }

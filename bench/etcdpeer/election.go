@@ -466,6 +466,9 @@ func (h *harness) handoff(moves int, out io.Writer) (handoffStats, error) {
 	ho.NotifyP50MS, ho.NotifyP99MS, ho.NotifyMaxMS = msOf(percentile(notifies, 50)), msOf(percentile(notifies, 99)), msOf(notifies[len(notifies)-1])
 	ho.GapP50MS, ho.GapP99MS, ho.GapMaxMS = msOf(percentile(gaps, 50)), msOf(percentile(gaps, 99)), msOf(gaps[len(gaps)-1])
 	ho.ResignP50MS, ho.ResignP99MS = msOf(percentile(resigns, 50)), msOf(percentile(resigns, 99))
+	for _, g := range gaps {
+		ho.GapsMS = append(ho.GapsMS, msOf(g))
+	}
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "measure\tp50\tp99\tmax\t")
 	fmt.Fprintf(w, "gap (Resign sent → next Campaign returns)\t%.2f ms\t%.2f ms\t%.2f ms\t\n", ho.GapP50MS, ho.GapP99MS, ho.GapMaxMS)

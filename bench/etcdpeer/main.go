@@ -140,6 +140,8 @@ type handoffStats struct {
 	GapP50MS float64 `json:"gap_p50_ms"`
 	GapP99MS float64 `json:"gap_p99_ms"`
 	GapMaxMS float64 `json:"gap_max_ms"`
+	// GapsMS is every move's gap, sorted: the distribution the report plots.
+	GapsMS []float64 `json:"gaps_ms"`
 	// Resign is the Resign call alone (one fsynced delete).
 	ResignP50MS float64 `json:"resign_p50_ms"`
 	ResignP99MS float64 `json:"resign_p99_ms"`

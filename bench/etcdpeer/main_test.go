@@ -75,7 +75,7 @@ func TestElection(t *testing.T) {
 	if err != nil {
 		t.Fatalf("handoff: %v\n%s", err, out.String())
 	}
-	if ho.Failed != 0 || ho.GapP50MS <= 0 || ho.GapMaxMS < ho.GapP50MS {
+	if ho.Failed != 0 || ho.GapP50MS <= 0 || ho.GapMaxMS < ho.GapP50MS || len(ho.GapsMS) != o.moves || ho.GapsMS[len(ho.GapsMS)-1] != ho.GapMaxMS {
 		t.Errorf("handoff stats %+v", ho)
 	}
 	fo, err := h.failover(o.reps, &out)
