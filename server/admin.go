@@ -162,20 +162,24 @@ func (s *Server) Transfer(ctx context.Context, req *tenurev1.TransferRequest) (*
 	if err != nil {
 		return nil, tenurev1.ToStatus(fmt.Errorf("TransferRequest.shard: %w", err))
 	}
+	// The node's own lease decides whether it leads: its table may lag
+	// the lease by a tick right after a handoff made it the leader, and a
+	// forwarded call that arrives then must not be bounced back.
+	_, leads := s.node.Leases()[req.GetShard()]
 	redirect := &shard.NotLeaderError{Shard: req.GetShard(), Leader: e.Leader, Addr: e.Addr, Epoch: e.Epoch}
 	switch {
+	case leads || e.Leader == s.node.ID():
+		s.log.Info("transferring shard", "shard", req.GetShard(), "to", to, "requested_by", forwardedBy(ctx))
+		if err := s.node.Transfer(ctx, req.GetShard(), to); err != nil {
+			return nil, tenurev1.ToStatus(err)
+		}
+		return &tenurev1.TransferReply{}, nil
 	case e.State == shard.Unled || e.Leader == "":
 		// Nobody to hand it off: the caller retries once a leader
 		// appears, at the desired owner's address if known.
 		redirect.Leader = ""
 		return nil, tenurev1.ToStatus(redirect)
 	case e.Leader == to:
-		return &tenurev1.TransferReply{}, nil
-	case e.Leader == s.node.ID():
-		s.log.Info("transferring shard", "shard", req.GetShard(), "to", to, "requested_by", forwardedBy(ctx))
-		if err := s.node.Transfer(ctx, req.GetShard(), to); err != nil {
-			return nil, tenurev1.ToStatus(err)
-		}
 		return &tenurev1.TransferReply{}, nil
 	case forwardedBy(ctx) != "" || e.Addr == "":
 		return nil, tenurev1.ToStatus(redirect)
