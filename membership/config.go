@@ -100,6 +100,10 @@ type Config struct {
 	// Incarnation is advertised in the metadata: larger for every start of
 	// a process under NodeID (a start timestamp will do). Optional.
 	Incarnation uint64
+	// VoterSet is lease.VoterSetID of the cluster's configured voters,
+	// advertised in the metadata: a peer that advertises another set is
+	// refused (IncompatibleError, field "voter set"). 0 checks nothing.
+	VoterSet uint64
 
 	// Profile selects gossip timing. Default LAN.
 	Profile Profile
@@ -263,6 +267,7 @@ func (c Config) meta(bootID string) Meta {
 		State:       c.State,
 		Voter:       c.Voter,
 		Incarnation: c.Incarnation,
+		VoterSet:    c.VoterSet,
 	}
 }
 

@@ -571,6 +571,8 @@ func (m *Membership) check(n *memberlist.Node) error {
 		return &IncompatibleError{Node: n.Name, Field: "shards", Theirs: fmt.Sprint(theirs.Shards), Ours: fmt.Sprint(ours.Shards)}
 	case theirs.Protocol != ours.Protocol:
 		return &IncompatibleError{Node: n.Name, Field: "protocol", Theirs: fmt.Sprint(theirs.Protocol), Ours: fmt.Sprint(ours.Protocol)}
+	case theirs.VoterSet != 0 && ours.VoterSet != 0 && theirs.VoterSet != ours.VoterSet:
+		return &IncompatibleError{Node: n.Name, Field: "voter set", Theirs: fmt.Sprintf("%016x", theirs.VoterSet), Ours: fmt.Sprintf("%016x", ours.VoterSet)}
 	case theirs.NodeID != n.Name:
 		return &IncompatibleError{Node: n.Name, Field: "node ID", Theirs: strconv.Quote(theirs.NodeID), Ours: strconv.Quote(n.Name)}
 	}

@@ -19,7 +19,7 @@ const converge = 15 * time.Second
 
 func config(id string, seeds ...string) membership.Config {
 	return membership.Config{
-		NodeID: id, Cluster: "test", Shards: 64, BindAddr: "127.0.0.1:0",
+		NodeID: id, Cluster: "test", Shards: 64, BindAddr: "127.0.0.1:0", VoterSet: 0xfeed,
 		Seeds: seeds, Profile: membership.Local, Logger: shardtest.Logger(),
 	}
 }
@@ -136,6 +136,7 @@ func TestJoinRefusesIncompatibleNode(t *testing.T) {
 	}{
 		{"other cluster", func(c *membership.Config) { c.Cluster = "other" }, `cluster is "test" there, "other" here`},
 		{"other shard count", func(c *membership.Config) { c.Shards = 128 }, "shards is 64 there, 128 here"},
+		{"other voter set", func(c *membership.Config) { c.VoterSet = 0xbeef }, "voter set is 000000000000feed there, 000000000000beef here"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

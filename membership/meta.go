@@ -78,6 +78,11 @@ type Meta struct {
 	// restart advertises a larger one. Voters refuse a transfer to any
 	// but a target's current incarnation. 0 when unknown (older nodes).
 	Incarnation uint64
+	// VoterSet is lease.VoterSetID of the voters the node is configured
+	// with; peers configured with another set are refused, because nodes
+	// that count majorities over different voters could both lead a shard.
+	// 0 when not given.
+	VoterSet uint64
 }
 
 // ErrMetaTooLarge is returned when a node's encoded Meta exceeds MaxMetaBytes.
@@ -104,6 +109,7 @@ func (m Meta) Encode() ([]byte, error) {
 	}
 	b = append(b, byte(m.State), voter)
 	b = binary.AppendUvarint(b, m.Incarnation) // added after format 1 shipped: optional on decode
+	b = binary.AppendUvarint(b, m.VoterSet)    // likewise
 	if len(b) > MaxMetaBytes {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d (NodeID %d, GRPCAddr %d, Zone %d, Cluster %d bytes)",
 			ErrMetaTooLarge, len(b), MaxMetaBytes, len(m.NodeID), len(m.GRPCAddr), len(m.Zone), len(m.Cluster))
@@ -132,6 +138,9 @@ func DecodeMeta(b []byte) (Meta, error) {
 	}
 	if d.err == nil && len(d.b) > 0 {
 		m.Incarnation = d.uvarint("incarnation")
+	}
+	if d.err == nil && len(d.b) > 0 {
+		m.VoterSet = d.uvarint("voter set")
 	}
 	if d.err != nil {
 		return Meta{}, d.err

@@ -14,7 +14,7 @@ func sampleMeta() membership.Meta {
 		NodeID: "node-1", BootID: "0123456789abcdef0123456789abcdef", GRPCAddr: "10.1.2.3:7000",
 		Zone: "eu-west-1a", Cluster: "payments", Weight: 3, Shards: 1024,
 		Protocol: membership.ProtocolVersion, State: membership.Draining, Voter: true,
-		Incarnation: 1763900000123456789,
+		Incarnation: 1763900000123456789, VoterSet: 0x9e3779b97f4a7c15,
 	}
 }
 
@@ -37,17 +37,26 @@ func TestMetaRoundTrip(t *testing.T) {
 	}
 }
 
-// Metadata written before Incarnation existed still decodes.
+// Metadata written before Incarnation or VoterSet existed still decodes.
 func TestDecodeMetaWithoutIncarnation(t *testing.T) {
 	m := sampleMeta()
-	m.Incarnation = 0
+	m.Incarnation, m.VoterSet = 0, 0
 	b, err := m.Encode()
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := membership.DecodeMeta(b[:len(b)-1]) // drop the trailing uvarint 0
+	got, err := membership.DecodeMeta(b[:len(b)-2]) // drop both trailing uvarint 0s
 	if err != nil || got != m {
-		t.Fatalf("DecodeMeta of the older format = %+v, %v; want %+v", got, err, m)
+		t.Fatalf("DecodeMeta of the format before incarnation = %+v, %v; want %+v", got, err, m)
+	}
+	m.Incarnation = 7
+	b, err = m.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = membership.DecodeMeta(b[:len(b)-1]) // drop the voter set
+	if err != nil || got != m {
+		t.Fatalf("DecodeMeta of the format before voter set = %+v, %v; want %+v", got, err, m)
 	}
 }
 
@@ -65,15 +74,16 @@ func TestDecodeMetaRejectsTruncated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The trailing incarnation is optional (older nodes do not send it),
-	// so the one prefix that ends right before it decodes; every other
-	// truncation must not.
-	older := len(binary.AppendUvarint(nil, sampleMeta().Incarnation))
+	// The trailing incarnation and voter set are optional (older nodes do
+	// not send them), so the two prefixes that end right before either
+	// decode; every other truncation must not.
+	noVoterSet := len(b) - len(binary.AppendUvarint(nil, sampleMeta().VoterSet))
+	noIncarnation := noVoterSet - len(binary.AppendUvarint(nil, sampleMeta().Incarnation))
 	for n := range len(b) {
 		_, err := membership.DecodeMeta(b[:n])
-		if n == len(b)-older {
+		if n == noVoterSet || n == noIncarnation {
 			if err != nil {
-				t.Fatalf("DecodeMeta of the format without incarnation: %v", err)
+				t.Fatalf("DecodeMeta of %d bytes, an older format: %v", n, err)
 			}
 			continue
 		}

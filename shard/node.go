@@ -166,6 +166,7 @@ func (c Config) membership() membership.Config {
 		Weight:        c.Weight,
 		NoShards:      c.NoShards,
 		Voter:         c.isVoter(),
+		VoterSet:      c.voterSet(),
 		Profile:       c.Profile,
 		SecretKeys:    c.GossipKeys,
 		Logger:        c.Logger,
@@ -186,6 +187,23 @@ func (c Config) assign() AssignConfig {
 
 func (c Config) isVoter() bool {
 	return slices.ContainsFunc(c.Voters, func(v VoterAddr) bool { return v.ID == c.NodeID })
+}
+
+// voterIDs returns the IDs of the configured voters, in configured order.
+func (c Config) voterIDs() []string {
+	ids := make([]string, len(c.Voters))
+	for i, v := range c.Voters {
+		ids[i] = v.ID
+	}
+	return ids
+}
+
+// voterSet is lease.VoterSetID of the configured voters; 0 without voters.
+func (c Config) voterSet() uint64 {
+	if len(c.Voters) == 0 {
+		return 0
+	}
+	return lease.VoterSetID(c.voterIDs())
 }
 
 func (c Config) withDefaults() Config {

@@ -12,8 +12,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	"github.com/tenurehq/tenure/lease"
 	voterv1 "github.com/tenurehq/tenure/proto/voter/v1"
@@ -26,10 +28,11 @@ import (
 // voter that cannot keep up loses requests, which the protocol tolerates
 // (they are keep-alives and idempotent operations).
 type rpcPlane struct {
-	log     *slog.Logger
-	metrics *metrics
-	cluster string
-	timeout time.Duration
+	log      *slog.Logger
+	metrics  *metrics
+	cluster  string
+	voterSet uint64 // lease.VoterSetID of Config.Voters, sent with every request
+	timeout  time.Duration
 
 	srv   *grpc.Server
 	lis   net.Listener
@@ -53,7 +56,13 @@ type voterClient struct {
 	queue    chan lease.Request
 	inflight sync.WaitGroup // calls the sender started; only the sender waits
 	pending  atomic.Int64   // requests queued or in flight, for flush
+	refused  atomic.Int64   // unix nanoseconds of the last refusal logged as a warning
 }
+
+// refusalLogEvery spaces the warnings a voter's refusals cause: a node that
+// another cluster's voters, or voters with another voter set, refuse would
+// otherwise warn four times a second per voter.
+const refusalLogEvery = 10 * time.Second
 
 // Per-voter limits: requests waiting to leave, and requests in flight.
 const (
@@ -66,13 +75,14 @@ const (
 // application's services — and connects to the voters.
 func startRPC(cfg Config, log *slog.Logger, m *metrics, register func(*grpc.Server)) (p *rpcPlane, err error) {
 	p = &rpcPlane{
-		log:     log,
-		metrics: m,
-		cluster: cfg.Cluster,
-		timeout: cfg.LeaseDuration / 2,
-		byID:    make(map[string]*voterClient),
-		replies: make(chan lease.Reply, 1024),
-		stop:    make(chan struct{}),
+		log:      log,
+		metrics:  m,
+		cluster:  cfg.Cluster,
+		voterSet: cfg.voterSet(),
+		timeout:  cfg.LeaseDuration / 2,
+		byID:     make(map[string]*voterClient),
+		replies:  make(chan lease.Reply, 1024),
+		stop:     make(chan struct{}),
 	}
 	plane := p // the named result is nil on the error returns
 	defer func() {
@@ -82,7 +92,7 @@ func startRPC(cfg Config, log *slog.Logger, m *metrics, register func(*grpc.Serv
 	}()
 	if cfg.isVoter() {
 		p.voter, err = voter.Open(voter.Config{
-			ID: cfg.NodeID, Cluster: cfg.Cluster, Dir: cfg.DataDir, Init: cfg.InitVoterStore,
+			ID: cfg.NodeID, Cluster: cfg.Cluster, Voters: cfg.voterIDs(), Dir: cfg.DataDir, Init: cfg.InitVoterStore,
 			LeaseDuration: cfg.LeaseDuration, Logger: log, OnCommit: m.voterCommit,
 		})
 		if err != nil {
@@ -202,9 +212,20 @@ func (p *rpcPlane) call(c *voterClient, req lease.Request) {
 		}
 	}()
 	began := time.Now()
-	m, err := c.rpc.Call(ctx, voterv1.RequestToPB(p.cluster, req))
+	pb := voterv1.RequestToPB(p.cluster, req)
+	pb.VoterSet = p.voterSet
+	m, err := c.rpc.Call(ctx, pb)
 	p.metrics.voterCall(c.id, time.Since(began), err)
 	if err != nil {
+		if status.Code(err) == codes.FailedPrecondition {
+			// Wrong cluster or voter set: configuration, not the network.
+			// It stays so until an operator acts, so say it loudly.
+			now := time.Now().UnixNano()
+			if last := c.refused.Load(); now-last >= int64(refusalLogEvery) && c.refused.CompareAndSwap(last, now) {
+				p.log.Warn("voter refuses this node; check Cluster and Voters against the voter's configuration", "voter", c.id, "err", err)
+			}
+			return
+		}
 		p.log.Debug("voter call failed", "voter", c.id, "err", err)
 		return
 	}

@@ -3,6 +3,7 @@ package voter
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	voterv1 "github.com/tenurehq/tenure/proto/voter/v1"
@@ -21,6 +22,17 @@ type Config struct {
 	// cluster (codes.FailedPrecondition), and the store records it at Init.
 	// Required, at most voterv1.MaxStringLen bytes.
 	Cluster string
+
+	// Voters is the IDs of every voter of the cluster, this one included,
+	// the same set on every node and voter. The store records it and Open
+	// refuses a different set (voterstore.ErrWrongVoterSet), and the voter
+	// refuses requests from nodes configured with another set
+	// (codes.FailedPrecondition, ErrWrongVoterSet): nodes that count
+	// majorities over different sets could both lead a shard. Changing the
+	// set needs a reconfiguration protocol, not a restart with a new list.
+	// Optional: nil checks nothing (a store opened without it keeps what
+	// it recorded).
+	Voters []string
 
 	// Dir is the data directory; the store lives in Dir/voter.db. Required.
 	Dir string
@@ -81,6 +93,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("voter: Config.Cluster is empty: %w", ErrConfig)
 	case len(c.Cluster) > voterv1.MaxStringLen:
 		return fmt.Errorf("voter: Config.Cluster is %d bytes, limit %d: %w", len(c.Cluster), voterv1.MaxStringLen, ErrConfig)
+	case c.Voters != nil && !slices.Contains(c.Voters, c.ID):
+		return fmt.Errorf("voter: Config.Voters %q does not include this voter's ID %q: %w", c.Voters, c.ID, ErrConfig)
 	case c.Dir == "":
 		return fmt.Errorf("voter: Config.Dir is empty: %w", ErrConfig)
 	case c.LeaseDuration <= 0:

@@ -20,6 +20,10 @@ var (
 	// ErrWrongCluster means a request came from a node of another cluster.
 	ErrWrongCluster = errors.New("request from another cluster")
 
+	// ErrWrongVoterSet means a request came from a node configured with
+	// another set of voters.
+	ErrWrongVoterSet = errors.New("request from a node with another voter set")
+
 	// ErrClosed means the Server was closed.
 	ErrClosed = errors.New("voter closed")
 
@@ -34,8 +38,9 @@ var (
 //
 //   - InvalidArgument: the request failed validation; the message names the
 //     field. Resending it cannot help.
-//   - FailedPrecondition: the request names another cluster; the message
-//     names both. The node is pointed at the wrong voters.
+//   - FailedPrecondition: the request names another cluster, or another
+//     voter set; the message names both. The node is pointed at the wrong
+//     voters, or configured with a different voter list.
 //   - Unavailable: the voter is closed or stopped, or its store failed. The
 //     request may or may not have taken effect; a node retries, here or at
 //     another voter, and learns the outcome from the repeat.
@@ -47,7 +52,7 @@ func statusError(err error) error {
 	switch {
 	case errors.Is(err, voterv1.ErrInvalid):
 		code = codes.InvalidArgument
-	case errors.Is(err, ErrWrongCluster):
+	case errors.Is(err, ErrWrongCluster), errors.Is(err, ErrWrongVoterSet):
 		code = codes.FailedPrecondition
 	case errors.Is(err, ErrClosed), errors.Is(err, ErrStopped), errors.Is(err, voterstore.ErrClosed):
 		code = codes.Unavailable

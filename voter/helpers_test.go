@@ -63,10 +63,14 @@ func (w logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// testVoters is the voter set of testConfig, this voter included.
+var testVoters = []string{"v0", voterID, "v9"}
+
 func testConfig(t testing.TB, dir string, clock *fakeClock, init bool) voter.Config {
 	return voter.Config{
 		ID:            voterID,
 		Cluster:       cluster,
+		Voters:        testVoters,
 		Dir:           dir,
 		Init:          init,
 		LeaseDuration: ld,

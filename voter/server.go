@@ -28,6 +28,7 @@ type Server struct {
 	voterv1.UnimplementedVoterServer
 
 	cfg       Config
+	voterSet  uint64 // lease.VoterSetID(cfg.Voters); 0 without Voters
 	restarted bool
 	log       *slog.Logger
 
@@ -50,7 +51,7 @@ type Server struct {
 //
 // Open fails with an error wrapping ErrConfig for an invalid cfg, and with
 // the store's errors (voterstore.ErrNoStore, ErrExists, ErrWrongCluster,
-// ErrWrongVoter, ErrLocked, ErrCorrupt) otherwise.
+// ErrWrongVoter, ErrWrongVoterSet, ErrLocked, ErrCorrupt) otherwise.
 func Open(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -61,6 +62,7 @@ func Open(cfg Config) (*Server, error) {
 		Dir:      cfg.Dir,
 		Cluster:  cfg.Cluster,
 		VoterID:  cfg.ID,
+		Voters:   cfg.Voters,
 		Init:     cfg.Init,
 		Logger:   cfg.Logger,
 		OnCommit: cfg.OnCommit,
@@ -96,6 +98,7 @@ func Open(cfg Config) (*Server, error) {
 
 	s := &Server{
 		cfg:       cfg,
+		voterSet:  voterSetOf(cfg.Voters),
 		restarted: st.Restarted(),
 		log:       cfg.Logger.With("voter", cfg.ID, "cluster", cfg.Cluster),
 		voter:     v,
@@ -108,6 +111,13 @@ func Open(cfg Config) (*Server, error) {
 		s.log.Info("voter initialised: no grace period", "boot", st.Boot())
 	}
 	return s, nil
+}
+
+func voterSetOf(ids []string) uint64 {
+	if len(ids) == 0 {
+		return 0
+	}
+	return lease.VoterSetID(ids)
 }
 
 // Register registers the voterv1.Voter service on g. Call it before
@@ -135,6 +145,10 @@ func (s *Server) call(ctx context.Context, m *voterv1.CallRequest) (lease.Reply,
 	if cluster != s.cfg.Cluster {
 		return lease.Reply{}, fmt.Errorf("voter %q of cluster %q refuses node %q of cluster %q: %w",
 			s.cfg.ID, s.cfg.Cluster, req.From, cluster, ErrWrongCluster)
+	}
+	if theirs := m.GetVoterSet(); theirs != 0 && s.voterSet != 0 && theirs != s.voterSet {
+		return lease.Reply{}, fmt.Errorf("voter %q refuses node %q: it is configured with voter set %016x, this voter with %016x (voters %q): %w",
+			s.cfg.ID, req.From, theirs, s.voterSet, s.cfg.Voters, ErrWrongVoterSet)
 	}
 	if err := ctx.Err(); err != nil {
 		// The caller is gone and will never see a reply: leave the

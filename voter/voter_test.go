@@ -133,6 +133,13 @@ func TestCallRefusesBadRequests(t *testing.T) {
 			wantIn:   []string{`"prod"`, `""`},
 		},
 		{
+			name: "another voter set",
+			give: &voterv1.CallRequest{Cluster: cluster, From: "n1", Inc: 1, Ops: []*voterv1.Op{grantPB},
+				VoterSet: lease.VoterSetID([]string{voterID, "v0", "v8"})},
+			wantCode: codes.FailedPrecondition,
+			wantIn:   []string{"voter set", `"n1"`, fmt.Sprintf("%016x", lease.VoterSetID(testVoters))},
+		},
+		{
 			name:     "empty from",
 			give:     &voterv1.CallRequest{Cluster: cluster, Inc: 1, Ops: []*voterv1.Op{grantPB}},
 			wantCode: codes.InvalidArgument,
@@ -210,7 +217,7 @@ func TestOpenRefusesMissingStore(t *testing.T) {
 		t.Errorf("Open with Init over an existing store: %v, want an error wrapping voterstore.ErrExists", err)
 	}
 	other := testConfig(t, dir, &fakeClock{}, false)
-	other.ID = "v2"
+	other.ID = "v0" // a voter of the same set, pointed at v1's directory
 	if _, err := voter.Open(other); !errors.Is(err, voterstore.ErrWrongVoter) {
 		t.Errorf("Open of another voter's store: %v, want an error wrapping voterstore.ErrWrongVoter", err)
 	}
@@ -226,6 +233,7 @@ func TestConfigValidate(t *testing.T) {
 		{name: "no ID", give: func(c *voter.Config) { c.ID = "" }, wantField: "Config.ID"},
 		{name: "oversized ID", give: func(c *voter.Config) { c.ID = strings.Repeat("v", voterv1.MaxStringLen+1) }, wantField: "Config.ID"},
 		{name: "no cluster", give: func(c *voter.Config) { c.Cluster = "" }, wantField: "Config.Cluster"},
+		{name: "voters without this voter", give: func(c *voter.Config) { c.Voters = []string{"v0", "v9"} }, wantField: "Config.Voters"},
 		{name: "no dir", give: func(c *voter.Config) { c.Dir = "" }, wantField: "Config.Dir"},
 		{name: "no lease duration", give: func(c *voter.Config) { c.LeaseDuration = 0 }, wantField: "Config.LeaseDuration"},
 		{name: "negative lease duration", give: func(c *voter.Config) { c.LeaseDuration = -time.Second }, wantField: "Config.LeaseDuration"},
@@ -449,5 +457,48 @@ func TestCloseDuringCalls(t *testing.T) {
 		if got := h.srv.Record(i); got.Epoch < last[i] {
 			t.Errorf("Record(%d).Epoch after restart = %d, but epoch %d was granted", i, got.Epoch, last[i])
 		}
+	}
+}
+
+// A request from a node configured with the voter's own set, in any order,
+// is served like one that names no set (an older node); only another set
+// is refused (TestCallRefusesBadRequests).
+func TestCallAcceptsSameVoterSet(t *testing.T) {
+	h := serve(t, testConfig(t, t.TempDir(), &fakeClock{}, true))
+	for i, set := range []uint64{lease.VoterSetID([]string{"v9", "v0", voterID}), 0} {
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		pb := voterv1.RequestToPB(cluster, request("n1", grant(uint32(i), 1)))
+		pb.VoterSet = set
+		m, err := h.client.Call(ctx, pb)
+		cancel()
+		if err != nil {
+			t.Fatalf("voter set %016x: %v", set, err)
+		}
+		_, rep, err := voterv1.ReplyFromPB(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantResult(t, fmt.Sprintf("grant with voter set %016x", set), rep.Results[0], lease.Accepted, lease.Record{Epoch: 1, Holder: "n1", HolderGen: rep.Results[0].Record.HolderGen})
+	}
+}
+
+// A voter restarted with another voter list refuses to open its store.
+func TestOpenRefusesAnotherVoterSet(t *testing.T) {
+	dir := t.TempDir()
+	clock := &fakeClock{}
+	srv, err := voter.Open(testConfig(t, dir, clock, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, dir, clock, false)
+	cfg.Voters = []string{voterID, "v7", "v8"}
+	if srv, err := voter.Open(cfg); !errors.Is(err, voterstore.ErrWrongVoterSet) {
+		if srv != nil {
+			srv.Close()
+		}
+		t.Fatalf("Open with another voter set: %v, want an error wrapping voterstore.ErrWrongVoterSet", err)
 	}
 }

@@ -22,6 +22,9 @@ var (
 	// ErrWrongVoter means the store was initialised for another voter.
 	ErrWrongVoter = errors.New("wrong voter")
 
+	// ErrWrongVoterSet means the store was recorded with another voter set.
+	ErrWrongVoterSet = errors.New("wrong voter set")
+
 	// ErrLocked means another process (or another Store in this process)
 	// holds the store's file lock for longer than Options.OpenTimeout.
 	ErrLocked = errors.New("voter store locked")

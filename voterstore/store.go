@@ -1,6 +1,7 @@
 package voterstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -10,6 +11,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +42,7 @@ var (
 	keyFormat  = []byte("format")
 	keyCluster = []byte("cluster")
 	keyVoter   = []byte("voter")
+	keyVoters  = []byte("voters") // the voter set: sorted IDs, NUL-separated; absent in stores made before it
 	keyBoot    = []byte("boot")
 )
 
@@ -64,6 +68,15 @@ type Options struct {
 	// VoterID is this voter's ID, recorded at Init. Open refuses a store
 	// recorded for another voter with ErrWrongVoter. Required.
 	VoterID string
+
+	// Voters is the cluster's voter set, the IDs of every voter, VoterID
+	// included, in any order. It is recorded at Init, or at the first Open
+	// that gives it for a store that has none, and Open refuses a store
+	// recorded with another set (ErrWrongVoterSet): old and new voter sets
+	// can have disjoint majorities, so a set changes only through a
+	// reconfiguration, never by restarting with a new list. Nil checks and
+	// records nothing.
+	Voters []string
 
 	// Init creates a new store, like formatting storage. It is required on
 	// the voter's very first start, and to re-initialise a voter whose store
@@ -100,6 +113,10 @@ func (o Options) validate() error {
 		return errors.New("voterstore: Options.Cluster is empty")
 	case o.VoterID == "":
 		return errors.New("voterstore: Options.VoterID is empty")
+	case o.Voters != nil && !slices.Contains(o.Voters, o.VoterID):
+		return fmt.Errorf("voterstore: Options.Voters %q does not include VoterID %q", o.Voters, o.VoterID)
+	case slices.ContainsFunc(o.Voters, func(id string) bool { return id == "" || strings.ContainsRune(id, 0) }):
+		return fmt.Errorf("voterstore: Options.Voters %q holds an empty ID or one with a NUL byte", o.Voters)
 	case o.OpenTimeout < 0:
 		return fmt.Errorf("voterstore: Options.OpenTimeout is negative (%v)", o.OpenTimeout)
 	}
@@ -150,7 +167,7 @@ type batch struct {
 
 // Open opens the store in opts.Dir, creating it if opts.Init is set, and
 // increments and fsyncs the boot counter before it returns. It fails with
-// ErrNoStore, ErrExists, ErrWrongCluster, ErrWrongVoter or ErrLocked as
+// ErrNoStore, ErrExists, ErrWrongCluster, ErrWrongVoter, ErrWrongVoterSet or ErrLocked as
 // described on Options; a refused store is left exactly as it was.
 func Open(opts Options) (*Store, error) {
 	if err := opts.validate(); err != nil {
@@ -272,8 +289,23 @@ func initMeta(tx *bolt.Tx, opts Options) (uint32, error) {
 			return 0, fmt.Errorf("voterstore: write %s: %w", kv.k, err)
 		}
 	}
+	if opts.Voters != nil {
+		if err := meta.Put(keyVoters, encodeVoters(opts.Voters)); err != nil {
+			return 0, fmt.Errorf("voterstore: write voter set: %w", err)
+		}
+	}
 	return boot, nil
 }
+
+// encodeVoters is the recorded form of a voter set: its IDs sorted,
+// NUL-separated (Options.validate refuses IDs with a NUL byte).
+func encodeVoters(ids []string) []byte {
+	sorted := slices.Clone(ids)
+	slices.Sort(sorted)
+	return []byte(strings.Join(sorted, "\x00"))
+}
+
+func decodeVoters(b []byte) []string { return strings.Split(string(b), "\x00") }
 
 // nextBoot checks an existing store's metadata against opts and increments
 // its boot counter. It writes nothing unless every check passes.
@@ -293,6 +325,18 @@ func nextBoot(tx *bolt.Tx, path string, opts Options) (uint32, error) {
 	}
 	if got := string(meta.Get(keyVoter)); got != opts.VoterID {
 		return 0, fmt.Errorf("voterstore: %s belongs to voter %q, not %q: %w", path, got, opts.VoterID, ErrWrongVoter)
+	}
+	if opts.Voters != nil {
+		if got := meta.Get(keyVoters); got == nil {
+			// A store made before the set was recorded: record it now.
+			if err := meta.Put(keyVoters, encodeVoters(opts.Voters)); err != nil {
+				return 0, fmt.Errorf("voterstore: %s: write voter set: %w", path, err)
+			}
+		} else if want := encodeVoters(opts.Voters); !bytes.Equal(got, want) {
+			return 0, fmt.Errorf("voterstore: %s was recorded with voters %q, not %q; a voter set changes only "+
+				"through a reconfiguration that copies the voters' records, never by restarting with a new list: %w",
+				path, decodeVoters(got), decodeVoters(want), ErrWrongVoterSet)
+		}
 	}
 	if tx.Bucket(bucketRecords) == nil {
 		return 0, fmt.Errorf("voterstore: %s has no records bucket: %w", path, ErrCorrupt)

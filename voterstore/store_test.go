@@ -39,6 +39,7 @@ func options(t testing.TB, dir string) voterstore.Options {
 		Dir:     dir,
 		Cluster: "alpha",
 		VoterID: "v1",
+		Voters:  []string{"v3", "v1", "v2"},
 		Logger:  slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 }
@@ -486,6 +487,12 @@ func TestOpenRefusesStore(t *testing.T) {
 			mentions: []string{`voter "v1", not "v2"`},
 		},
 		{
+			name:     "wrong voter set",
+			change:   func(o *voterstore.Options) { o.Voters = []string{"v1", "v4", "v5"} },
+			want:     voterstore.ErrWrongVoterSet,
+			mentions: []string{`voters ["v1" "v2" "v3"], not ["v1" "v4" "v5"]`, "reconfiguration"},
+		},
+		{
 			name:     "init over existing store",
 			change:   func(o *voterstore.Options) { o.Init = true },
 			want:     voterstore.ErrExists,
@@ -702,6 +709,78 @@ func TestRecordsRejectsCorruptValues(t *testing.T) {
 			}
 			t.Log(err)
 			wantMentions(t, err, tt.mention)
+		})
+	}
+}
+
+// The voter set is recorded at Init; a store made before sets were
+// recorded takes the first set it is opened with and holds to it; opening
+// without a set checks nothing.
+func TestVoterSetRecorded(t *testing.T) {
+	first, dir := create(t) // records v1, v2, v3 (options)
+	mustClose(t, first)
+	reopened := func(voters []string) error {
+		opts := options(t, dir)
+		opts.Voters = voters
+		s, err := voterstore.Open(opts)
+		if err == nil {
+			mustClose(t, s)
+		}
+		return err
+	}
+	for _, tt := range []struct {
+		name   string
+		voters []string
+		want   error
+	}{
+		{"same set, another order", []string{"v2", "v3", "v1"}, nil},
+		{"no set given", nil, nil},
+		{"a voter added", []string{"v1", "v2", "v3", "v4", "v5"}, voterstore.ErrWrongVoterSet},
+		{"a voter removed", []string{"v1", "v2"}, voterstore.ErrWrongVoterSet},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := reopened(tt.voters); !errors.Is(err, tt.want) {
+				t.Fatalf("Open with voters %q = %v, want %v", tt.voters, err, tt.want)
+			}
+		})
+	}
+
+	t.Run("store without a recorded set", func(t *testing.T) {
+		dir := t.TempDir()
+		opts := options(t, dir)
+		opts.Init, opts.Voters = true, nil
+		mustClose(t, open(t, opts))
+		opts.Init, opts.Voters = false, []string{"v1", "v2", "v3"}
+		mustClose(t, open(t, opts)) // records the set
+		opts.Voters = []string{"v1", "v8", "v9"}
+		if s, err := voterstore.Open(opts); !errors.Is(err, voterstore.ErrWrongVoterSet) {
+			if s != nil {
+				mustClose(t, s)
+			}
+			t.Fatalf("Open with another set after one was recorded = %v, want ErrWrongVoterSet", err)
+		}
+	})
+}
+
+func TestOptionsVotersValidated(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		voters []string
+		want   string
+	}{
+		{"without this voter", []string{"v2", "v3"}, `does not include VoterID "v1"`},
+		{"empty ID", []string{"v1", ""}, "empty ID"},
+		{"NUL in an ID", []string{"v1", "v\x002"}, "NUL"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := options(t, t.TempDir())
+			opts.Init, opts.Voters = true, tt.voters
+			s, err := voterstore.Open(opts)
+			if err == nil {
+				mustClose(t, s)
+				t.Fatal("Open accepted the options")
+			}
+			wantMentions(t, err, "Options.Voters", tt.want)
 		})
 	}
 }

@@ -544,7 +544,12 @@ type CallRequest struct {
 	// notices_since echoes the notices_at of the last reply the sender
 	// processed from this voter (0 for none): the voter lists session
 	// changes after it, so a lost reply's notices come again.
-	NoticesSince  int64 `protobuf:"varint,6,opt,name=notices_since,json=noticesSince,proto3" json:"notices_since,omitempty"`
+	NoticesSince int64 `protobuf:"varint,6,opt,name=notices_since,json=noticesSince,proto3" json:"notices_since,omitempty"`
+	// voter_set fingerprints the voters the sender is configured with
+	// (lease.VoterSetID of their IDs). A voter configured with another set
+	// refuses the request: nodes that count majorities over different voter
+	// sets could both lead a shard. 0 (an older sender) is not checked.
+	VoterSet      uint64 `protobuf:"varint,7,opt,name=voter_set,json=voterSet,proto3" json:"voter_set,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -617,6 +622,13 @@ func (x *CallRequest) GetOps() []*Op {
 func (x *CallRequest) GetNoticesSince() int64 {
 	if x != nil {
 		return x.NoticesSince
+	}
+	return 0
+}
+
+func (x *CallRequest) GetVoterSet() uint64 {
+	if x != nil {
+		return x.VoterSet
 	}
 	return 0
 }
@@ -787,14 +799,15 @@ const file_proto_voter_v1_voter_proto_rawDesc = "" +
 	"\x03gen\x18\x04 \x01(\x04R\x03gen\"/\n" +
 	"\aNodeGen\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x10\n" +
-	"\x03gen\x18\x02 \x01(\x04R\x03gen\"\xab\x01\n" +
+	"\x03gen\x18\x02 \x01(\x04R\x03gen\"\xc8\x01\n" +
 	"\vCallRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12\x10\n" +
 	"\x03inc\x18\x03 \x01(\x04R\x03inc\x12\x10\n" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12%\n" +
 	"\x03ops\x18\x05 \x03(\v2\x13.tenure.voter.v1.OpR\x03ops\x12#\n" +
-	"\rnotices_since\x18\x06 \x01(\x03R\fnoticesSince\"\xe1\x02\n" +
+	"\rnotices_since\x18\x06 \x01(\x03R\fnoticesSince\x12\x1b\n" +
+	"\tvoter_set\x18\a \x01(\x04R\bvoterSet\"\xe1\x02\n" +
 	"\tCallReply\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05voter\x18\x02 \x01(\tR\x05voter\x12\x10\n" +
