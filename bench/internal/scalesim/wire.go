@@ -55,8 +55,14 @@ const (
 // cluster is the cluster name carried by every voter and peer RPC.
 const cluster = membership.DefaultCluster
 
+// voterSet stands for any cluster's lease.VoterSetID: a full 64-bit value,
+// as a hash usually is, so that its varint takes the most bytes it can.
+const voterSet = ^uint64(0)
+
 func voterRequestBytes(r lease.Request) int {
-	return proto.Size(voterv1.RequestToPB(cluster, r)) + grpcRequestOverhead
+	pb := voterv1.RequestToPB(cluster, r)
+	pb.VoterSet = voterSet
+	return proto.Size(pb) + grpcRequestOverhead
 }
 
 func voterReplyBytes(r lease.Reply) int {
@@ -149,6 +155,7 @@ func metaBytes(id string, shards int) (int, error) {
 		Cluster: membership.DefaultCluster, Weight: 1, Shards: uint32(shards),
 		Protocol: membership.ProtocolVersion, State: membership.Active,
 		Incarnation: uint64(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()),
+		VoterSet:    voterSet,
 	}
 	b, err := m.Encode()
 	if err != nil {
