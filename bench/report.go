@@ -73,6 +73,9 @@ func runAll(args []string, out io.Writer) error {
 	if err := os.MkdirAll(plotDir, 0o755); err != nil {
 		return err
 	}
+	// Read before the run writes its plots, which would mark the
+	// checkout dirty.
+	machine := machineLines()
 	began := time.Now()
 	var recs []*runRecord
 	failed := 0
@@ -107,7 +110,7 @@ func runAll(args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	writeReport(f, recs, time.Since(began))
+	writeReport(f, machine, recs, time.Since(began))
 	if err := f.Close(); err != nil {
 		return err
 	}
@@ -213,7 +216,7 @@ func plotRecord(dir string, rec *runRecord) ([]string, error) {
 }
 
 // writeReport writes the Markdown report of recs.
-func writeReport(w io.Writer, recs []*runRecord, took time.Duration) {
+func writeReport(w io.Writer, machine []string, recs []*runRecord, took time.Duration) {
 	fmt.Fprintln(w, "# Benchmark results")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Written by `make bench` (`go run ./bench all`): every scenario at its quick size, one after")
@@ -223,7 +226,7 @@ func writeReport(w io.Writer, recs []*runRecord, took time.Duration) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "## Machine")
 	fmt.Fprintln(w)
-	for _, l := range machineLines() {
+	for _, l := range machine {
 		fmt.Fprintf(w, "- %s\n", l)
 	}
 	fmt.Fprintf(w, "- whole run: %v\n", took.Round(time.Second))
@@ -346,7 +349,7 @@ func scalarFields(m map[string]any) map[string]any {
 // machineLines describes where the figures were measured.
 func machineLines() []string {
 	lines := []string{
-		"date: " + time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		"started: " + time.Now().UTC().Format("2006-01-02 15:04 MST"),
 		fmt.Sprintf("Go: %s %s/%s, GOMAXPROCS %d, %d CPUs", runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0), runtime.NumCPU()),
 	}
 	if model := cpuModel(); model != "" {
