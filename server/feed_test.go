@@ -153,6 +153,52 @@ func TestFeedWakesOnChange(t *testing.T) {
 	}
 }
 
+// Streams read the history without the feed's lock while the feed keeps
+// appending and trimming it: under -race this fails if trimming writes to
+// a delta a stream may still be reading (it used to zero them).
+func TestFeedTrimsWhileStreamsRead(t *testing.T) {
+	const shards = 8
+	entries := func(v uint64) []shard.Entry {
+		es := make([]shard.Entry, shards)
+		for i := range es {
+			es[i] = shard.Entry{Shard: shard.ID(i), State: shard.Led, Epoch: v, Leader: fmt.Sprint("n", v%3)}
+		}
+		return es
+	}
+	src := newFakeSource(mustTable(t, 1, entries(1)))
+	f := newFeed(src, 2) // a short history: every new version trims one
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { defer close(done); f.run(stop) }()
+	defer func() { close(stop); <-done }()
+
+	const last = 300
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			held, at := entries(1), uint64(1)
+			for at < last {
+				u, ok, wake := f.since(at, true)
+				if !ok {
+					<-wake
+					continue
+				}
+				held, at = apply(held, u), u.version
+				if want := entries(at); !slices.Equal(held, want) {
+					t.Errorf("client at version %d holds %v, want %v", at, held, want)
+					return
+				}
+			}
+		}()
+	}
+	for v := uint64(2); v <= last; v++ {
+		src.publish(mustTable(t, v, entries(v)))
+	}
+	wg.Wait()
+}
+
 // fakeWatchStream records what a Watch handler sends.
 type fakeWatchStream struct {
 	grpc.ServerStream

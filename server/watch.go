@@ -97,9 +97,12 @@ func (f *feed) observe(t *shard.Table) {
 		// The history costs at most two tables' worth of entries; a client
 		// that is further behind gets a reset, which is never larger than
 		// the merged changes would be.
+		// Trimming only moves the slice's start: streams read the deltas
+		// they took without the lock, so no element is ever written again
+		// (not even zeroed). The dropped ones are freed when append
+		// outgrows the shrinking capacity and copies the rest.
 		for len(f.deltas) > f.maxVersions || (len(f.deltas) > 1 && f.entries > 2*t.Shards()) {
 			f.entries -= len(f.deltas[0].changed)
-			f.deltas[0] = delta{}
 			f.deltas = f.deltas[1:]
 		}
 	}
