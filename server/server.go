@@ -362,8 +362,7 @@ func (s *Server) Cluster(context.Context, *tenurev1.ClusterRequest) (*tenurev1.C
 			h.ShardsMoving++
 		}
 	}
-	// VotersReachable stays 0: shard.Node does not report its keep-alive
-	// results yet.
+	h.VotersReachable = uint32(s.node.VotersReachable())
 	rep.Health = h
 	return rep, nil
 }

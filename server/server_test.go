@@ -316,8 +316,9 @@ func TestClusterReportsMembersConfigAndHealth(t *testing.T) {
 		t.Errorf("config = %+v", cfg)
 	}
 	h := rep.GetHealth()
-	if h.GetShardsUnled() != 0 || h.GetTableVersion() == 0 {
-		t.Errorf("health = %+v, want no unled shard and a table version", h)
+	// The cluster is settled, so every node has heard from every voter.
+	if h.GetShardsUnled() != 0 || h.GetTableVersion() == 0 || h.GetVotersReachable() != 3 {
+		t.Errorf("health = %+v, want no unled shard, a table version and 3 voters reachable", h)
 	}
 }
 

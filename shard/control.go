@@ -311,6 +311,12 @@ func (n *Node) Ready() bool { return n.ready.Load() }
 // first (at most 256).
 func (n *Node) Transitions() []Transition { return n.history.list() }
 
+// VotersReachable returns how many voters answered this node's latest
+// request to each (every node sends each voter a keep-alive at least every
+// LeaseDuration/4). Fewer than a majority means this node can neither gain
+// nor keep a lease. 0 before Start.
+func (n *Node) VotersReachable() int { return n.metrics.votersReachable() }
+
 // Voters returns the static voter set.
 func (n *Node) Voters() []VoterAddr { return append([]VoterAddr(nil), n.cfg.Voters...) }
 

@@ -171,7 +171,20 @@ func TestOneVoterCutOffStopsNothing(t *testing.T) {
 			}()
 		}
 	}
+	for _, id := range leaders {
+		if got := c.Node(id).VotersReachable(); got != 3 {
+			t.Errorf("%s reaches %d voters before the cut, want 3", id, got)
+		}
+	}
 	c.Net.Isolate("node-1")
+	shardtest.Eventually(t, converge, func() bool {
+		for _, id := range leaders {
+			if c.Node(id).VotersReachable() != 2 {
+				return false
+			}
+		}
+		return true
+	}, "every leader reaches 2 voters once node-1 is cut off")
 	// Wait until node-1's session has expired at the others' view of it
 	// and gossip has dropped it; leases must have lived through it all.
 	shardtest.Eventually(t, converge, func() bool {
@@ -225,6 +238,9 @@ func TestMetricsCountLeases(t *testing.T) {
 	shardtest.Eventually(t, converge, func() bool {
 		return gaugeValue(t, reg, "tenure_leases_held") == float64(held)
 	}, "tenure_leases_held reports node-2's %d leases", held)
+	if got := gaugeValue(t, reg, "tenure_voters_reachable"); got != 3 {
+		t.Errorf("tenure_voters_reachable = %v in a settled cluster, want 3", got)
+	}
 	if got := testutil.CollectAndCount(reg, "tenure_lease_transitions_total"); got == 0 {
 		t.Fatal("no lease transitions counted")
 	}

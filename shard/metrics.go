@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,11 +25,15 @@ type metrics struct {
 	// failoverSeconds: from a shard's leader failing in this node's view
 	// to this node leading it.
 	failoverSeconds prometheus.Histogram
+	// answered says, per configured voter, whether the node's latest
+	// request to it was answered. Built once in newMetrics, never resized.
+	answered map[string]*atomic.Bool
 }
 
-func newMetrics(reg prometheus.Registerer, node string) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, node string, voters []string) (*metrics, error) {
 	labels := prometheus.Labels{"node": node}
 	m := &metrics{
+		answered: make(map[string]*atomic.Bool, len(voters)),
 		leases: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "tenure", Name: "leases_held", ConstLabels: labels,
 			Help: "Shards this node leads now.",
@@ -74,10 +79,17 @@ func newMetrics(reg prometheus.Registerer, node string) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}),
 	}
+	for _, v := range voters {
+		m.answered[v] = new(atomic.Bool)
+	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.leases, m.unled, m.transitions, m.voterRTT, m.voterErrors, m.voterCommits, m.members, m.handoffs, m.handoffSeconds, m.failoverSeconds} {
+	reachable := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "tenure", Name: "voters_reachable", ConstLabels: labels,
+		Help: "Voters that answered this node's latest request (keep-alives included); fewer than a majority means no lease can be granted or renewed.",
+	}, func() float64 { return float64(m.votersReachable()) })
+	for _, c := range []prometheus.Collector{reachable, m.leases, m.unled, m.transitions, m.voterRTT, m.voterErrors, m.voterCommits, m.members, m.handoffs, m.handoffSeconds, m.failoverSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -86,11 +98,25 @@ func newMetrics(reg prometheus.Registerer, node string) (*metrics, error) {
 }
 
 func (m *metrics) voterCall(voter string, took time.Duration, err error) {
+	if a := m.answered[voter]; a != nil {
+		a.Store(err == nil)
+	}
 	if err != nil {
 		m.voterErrors.WithLabelValues(voter).Inc()
 		return
 	}
 	m.voterRTT.WithLabelValues(voter).Observe(took.Seconds())
+}
+
+// votersReachable counts the voters that answered the latest request.
+func (m *metrics) votersReachable() int {
+	n := 0
+	for _, a := range m.answered {
+		if a.Load() {
+			n++
+		}
+	}
+	return n
 }
 
 // voterCommit observes a commit of this node's voter store.

@@ -380,7 +380,7 @@ func New(cfg Config) (*Node, error) {
 	n.holderRand = rand.New(rand.NewPCG(cfg.Rand.Uint64(), cfg.Rand.Uint64()))
 	n.gossip = newLeaderGossip(cfg.NodeID, cfg.GRPCAddr)
 	var err error
-	if n.metrics, err = newMetrics(cfg.Registerer, cfg.NodeID); err != nil {
+	if n.metrics, err = newMetrics(cfg.Registerer, cfg.NodeID, cfg.voterIDs()); err != nil {
 		return nil, fmt.Errorf("shard: Config.Registerer: %w", err)
 	}
 	// Until gossip reports members, no shard has an owner.
