@@ -275,6 +275,7 @@ func driftConfig(seed uint64) leasesim.Config {
 }
 
 func TestScenarioDrift(t *testing.T) {
+	t.Parallel()
 	n := seeds(t, 40)
 	for seed := uint64(1); seed <= uint64(n); seed++ {
 		if _, err := leasesim.Run(driftConfig(seed)); err != nil {

@@ -42,6 +42,7 @@ func variant(seed uint64) leasesim.Config {
 // TestRandomSeeds runs many seeded worlds with random faults. A failure
 // prints the seed; TENURE_SIM_SEED=<n> replays exactly that one with a trace.
 func TestRandomSeeds(t *testing.T) {
+	t.Parallel() // with TestScenarioDrift: make sim's two long runs share the cores
 	if s := os.Getenv("TENURE_SIM_SEED"); s != "" {
 		seed, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
