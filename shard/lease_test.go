@@ -238,8 +238,8 @@ func TestMetricsCountLeases(t *testing.T) {
 	shardtest.Eventually(t, converge, func() bool {
 		return gaugeValue(t, reg, "tenure_leases_held") == float64(held)
 	}, "tenure_leases_held reports node-2's %d leases", held)
-	if got := gaugeValue(t, reg, "tenure_voters_reachable"); got != 3 {
-		t.Errorf("tenure_voters_reachable = %v in a settled cluster, want 3", got)
+	if got, want := gaugeValue(t, reg, "tenure_voters_reachable"), gaugeValue(t, reg, "tenure_voters"); got != 3 || want != 3 {
+		t.Errorf("tenure_voters_reachable = %v of tenure_voters = %v in a settled cluster, want 3 of 3", got, want)
 	}
 	if got := testutil.CollectAndCount(reg, "tenure_lease_transitions_total"); got == 0 {
 		t.Fatal("no lease transitions counted")

@@ -89,7 +89,11 @@ func newMetrics(reg prometheus.Registerer, node string, voters []string) (*metri
 		Namespace: "tenure", Name: "voters_reachable", ConstLabels: labels,
 		Help: "Voters that answered this node's latest request (keep-alives included); fewer than a majority means no lease can be granted or renewed.",
 	}, func() float64 { return float64(m.votersReachable()) })
-	for _, c := range []prometheus.Collector{reachable, m.leases, m.unled, m.transitions, m.voterRTT, m.voterErrors, m.voterCommits, m.members, m.handoffs, m.handoffSeconds, m.failoverSeconds} {
+	configured := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "tenure", Name: "voters", ConstLabels: labels,
+		Help: "Voters configured: a lease needs tenure_voters / 2 + 1 of them (integer division) to answer.",
+	}, func() float64 { return float64(len(m.answered)) })
+	for _, c := range []prometheus.Collector{reachable, configured, m.leases, m.unled, m.transitions, m.voterRTT, m.voterErrors, m.voterCommits, m.members, m.handoffs, m.handoffSeconds, m.failoverSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
