@@ -7,7 +7,8 @@ import (
 
 // VoterSetID fingerprints a cluster's voter set: the FNV-1a hash of its
 // voter IDs, sorted, so that the order they are configured in does not
-// matter. It is never 0, which stands for "not given".
+// matter. It is 0, which stands for "not given" and checks nothing, only
+// for an empty set.
 //
 // Every node and voter of a cluster must be configured with the same
 // voters: two nodes that count majorities over different sets can each
@@ -17,6 +18,9 @@ import (
 // through a reconfiguration protocol, never by restarting with a new
 // list).
 func VoterSetID(ids []string) uint64 {
+	if len(ids) == 0 {
+		return 0
+	}
 	sorted := slices.Clone(ids)
 	slices.Sort(sorted)
 	h := fnv.New64a()

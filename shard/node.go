@@ -199,12 +199,7 @@ func (c Config) voterIDs() []string {
 }
 
 // voterSet is lease.VoterSetID of the configured voters; 0 without voters.
-func (c Config) voterSet() uint64 {
-	if len(c.Voters) == 0 {
-		return 0
-	}
-	return lease.VoterSetID(c.voterIDs())
-}
+func (c Config) voterSet() uint64 { return lease.VoterSetID(c.voterIDs()) }
 
 func (c Config) withDefaults() Config {
 	if c.LeaseDuration == 0 {

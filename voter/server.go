@@ -98,7 +98,7 @@ func Open(cfg Config) (*Server, error) {
 
 	s := &Server{
 		cfg:       cfg,
-		voterSet:  voterSetOf(cfg.Voters),
+		voterSet:  lease.VoterSetID(cfg.Voters),
 		restarted: st.Restarted(),
 		log:       cfg.Logger.With("voter", cfg.ID, "cluster", cfg.Cluster),
 		voter:     v,
@@ -111,13 +111,6 @@ func Open(cfg Config) (*Server, error) {
 		s.log.Info("voter initialised: no grace period", "boot", st.Boot())
 	}
 	return s, nil
-}
-
-func voterSetOf(ids []string) uint64 {
-	if len(ids) == 0 {
-		return 0
-	}
-	return lease.VoterSetID(ids)
 }
 
 // Register registers the voterv1.Voter service on g. Call it before
