@@ -2,6 +2,10 @@
 // and, with -json, one JSON object as its last line.
 //
 //	go run ./bench failover -nodes 5 -voters 3 -shards 1024 -reps 20 -json
+//
+// To see where a scenario spends its time, set TENURE_BENCH_CPUPROFILE to
+// a file for a CPU profile (go tool pprof) and TENURE_BENCH_TRACE to a file
+// for an execution trace (go tool trace) of the whole run.
 package main
 
 import (
@@ -10,6 +14,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
+	"runtime/trace"
 	"sort"
 	"time"
 )
@@ -33,10 +39,64 @@ var scenarios = map[string]scenario{
 }
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout); err != nil {
+	stop, err := profile(os.Getenv("TENURE_BENCH_CPUPROFILE"), os.Getenv("TENURE_BENCH_TRACE"))
+	if err == nil {
+		err = run(os.Args[1:], os.Stdout)
+		stop()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// profile starts a CPU profile into cpuFile and an execution trace into
+// traceFile, each unless its name is empty, and returns what stops them.
+func profile(cpuFile, traceFile string) (stop func(), err error) {
+	var files []*os.File
+	stop = func() {
+		if cpuFile != "" {
+			pprof.StopCPUProfile()
+		}
+		if traceFile != "" {
+			trace.Stop()
+		}
+		for _, f := range files {
+			if err := f.Close(); err != nil {
+				fmt.Fprintln(os.Stderr, "bench:", err)
+			}
+		}
+	}
+	create := func(name string) (*os.File, error) {
+		f, err := os.Create(name)
+		if err == nil {
+			files = append(files, f)
+		}
+		return f, err
+	}
+	if cpuFile != "" {
+		f, err := create(cpuFile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			cpuFile = ""
+			stop()
+			return nil, fmt.Errorf("TENURE_BENCH_CPUPROFILE: %w", err)
+		}
+	}
+	if traceFile != "" {
+		f, err := create(traceFile)
+		if err == nil {
+			err = trace.Start(f)
+		}
+		if err != nil {
+			traceFile = ""
+			stop()
+			return nil, fmt.Errorf("TENURE_BENCH_TRACE: %w", err)
+		}
+	}
+	return stop, nil
 }
 
 func run(args []string, out io.Writer) error {
