@@ -234,14 +234,27 @@ func (c *cluster) unsettled() string {
 	return strings.Join(out, "; ")
 }
 
-// waitFor polls cond every millisecond until it holds or limit passes.
+// waitFor polls cond every millisecond until it holds or limit passes:
+// for what a scenario times.
 func waitFor(limit time.Duration, cond func() bool) bool {
+	return pollFor(limit, time.Millisecond, cond)
+}
+
+// waitQuiet polls cond every 20 ms until it holds or limit passes: for
+// checks that scan every node's table (settled, balanced) while the
+// cluster works, so that the harness does not take the CPU that the
+// handoffs it measures need.
+func waitQuiet(limit time.Duration, cond func() bool) bool {
+	return pollFor(limit, 20*time.Millisecond, cond)
+}
+
+func pollFor(limit, every time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
 			return false
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(every)
 	}
 	return true
 }

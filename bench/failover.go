@@ -59,7 +59,7 @@ func measureFailover(sp clusterSpec, reps int, out io.Writer) (failoverResult, e
 		return failoverResult{}, err
 	}
 	defer c.close()
-	if !waitFor(time.Minute, c.settled) {
+	if !waitQuiet(time.Minute, c.settled) {
 		return failoverResult{}, fmt.Errorf("the cluster did not settle within a minute")
 	}
 	// Let the start-up burst (every shard acquired at once, tables
@@ -124,7 +124,7 @@ func measureFailover(sp clusterSpec, reps int, out io.Writer) (failoverResult, e
 			return res, err
 		}
 		restarted := time.Now()
-		if !waitFor(time.Minute, c.settled) {
+		if !waitQuiet(time.Minute, c.settled) {
 			return res, fmt.Errorf("rep %d: the cluster did not settle after %s restarted: %s", rep, victim, c.unsettled())
 		}
 		// A restarted voter grants nothing for one lease (its grace

@@ -25,6 +25,10 @@ type handoffResult struct {
 	GapMaxMS   float64 `json:"gap_max_ms"`
 	TotalP50MS float64 `json:"handoff_p50_ms"`
 	TotalP99MS float64 `json:"handoff_p99_ms"`
+	// TableP50MS and TableP99MS: from the target leading to every node's
+	// table (what Lookup and the gRPC service answer) naming it.
+	TableP50MS float64 `json:"table_p50_ms"`
+	TableP99MS float64 `json:"table_p99_ms"`
 	Failed     int     `json:"failed"`
 	Violations int     `json:"violations"`
 	Seed       uint64  `json:"seed"`
@@ -72,7 +76,7 @@ func measureHandoff(sp clusterSpec, nMoves int, seed uint64, out io.Writer) (han
 		return handoffResult{}, err
 	}
 	defer c.close()
-	if !waitFor(time.Minute, c.balanced) {
+	if !waitQuiet(time.Minute, c.balanced) {
 		return handoffResult{}, fmt.Errorf("the cluster did not settle within a minute: %s", c.unsettled())
 	}
 	ids := c.ids()
@@ -95,7 +99,7 @@ func measureHandoff(sp clusterSpec, nMoves int, seed uint64, out io.Writer) (han
 	rng := rand.New(rand.NewPCG(seed, 0))
 	res := handoffResult{Scenario: "handoff", Nodes: sp.nodes, Voters: sp.voters, Shards: sp.shards, Moves: nMoves,
 		Profile: sp.profile.String(), LeaseMS: msOf(sp.ld), Seed: seed}
-	var totals []time.Duration
+	var totals, tables []time.Duration
 	for range nMoves {
 		s := uint32(rng.IntN(sp.shards))
 		var from string
@@ -130,6 +134,20 @@ func measureHandoff(sp clusterSpec, nMoves int, seed uint64, out io.Writer) (han
 			continue
 		}
 		totals = append(totals, time.Since(began))
+		led := time.Now()
+		if !waitFor(10*time.Second, func() bool {
+			for _, id := range ids {
+				if e, _ := c.node(id).Table().Shard(int64(s)); e.Leader != to {
+					return false
+				}
+			}
+			return true
+		}) {
+			res.Failed++
+			fmt.Fprintf(out, "shard %d: not every table names %s 10s after it leads\n", s, to)
+			continue
+		}
+		tables = append(tables, time.Since(led))
 	}
 	gaps := c.rec.Gaps(shard.ReasonHandoff)
 	res.Violations = len(c.rec.Violations())
@@ -140,6 +158,10 @@ func measureHandoff(sp clusterSpec, nMoves int, seed uint64, out io.Writer) (han
 		return res, fmt.Errorf("%d gaps measured for %d moves", len(gaps), len(totals))
 	}
 	slices.Sort(totals)
+	slices.Sort(tables)
+	if len(tables) > 0 {
+		res.TableP50MS, res.TableP99MS = msOf(percentile(tables, 50)), msOf(percentile(tables, 99))
+	}
 	res.GapP50MS, res.GapP99MS, res.GapMaxMS = msOf(percentile(gaps, 50)), msOf(percentile(gaps, 99)), msOf(gaps[len(gaps)-1])
 	res.TotalP50MS, res.TotalP99MS = msOf(percentile(totals, 50)), msOf(percentile(totals, 99))
 	for _, g := range gaps {
@@ -149,6 +171,7 @@ func measureHandoff(sp clusterSpec, nMoves int, seed uint64, out io.Writer) (han
 	fmt.Fprintln(w, "measure\tp50\tp99\tmax\t")
 	fmt.Fprintf(w, "gap (source stops → target leads)\t%.2f ms\t%.2f ms\t%.2f ms\t\n", res.GapP50MS, res.GapP99MS, res.GapMaxMS)
 	fmt.Fprintf(w, "whole handoff (prepare → target leads)\t%.2f ms\t%.2f ms\t\t\n", res.TotalP50MS, res.TotalP99MS)
+	fmt.Fprintf(w, "tables (target leads → every node's table names it)\t%.2f ms\t%.2f ms\t\t\n", res.TableP50MS, res.TableP99MS)
 	w.Flush()
 	fmt.Fprintf(out, "%d moves, %d failed, %d one-leader violations\n", nMoves, res.Failed, res.Violations)
 	return res, nil

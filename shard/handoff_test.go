@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -260,4 +261,83 @@ func TestDrainOfTheLastNodeReleasesAtOnce(t *testing.T) {
 	if n := rec.Released(shard.ReasonShutdown); n != 8 {
 		t.Errorf("%d leases released at shutdown, want 8", n)
 	}
+}
+
+// switchCounter is a Quiescer that counts the handoffs between their
+// quiesce and their transfer. Once armed, each Quiesce waits until more
+// than limit are inside it at once (a breach, which it records) or until
+// its QuiesceTimeout, so that every handoff a node lets through at once
+// meets the others there.
+type switchCounter struct {
+	shard.Handler
+	limit    int
+	mu       sync.Mutex
+	armed    bool
+	inside   int
+	most     int
+	calls    int
+	overflow chan struct{}
+}
+
+func (q *switchCounter) Quiesce(ctx context.Context, _ *shard.Lease) error {
+	q.mu.Lock()
+	if !q.armed {
+		q.mu.Unlock()
+		return nil
+	}
+	q.inside++
+	q.calls++
+	q.most = max(q.most, q.inside)
+	if q.inside > q.limit {
+		select {
+		case <-q.overflow:
+		default:
+			close(q.overflow)
+		}
+	}
+	q.mu.Unlock()
+	select {
+	case <-q.overflow:
+	case <-ctx.Done():
+	}
+	q.mu.Lock()
+	q.inside--
+	q.mu.Unlock()
+	return nil
+}
+
+func TestDrainSwitchesAtMostMaxConcurrentHandoffsAtOnce(t *testing.T) {
+	const limit = 2
+	counters := map[string]*switchCounter{}
+	var mu sync.Mutex
+	c, rec := rebalanced(t, 3, 48, func(cfg *shard.Config) {
+		cfg.MaxConcurrentHandoffs = limit
+		cfg.QuiesceTimeout = 20 * time.Millisecond
+		q := &switchCounter{Handler: cfg.Handler, limit: limit, overflow: make(chan struct{})}
+		cfg.Handler = q
+		mu.Lock()
+		counters[cfg.NodeID] = q
+		mu.Unlock()
+	})
+	q := counters["node-1"]
+	q.mu.Lock()
+	q.armed = true
+	q.mu.Unlock()
+	led := len(c.Node("node-1").Leases())
+	if led <= limit {
+		t.Fatalf("node-1 leads %d shards; the test needs more than %d", led, limit)
+	}
+	if err := c.Drain("node-1"); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	q.mu.Lock()
+	most, calls := q.most, q.calls
+	q.mu.Unlock()
+	if calls < led {
+		t.Errorf("Quiesce ran %d times for %d drained shards", calls, led)
+	}
+	if most > limit {
+		t.Errorf("%d handoffs were between quiesce and transfer at once; MaxConcurrentHandoffs is %d", most, limit)
+	}
+	checkNoViolations(t, rec)
 }

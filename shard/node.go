@@ -119,7 +119,10 @@ type Config struct {
 	// Default 2 × LeaseDuration.
 	JoinSettle time.Duration
 	// MaxConcurrentHandoffs bounds the graceful handoffs this node runs at
-	// once as a source. Default 4; a draining node uses 8 × this.
+	// once as a source, and among them those past their Prepare (quiesced,
+	// transferring, the target not yet leading). Default 4. A draining node
+	// prepares up to 8 × this at once, so that slow Prepare hooks do not
+	// stretch the drain, and still switches this many at a time.
 	MaxConcurrentHandoffs int
 	// HandoffTimeout bounds each whole handoff: the target's Prepare, the
 	// source's Quiesce and the voter round. Default 5 s.
@@ -333,6 +336,10 @@ type Node struct {
 	stop    chan struct{}
 	// ctl carries closures to run on the loop (see do).
 	ctl chan func(*loopState)
+	// switching holds one token per handoff between its quiesce and the
+	// target leading: MaxConcurrentHandoffs, also while draining, when
+	// more handoffs prepare at once (see runHandoff).
+	switching chan struct{}
 	// runCtx ends when the node stops; background work (handoffs) runs
 	// under it and bg waits for it.
 	runCtx    context.Context
@@ -368,6 +375,7 @@ func New(cfg Config) (*Node, error) {
 		ctl:     make(chan func(*loopState)),
 		planner: cfg.Planner,
 	}
+	n.switching = make(chan struct{}, cfg.MaxConcurrentHandoffs)
 	if n.planner == nil {
 		n.planner = ringPlanner{cfg.assign()}
 	}
@@ -486,6 +494,9 @@ func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 			n.plan(st)
 		case f := <-n.ctl:
 			f(st)
+			if st.sendNow {
+				n.sendNow(st, replies)
+			}
 		case rep := <-replies:
 			h.Step(rep, n.now())
 			n.afterStep(st)
@@ -505,7 +516,7 @@ func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 				}
 			}
 			if n.gossip.takeDirty() {
-				st.dirty = true
+				st.dirty, st.republish = true, true
 			}
 			// Replan at most every planEvery: a burst of claims and lease
 			// changes (every handoff changes every node's table) would
@@ -514,6 +525,9 @@ func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 			// voters' news of a dead leader still replan at once.
 			if (st.dirty && time.Since(st.lastPlan) >= planEvery) || (!st.settleAt.IsZero() && !time.Now().Before(st.settleAt)) {
 				n.plan(st)
+			} else if st.republish && !time.Now().Before(st.nextPublish) {
+				// Who leads changed: the table says so now, between plans.
+				n.publish(st)
 			}
 		case done := <-n.leave:
 			n.releaseAll(st, ReasonShutdown)
@@ -523,6 +537,39 @@ func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 			return
 		}
 	}
+}
+
+// coalesceLimit bounds how many waiting calls and replies the loop
+// handles before it sends a request that st.sendNow asked for.
+const coalesceLimit = 64
+
+// sendNow sends the holder's requests at once, after handling the calls
+// and replies that already wait for the loop (at most coalesceLimit): a
+// burst of handoffs then leaves as one request per voter carrying every
+// transfer, instead of one request per handoff that queue behind each
+// other for the voters' in-flight window. An idle loop finds nothing
+// waiting and sends at once.
+func (n *Node) sendNow(st *loopState, replies <-chan lease.Reply) {
+	h := st.holder
+	for range coalesceLimit {
+		select {
+		case f := <-n.ctl:
+			f(st)
+			continue
+		case rep := <-replies:
+			h.Step(rep, n.now())
+			n.afterStep(st)
+			continue
+		default:
+		}
+		break
+	}
+	st.sendNow = false
+	if h == nil {
+		return
+	}
+	n.rpc.send(h.Tick(n.now()))
+	n.afterStep(st)
 }
 
 func (n *Node) apply(st *loopState, ev membership.Event) {
@@ -660,7 +707,7 @@ func (n *Node) afterStep(st *loopState) {
 		}
 	}
 	if changed {
-		st.dirty = true
+		st.dirty, st.republish = true, true
 	}
 	if replan {
 		// A dead leader's shards are failed over now, not at the next tick.
@@ -752,9 +799,21 @@ func (n *Node) Leases() map[uint32]*Lease {
 	return maps.Clone(n.leases)
 }
 
+// publishShare bounds the CPU that publishing between plans takes: the
+// next publish waits publishShare times what a publish takes (a moving
+// average, so that one publish slowed by a GC pause does not hold the next
+// one back), and at least one tick, so that with a large P it costs about
+// a tenth of a core however fast leadership changes.
+const publishShare = 10
+
 // publish makes a new table from the plan, the leadership claims and this
 // node's own leases.
 func (n *Node) publish(st *loopState) {
+	began := time.Now()
+	defer func() {
+		st.publishCost += (time.Since(began) - st.publishCost) / 8
+		st.republish, st.nextPublish = false, time.Now().Add(publishShare*st.publishCost)
+	}()
 	entries := make([]Entry, n.cfg.Shards)
 	for s := range entries {
 		entries[s] = Entry{Shard: ID(s)}

@@ -162,7 +162,7 @@ func (ps peerServer) Lead(_ context.Context, req *peerv1.LeadRequest) (*peerv1.L
 			// nobody leads it. Stop waiting and acquire it now.
 			if _, expected := st.expecting[req.GetShard()]; expected {
 				st.holder.Expect(req.GetShard(), now)
-				n.rpc.send(st.holder.Tick(now))
+				st.sendNow = true
 			}
 			return
 		}
@@ -171,7 +171,7 @@ func (ps peerServer) Lead(_ context.Context, req *peerv1.LeadRequest) (*peerv1.L
 			n.log.Info("transfer not adopted", "shard", req.GetShard(), "epoch", req.GetEpoch(), "from", req.GetFrom())
 		}
 		n.afterStep(st)
-		n.rpc.send(st.holder.Tick(now))
+		st.sendNow = true
 	})
 	if !ok {
 		return nil, status.Error(codes.Unavailable, ErrNotStarted.Error())

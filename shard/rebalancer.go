@@ -61,10 +61,21 @@ type planState struct {
 	// with the boot ID of the process that drains: a restart clears it.
 	drainingPeers map[string]string
 	draining      bool
+	// sendNow: a request must leave before the next tick (a transfer, or
+	// a transferred lease to protect). The loop sends it once it has
+	// handled what already waits for it, so that a burst of handoffs
+	// leaves as one request per voter rather than one per handoff.
+	sendNow bool
 	// leaving: the node released everything and leads nothing again.
 	leaving bool
 	// lastPlan is when plan last ran.
 	lastPlan time.Time
+	// republish: leases or leadership claims changed since the table was
+	// last published; nextPublish is the earliest time to publish again,
+	// from publishCost, a moving average of how long a publish takes.
+	republish   bool
+	nextPublish time.Time
+	publishCost time.Duration
 }
 
 // drainsPeer reports whether member id told this node it drains, in the
@@ -190,7 +201,7 @@ func (n *Node) act(st *loopState, now time.Time) {
 	paused := n.gossip.paused() && !st.draining
 	limit := n.cfg.MaxConcurrentHandoffs
 	if st.draining {
-		limit *= 8
+		limit *= drainFactor
 	}
 	var moves []Move
 	for s := range n.cfg.Shards {
@@ -219,6 +230,10 @@ func (n *Node) act(st *loopState, now time.Time) {
 		}
 	}
 }
+
+// drainFactor is how many times MaxConcurrentHandoffs a draining node
+// prepares at once.
+const drainFactor = 8
 
 func (n *Node) handoffBackoff() time.Duration {
 	d := n.cfg.HandoffTimeout / 5
@@ -283,6 +298,19 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 		fail("prepare", err)
 		return
 	}
+	// From the quiesce on, the shard takes no new work until the target
+	// leads: at most MaxConcurrentHandoffs handoffs are in that stretch at
+	// once. A drain prepares drainFactor times as many at once, so that
+	// slow Prepare hooks do not slow it down, but switching them all
+	// together only made every gap longer (they compete for the same
+	// CPUs, voters and disks) without making the drain any shorter.
+	select {
+	case n.switching <- struct{}{}:
+		context.AfterFunc(ctx, func() { <-n.switching })
+	case <-ctx.Done():
+		fail("prepare", fmt.Errorf("no handoff slot before the timeout: %w", ctx.Err()))
+		return
+	}
 	l := n.getLease(hf.shard)
 	if l == nil || l.Epoch() != hf.epoch {
 		fail("prepare", fmt.Errorf("lease on shard %d ended during prepare", hf.shard))
@@ -316,8 +344,7 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 			hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "transfer", Err: err})
 			return
 		}
-		n.rpc.send(h.Tick(now)) // now, not at the next tick: this is the gap
-		n.afterStep(st)
+		st.sendNow = true // now, not at the next tick: this is the gap
 	})
 }
 
@@ -342,6 +369,12 @@ func (n *Node) transferred(st *loopState, c lease.Change) {
 			if st.handoffs[hf.shard] == hf {
 				delete(st.handoffs, hf.shard)
 				st.dirty = true
+				if int(hf.shard) < len(st.current) {
+					st.current[hf.shard] = hf.to
+				}
+				// Start the plan's next moves in the freed slot now
+				// rather than at the next plan.
+				n.act(st, time.Now())
 			}
 			n.metrics.handoffs.WithLabelValues("done").Inc()
 			n.metrics.handoffSeconds.Observe(time.Since(hf.began).Seconds())

@@ -10,7 +10,9 @@
 // it: a tick every 10 ms, replies stepped in as they arrive, the
 // rebalancer's rules (plan from the node's own view; acquire only shards no
 // live node leads; hand off led shards to their target, at most
-// MaxConcurrentHandoffs at once, 8× that while draining; JoinSettle;
+// MaxConcurrentHandoffs at once, 8× that preparing while draining but
+// still MaxConcurrentHandoffs transferring; the plan's next move started
+// as soon as a handoff ends; JoinSettle;
 // session-expiry news from the voters taking a node out of the plan) and
 // the handoff steps of DESIGN §4 (prepare, transfer, forward the outcome,
 // Expect on the target, aborts, retries with backoff). The planner is

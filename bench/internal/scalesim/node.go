@@ -33,7 +33,12 @@ type node struct {
 	desired   map[uint32]struct{}
 	expecting map[uint32]time.Duration // shards handed to this node, until
 	handoffs  map[uint32]*handoff      // handoffs this node runs as source
-	retryAt   map[uint32]time.Duration // failed handoffs wait until
+	// switching counts the handoffs between their transfer and their end,
+	// at most MaxConcurrentHandoffs; prepared ones wait in switchQueue.
+	switching   int
+	switchQueue []*handoff
+	lastRes     *planResult              // the last plan act acted on
+	retryAt     map[uint32]time.Duration // failed handoffs wait until
 	// drainingPeers are sources that said they drain before gossip did.
 	drainingPeers map[int32]bool
 
@@ -76,13 +81,15 @@ type sessionNews struct {
 
 // handoff is one graceful handoff this node runs as the source.
 type handoff struct {
-	id       uint64
-	shard    uint32
-	epoch    uint64
-	to       int32
-	toInc    uint64
-	draining bool
-	prepared bool
+	id        uint64
+	shard     uint32
+	epoch     uint64
+	to        int32
+	toInc     uint64
+	draining  bool
+	prepared  bool
+	switching bool   // holds one of the source's switching slots
+	minEpoch  uint64 // the target's MinTransferEpoch, from its prepare
 }
 
 // addNode creates the next node, not yet in anyone's view but its own,
@@ -189,6 +196,16 @@ func (s *Sim) handleNode(n *node, e *event) {
 		if hf := n.handoffs[e.shard]; hf != nil && hf.id == e.hid {
 			s.endHandoff(n, hf)
 			s.handoffs.done++
+			// The plan's next move takes the freed slot at once, as in
+			// shard.Node, when the shard really left.
+			if _, still := n.led[hf.shard]; !still && n.lastRes != nil && !n.leaving {
+				s.startMoves(n, n.lastRes, func(sh uint32) int32 {
+					if _, ok := n.h.Leads(sh, n.local(s.now)); ok {
+						return int32(n.i)
+					}
+					return -1
+				})
+			}
 		}
 	}
 }
@@ -375,17 +392,29 @@ func (s *Sim) handlePrepared(n *node, e *event) {
 		s.failHandoff(n, hf)
 		return
 	}
-	hf.prepared = true
+	hf.prepared, hf.minEpoch = true, e.epoch
+	if n.switching >= s.cfg.MaxConcurrentHandoffs {
+		n.switchQueue = append(n.switchQueue, hf)
+		return
+	}
+	s.beginSwitch(n, hf)
+}
+
+// beginSwitch takes a switching slot for hf and transfers: shard.Node's
+// runHandoff from its wait for a slot on (no Quiescer here).
+func (s *Sim) beginSwitch(n *node, hf *handoff) {
+	n.switching++
+	hf.switching = true
 	if s.cfg.Bug == BugEarlyForward {
-		s.forwardEarly(n, hf, e.epoch)
+		s.forwardEarly(n, hf, hf.minEpoch)
 		s.after(earlyForwardBy, func() {
 			if n.up && n.handoffs[hf.shard] == hf {
-				s.transfer(n, hf, e.epoch)
+				s.transfer(n, hf, hf.minEpoch)
 			}
 		})
 		return
 	}
-	s.transfer(n, hf, e.epoch)
+	s.transfer(n, hf, hf.minEpoch)
 }
 
 func (s *Sim) transfer(n *node, hf *handoff, minEpoch uint64) {
@@ -460,6 +489,18 @@ func (s *Sim) endHandoff(n *node, hf *handoff) {
 	delete(n.handoffs, hf.shard)
 	s.inflight--
 	n.markDirty(s.now)
+	if !hf.switching {
+		return
+	}
+	hf.switching = false
+	n.switching--
+	for len(n.switchQueue) > 0 && n.switching < s.cfg.MaxConcurrentHandoffs {
+		next := n.switchQueue[0]
+		n.switchQueue = n.switchQueue[1:]
+		if n.handoffs[next.shard] == next {
+			s.beginSwitch(n, next)
+		}
+	}
 }
 
 // handleLead is the target's Lead: adopt the transfer, or, when it was
@@ -492,5 +533,6 @@ func (s *Sim) stop(n *node) {
 	}
 	s.inflight -= len(n.handoffs)
 	clear(n.handoffs)
+	n.switching, n.switchQueue, n.lastRes = 0, nil, nil
 	n.h = nil
 }

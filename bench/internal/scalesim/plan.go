@@ -227,7 +227,14 @@ func (s *Sim) act(n *node, res *planResult) {
 		}
 	}
 	n.desired = want
+	n.lastRes = res
+	s.startMoves(n, res, cur)
+}
 
+// startMoves starts the handoffs res asks of n, within the throttle: at
+// the end of act, and when a handoff ends (shard.Node starts the plan's
+// next move in the freed slot then, without replanning).
+func (s *Sim) startMoves(n *node, res *planResult, cur func(uint32) int32) {
 	limit := s.cfg.MaxConcurrentHandoffs
 	if n.draining {
 		limit *= drainFactor
