@@ -663,7 +663,8 @@ func (h *Holder) Tick(now Time) []Envelope {
 	if h.superseded {
 		return nil
 	}
-	for _, s := range h.sortedShards() {
+	sorted := h.sortedShards()
+	for _, s := range sorted {
 		h.tickShard(s, h.shards[s], now)
 	}
 	// Forget requests that can no longer matter: a reply to them would
@@ -688,7 +689,7 @@ func (h *Holder) Tick(now Time) []Envelope {
 				queuedRelease[op.Shard] = true
 			}
 		}
-		for _, s := range h.sortedShards() {
+		for _, s := range sorted {
 			if e, ok := h.shards[s].release[v]; ok && !queuedRelease[s] {
 				ops = append(ops, Op{Kind: OpRelease, Shard: s, Epoch: e})
 			}

@@ -334,3 +334,30 @@ func BenchmarkPlanLeave(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkReplan is what a node of a 1000-node cluster with 65536 shards
+// pays when it replans: after a change of leader (the same members, the
+// common case) and after a member left.
+func BenchmarkReplan(b *testing.B) {
+	const shards = 65536
+	ms := equal(1000)
+	start := settled(b, rebalance.Policy{}, shards, ms)
+	b.Run("same-members", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := rebalance.Plan(rebalance.Policy{}, shards, start, ms); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("member-left", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			i++
+			// A different leaver each time, so that no ring is reused.
+			rest := slices.Delete(slices.Clone(ms), i%len(ms), i%len(ms)+1)
+			if _, _, err := rebalance.Plan(rebalance.Policy{}, shards, start, rest); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

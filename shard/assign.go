@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 
 	"github.com/buraksezer/consistent"
 	"github.com/cespare/xxhash/v2"
@@ -158,6 +159,19 @@ func Assign(cfg AssignConfig, members []Member) (*Assignment, error) {
 			return nil, fmt.Errorf("shard: member ID %q appears twice", m.ID)
 		}
 	}
+	key := assignKey(cfg, sorted)
+	if a := assignments.get(key); a != nil {
+		return a, nil
+	}
+	a, err := assign(cfg, sorted)
+	if err == nil {
+		assignments.put(key, a)
+	}
+	return a, err
+}
+
+// assign is Assign on checked members, sorted by ID.
+func assign(cfg AssignConfig, sorted []Member) (*Assignment, error) {
 	a := &Assignment{members: sorted, owners: make([]int32, cfg.Shards)}
 	for s := range a.owners {
 		a.owners[s] = -1
@@ -197,6 +211,59 @@ func Assign(cfg AssignConfig, members []Member) (*Assignment, error) {
 		a.owners[s] = m.idx
 	}
 	return a, nil
+}
+
+// assignments keeps the latest Assignments, which are immutable, by their
+// inputs. A node replans on every change of leader, with the same members
+// nearly every time, and building the ring is most of a plan's cost
+// (consistent sorts P × ReplicationFactor points); nodes of one process
+// (tests, benchmarks) share it.
+var assignments = &assignCache{}
+
+// assignCacheSize is how many Assignments assignments keeps.
+const assignCacheSize = 4
+
+type assignCache struct {
+	mu      sync.Mutex
+	entries []assignEntry // most recently used first
+}
+
+type assignEntry struct {
+	key string
+	a   *Assignment
+}
+
+func (c *assignCache) get(key string) *Assignment {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, e := range c.entries {
+		if e.key == key {
+			copy(c.entries[1:i+1], c.entries[:i])
+			c.entries[0] = e
+			return e.a
+		}
+	}
+	return nil
+}
+
+func (c *assignCache) put(key string, a *Assignment) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) < assignCacheSize {
+		c.entries = append(c.entries, assignEntry{})
+	}
+	copy(c.entries[1:], c.entries[:len(c.entries)-1])
+	c.entries[0] = assignEntry{key: key, a: a}
+}
+
+// assignKey is everything an Assignment depends on: the config and every
+// field of every member, sorted by ID.
+func assignKey(cfg AssignConfig, sorted []Member) string {
+	b := fmt.Appendf(nil, "%d/%v/%d", cfg.Shards, cfg.Load, cfg.ReplicationFactor)
+	for _, m := range sorted {
+		b = fmt.Appendf(b, "\x00%q %q %q %d", m.ID, m.Addr, m.Zone, m.Weight)
+	}
+	return string(b)
 }
 
 // buildRing runs consistent.New. Assign's input checks make a panic

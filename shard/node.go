@@ -822,8 +822,8 @@ func (n *Node) publish(st *loopState) {
 			entries[s].Addr = st.view[t].GRPCAddr
 		}
 	}
-	for s, r := range n.gossip.best() {
-		if int(s) < len(entries) {
+	for s, r := range n.gossip.best(len(entries)) {
+		if r.node != "" {
 			entries[s].Leader, entries[s].Epoch, entries[s].State = r.node, r.epoch, Led
 			entries[s].Addr = r.addr
 		}

@@ -136,10 +136,8 @@ func (n *Node) plan(st *loopState) {
 	now := time.Now()
 	P := n.cfg.Shards
 	cur := make([]string, P)
-	for s, r := range n.gossip.best() {
-		if int(s) < P {
-			cur[s] = r.node
-		}
+	for s, r := range n.gossip.best(P) {
+		cur[s] = r.node
 	}
 	h := st.holder
 	if h != nil {
