@@ -12,22 +12,30 @@ import (
 )
 
 type rollingResult struct {
-	Scenario        string    `json:"scenario"`
-	Nodes           int       `json:"nodes"`
-	Voters          int       `json:"voters"`
-	Shards          int       `json:"shards"`
-	Profile         string    `json:"profile"`
-	LeaseMS         float64   `json:"lease_ms"`
-	CrashFailovers  int       `json:"crash_failovers"`
-	Expired         int       `json:"expired"`
-	QuorumLost      int       `json:"quorum_lost"`
-	Violations      int       `json:"violations"`
-	HandedOff       int       `json:"handed_off"`
-	Released        int       `json:"released_at_leave"`
-	DrainMS         []float64 `json:"drain_ms"`
-	DrainShards     []int     `json:"drain_shards"`
-	WorstGapMS      float64   `json:"worst_gap_ms"`
-	GapP99MS        float64   `json:"gap_p99_ms"`
+	Scenario       string    `json:"scenario"`
+	Nodes          int       `json:"nodes"`
+	Voters         int       `json:"voters"`
+	Shards         int       `json:"shards"`
+	Profile        string    `json:"profile"`
+	LeaseMS        float64   `json:"lease_ms"`
+	CrashFailovers int       `json:"crash_failovers"`
+	Expired        int       `json:"expired"`
+	QuorumLost     int       `json:"quorum_lost"`
+	Violations     int       `json:"violations"`
+	HandedOff      int       `json:"handed_off"`
+	Released       int       `json:"released_at_leave"`
+	DrainMS        []float64 `json:"drain_ms"`
+	DrainShards    []int     `json:"drain_shards"`
+	WorstGapMS     float64   `json:"worst_gap_ms"`
+	GapP99MS       float64   `json:"gap_p99_ms"`
+	// The same by kind: handoffs of the draining nodes, and the moves
+	// that rebalance each restarted node back.
+	DrainGapP50MS   float64   `json:"drain_gap_p50_ms"`
+	DrainGapP99MS   float64   `json:"drain_gap_p99_ms"`
+	DrainGapMaxMS   float64   `json:"drain_gap_max_ms"`
+	BackGapP50MS    float64   `json:"back_gap_p50_ms"`
+	BackGapP99MS    float64   `json:"back_gap_p99_ms"`
+	BackGapMaxMS    float64   `json:"back_gap_max_ms"`
 	TotalS          float64   `json:"total_s"`
 	SettleAfterS    []float64 `json:"settle_after_restart_s"`
 	FailedDrainsErr []string  `json:"failed_drains,omitempty"`
@@ -113,8 +121,16 @@ func runRolling(args []string, out io.Writer) error {
 	if len(gaps) > 0 {
 		res.WorstGapMS, res.GapP99MS = msOf(gaps[len(gaps)-1]), msOf(percentile(gaps, 99))
 	}
+	if g := c.rec.Gaps(shard.ReasonDrain); len(g) > 0 {
+		res.DrainGapP50MS, res.DrainGapP99MS, res.DrainGapMaxMS = msOf(percentile(g, 50)), msOf(percentile(g, 99)), msOf(g[len(g)-1])
+	}
+	if g := c.rec.Gaps(shard.ReasonHandoff); len(g) > 0 {
+		res.BackGapP50MS, res.BackGapP99MS, res.BackGapMaxMS = msOf(percentile(g, 50)), msOf(percentile(g, 99)), msOf(g[len(g)-1])
+	}
 	fmt.Fprintf(out, "total %.1f s; %d shards handed off (worst gap %.1f ms, p99 %.1f ms), %d released at leave, %d crash failovers, %d violations\n",
 		res.TotalS, res.HandedOff, res.WorstGapMS, res.GapP99MS, res.Released, res.CrashFailovers, res.Violations)
+	fmt.Fprintf(out, "gaps: draining p50 %.1f ms, p99 %.1f ms, max %.1f ms; rebalancing back p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
+		res.DrainGapP50MS, res.DrainGapP99MS, res.DrainGapMaxMS, res.BackGapP50MS, res.BackGapP99MS, res.BackGapMaxMS)
 	for _, e := range res.FailedDrainsErr {
 		fmt.Fprintln(out, "drain:", e)
 	}

@@ -296,19 +296,6 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 		fail("prepare", err)
 		return
 	}
-	// From the quiesce on, the shard takes no new work until the target
-	// leads: at most MaxConcurrentHandoffs handoffs are in that stretch at
-	// once. A drain prepares drainFactor times as many at once, so that
-	// slow Prepare hooks do not slow it down, but switching them all
-	// together only made every gap longer (they compete for the same
-	// CPUs, voters and disks) without making the drain any shorter.
-	select {
-	case n.switching <- struct{}{}:
-		context.AfterFunc(ctx, func() { <-n.switching })
-	case <-ctx.Done():
-		fail("prepare", fmt.Errorf("no handoff slot before the timeout: %w", ctx.Err()))
-		return
-	}
 	l := n.getLease(hf.shard)
 	if l == nil || l.Epoch() != hf.epoch {
 		fail("prepare", fmt.Errorf("lease on shard %d ended during prepare", hf.shard))
@@ -320,6 +307,18 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 			n.log.Info("quiesce ended with an error; handing off anyway", "shard", hf.shard, "err", err)
 		}
 		cancel()
+	}
+	// From the transfer until the target leads, at most
+	// MaxConcurrentHandoffs handoffs of this node are under way. A drain
+	// prepares and quiesces drainFactor times as many at once, so that
+	// slow Prepare and Quiesce hooks do not stretch it; switching them all
+	// together made every gap longer (they compete for the same CPUs,
+	// voters and disks) without making the drain any shorter. The wait is
+	// a few voter rounds at most.
+	select {
+	case n.switching <- struct{}{}:
+		context.AfterFunc(ctx, func() { <-n.switching })
+	case <-ctx.Done():
 	}
 	if ctx.Err() != nil {
 		fail("quiesce", ctx.Err())
