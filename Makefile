@@ -66,6 +66,7 @@ fuzz:
 	$(GO) test ./proto/voter/v1 -run '^$$' -fuzz '^FuzzReplyFromPB$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./proto/tenure/v1 -run '^$$' -fuzz '^FuzzEntryFromPB$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./proto/tenure/v1 -run '^$$' -fuzz '^FuzzCheckNodeID$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./proto/tenure/v1 -run '^$$' -fuzz '^FuzzPageStart$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./server -run '^$$' -fuzz '^FuzzRequests$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./client -run '^$$' -fuzz '^FuzzWatchEvents$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./daemon -run '^$$' -fuzz '^FuzzLoadOptions$$' -fuzztime $(FUZZTIME)

@@ -42,22 +42,37 @@ type ShardFilter struct {
 	ByState bool
 }
 
+// shardsPageSize is the page size Shards asks for (tests lower it).
+var shardsPageSize int32 = tenurev1.MaxPageSize
+
 // Shards asks a node for the entries of the shards f selects, in shard
-// order.
+// order, a page of tenurev1.MaxPageSize at a time. Pages are read from the
+// table as it is when each is asked for.
 func (c *Client) Shards(ctx context.Context, f ShardFilter) ([]shard.Entry, error) {
-	req := &tenurev1.ListShardsRequest{Node: f.Node, FilterState: f.ByState}
+	req := &tenurev1.ListShardsRequest{Node: f.Node, FilterState: f.ByState, PageSize: shardsPageSize}
 	if f.ByState {
 		req.State = tenurev1.StateToPB(f.State)
 	}
-	var rep *tenurev1.ListShardsReply
-	err := c.call(ctx, func(ctx context.Context, tc tenurev1.TenureClient) (err error) {
-		rep, err = tc.ListShards(ctx, req)
-		return err
-	})
-	if err != nil {
-		return nil, err
+	var out []shard.Entry
+	for {
+		var rep *tenurev1.ListShardsReply
+		err := c.call(ctx, func(ctx context.Context, tc tenurev1.TenureClient) (err error) {
+			rep, err = tc.ListShards(ctx, req)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		page, err := entriesFromPB(rep.GetEntries())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page...)
+		if rep.GetNextPageToken() == "" {
+			return out, nil
+		}
+		req.PageToken = rep.GetNextPageToken()
 	}
-	return entriesFromPB(rep.GetEntries())
 }
 
 // Shard asks a node for one shard's entry.

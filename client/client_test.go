@@ -382,6 +382,17 @@ func TestAdminHelpers(t *testing.T) {
 			t.Errorf("Shards(node-1) returned %+v", e)
 		}
 	}
+	restore := client.SetShardsPageSize(3)
+	paged, err := cl.Shards(ctx, client.ShardFilter{Node: "node-1", ByState: true, State: shard.Led})
+	restore()
+	if err != nil || len(paged) != len(entries) {
+		t.Errorf("Shards over pages of 3: %d entries, %v; in one page: %d", len(paged), err, len(entries))
+	}
+	for i := range min(len(paged), len(entries)) {
+		if paged[i].Shard != entries[i].Shard {
+			t.Errorf("entry %d: shard %d over pages, %d in one page", i, paged[i].Shard, entries[i].Shard)
+		}
+	}
 	e, err := cl.Shard(ctx, uint32(entries[0].Shard))
 	if err != nil || e.Shard != entries[0].Shard {
 		t.Errorf("Shard(%d) = %+v, %v", entries[0].Shard, e, err)

@@ -43,6 +43,7 @@ func FuzzRequests(f *testing.F) {
 		&tenurev1.BatchLookupRequest{Keys: [][]byte{[]byte("a"), nil, make([]byte, shard.MaxKeyBytes+1)}},
 		&tenurev1.GetShardRequest{Shard: 15},
 		&tenurev1.ListShardsRequest{Node: "node-2", State: tenurev1.ShardState_SHARD_STATE_UNLED, FilterState: true},
+		&tenurev1.ListShardsRequest{PageSize: 3, PageToken: tenurev1.NextPageToken(&tenurev1.ListShardsRequest{}, 5)},
 		&tenurev1.TransferRequest{Shard: 3, Node: "node-2"},
 		&tenurev1.DrainRequest{Node: "node-x"},
 	} {

@@ -262,8 +262,8 @@ func fillEntry(m *tenurev1.ShardEntry, e shard.Entry) {
 	m.Shard, m.State, m.Leader, m.Address, m.Epoch, m.Desired = uint32(e.Shard), tenurev1.StateToPB(e.State), e.Leader, e.Addr, e.Epoch, e.Desired
 }
 
-// ListShards returns the entries matching the filters, in shard order, from
-// one snapshot of the table.
+// ListShards returns a page of the entries matching the filters, in shard
+// order, each page from one snapshot of the table.
 func (s *Server) ListShards(_ context.Context, req *tenurev1.ListShardsRequest) (*tenurev1.ListShardsReply, error) {
 	node := req.GetNode()
 	if node != "" {
@@ -282,9 +282,17 @@ func (s *Server) ListShards(_ context.Context, req *tenurev1.ListShardsRequest) 
 			return nil, tenurev1.ToStatus(err)
 		}
 	}
+	size, err := tenurev1.PageSize(req)
+	if err != nil {
+		return nil, tenurev1.ToStatus(err)
+	}
+	start, err := tenurev1.PageStart(req)
+	if err != nil {
+		return nil, tenurev1.ToStatus(err)
+	}
 	t := s.node.Table()
-	var out []*tenurev1.ShardEntry
-	for i := range t.Shards() {
+	rep := &tenurev1.ListShardsReply{}
+	for i := int(start); i < t.Shards(); i++ {
 		e, _ := t.Shard(int64(i))
 		if node != "" && e.Leader != node && e.Desired != node {
 			continue
@@ -292,9 +300,13 @@ func (s *Server) ListShards(_ context.Context, req *tenurev1.ListShardsRequest) 
 		if req.GetFilterState() && e.State != state {
 			continue
 		}
-		out = append(out, tenurev1.EntryToPB(e))
+		if len(rep.Entries) == size {
+			rep.NextPageToken = tenurev1.NextPageToken(req, uint32(i))
+			break
+		}
+		rep.Entries = append(rep.Entries, tenurev1.EntryToPB(e))
 	}
-	return &tenurev1.ListShardsReply{Entries: out}, nil
+	return rep, nil
 }
 
 // GetShard returns one shard's entry; NOT_FOUND (UNKNOWN_SHARD) outside

@@ -137,6 +137,19 @@ func TestInvalidRequestsNameTheField(t *testing.T) {
 			_, err := s.ListShards(ctx, &tenurev1.ListShardsRequest{FilterState: true, State: 42})
 			return err
 		}, codes.InvalidArgument, tenurev1.ErrInvalid, "ListShardsRequest.state"},
+		{"list negative page size", func() error {
+			_, err := s.ListShards(ctx, &tenurev1.ListShardsRequest{PageSize: -1})
+			return err
+		}, codes.InvalidArgument, tenurev1.ErrInvalid, "ListShardsRequest.page_size"},
+		{"list bad page token", func() error {
+			_, err := s.ListShards(ctx, &tenurev1.ListShardsRequest{PageToken: "12"})
+			return err
+		}, codes.InvalidArgument, tenurev1.ErrInvalid, "ListShardsRequest.page_token"},
+		{"list page token of other filters", func() error {
+			tok := tenurev1.NextPageToken(&tenurev1.ListShardsRequest{Node: "node-1"}, 3)
+			_, err := s.ListShards(ctx, &tenurev1.ListShardsRequest{Node: "node-2", PageToken: tok})
+			return err
+		}, codes.InvalidArgument, tenurev1.ErrInvalid, "ListShardsRequest.page_token"},
 		{"drain without node", func() error { _, err := s.Drain(ctx, &tenurev1.DrainRequest{}); return err },
 			codes.InvalidArgument, tenurev1.ErrInvalid, "DrainRequest.node"},
 		{"drain unknown node", func() error { _, err := s.Drain(ctx, &tenurev1.DrainRequest{Node: "node-9"}); return err },
@@ -166,6 +179,67 @@ func TestEmptyAnswers(t *testing.T) {
 	b, err := s.BatchLookup(ctx, &tenurev1.BatchLookupRequest{})
 	if err != nil || len(b.GetEntries()) != 0 {
 		t.Errorf("BatchLookup(no keys) = %v, %v; want no entries", b, err)
+	}
+}
+
+// ListShards pages: every page but the last is full, the pages together
+// are the whole listing, a filtered listing pages over the matches only,
+// and the page size is capped.
+func TestListShardsPages(t *testing.T) {
+	_, s := standalone(t, 50, nil)
+	ctx := ctxFor(t, 10*time.Second)
+	all, err := s.ListShards(ctx, &tenurev1.ListShardsRequest{})
+	if err != nil || len(all.GetEntries()) != 50 || all.GetNextPageToken() != "" {
+		t.Fatalf("one page of 50 shards: %d entries, next %q, %v", len(all.GetEntries()), all.GetNextPageToken(), err)
+	}
+	for _, tt := range []struct {
+		name string
+		req  *tenurev1.ListShardsRequest
+		want int // matching shards
+	}{
+		{"all", &tenurev1.ListShardsRequest{PageSize: 7}, 50},
+		{"a page size that divides", &tenurev1.ListShardsRequest{PageSize: 10}, 50},
+		{"filtered", &tenurev1.ListShardsRequest{PageSize: 4, FilterState: true, State: tenurev1.ShardState_SHARD_STATE_UNLED}, 50},
+		{"no match", &tenurev1.ListShardsRequest{PageSize: 4, Node: "node-9"}, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []uint32
+			pages := 0
+			for {
+				rep, err := s.ListShards(ctx, tt.req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pages++
+				for _, e := range rep.GetEntries() {
+					got = append(got, e.GetShard())
+				}
+				if rep.GetNextPageToken() == "" {
+					break
+				}
+				if len(rep.GetEntries()) != int(tt.req.GetPageSize()) {
+					t.Fatalf("page %d has %d entries and another page follows; page size %d", pages, len(rep.GetEntries()), tt.req.GetPageSize())
+				}
+				tt.req.PageToken = rep.GetNextPageToken()
+			}
+			if len(got) != tt.want {
+				t.Fatalf("%d entries over %d pages, want %d", len(got), pages, tt.want)
+			}
+			for i, sh := range got {
+				if sh != uint32(i) {
+					t.Fatalf("entry %d is shard %d: pages overlap or skip", i, sh)
+				}
+			}
+			if size := max(int(tt.req.GetPageSize()), 1); pages != max(1, (tt.want+size-1)/size) {
+				t.Errorf("%d pages for %d entries of %d per page", pages, tt.want, size)
+			}
+		})
+	}
+	if n, err := tenurev1.PageSize(&tenurev1.ListShardsRequest{PageSize: 1 << 30}); err != nil || n != tenurev1.MaxPageSize {
+		t.Errorf("PageSize(1<<30) = %d, %v; want %d", n, err, tenurev1.MaxPageSize)
+	}
+	if n, err := tenurev1.PageSize(&tenurev1.ListShardsRequest{}); err != nil || n != tenurev1.DefaultPageSize {
+		t.Errorf("PageSize(0) = %d, %v; want %d", n, err, tenurev1.DefaultPageSize)
 	}
 }
 

@@ -166,13 +166,11 @@ func runShards(ctx context.Context, c *cli, opts any, args []string) error {
 		}
 		req.State, req.FilterState = st, true
 	}
-	rep, err := call(ctx, c.eps, func(ctx context.Context, t tenurev1.TenureClient) (*tenurev1.ListShardsReply, error) {
-		return t.ListShards(ctx, req)
-	})
+	entries, err := c.listShards(ctx, req)
 	if err != nil {
-		return mapErr(err)
+		return err
 	}
-	if len(rep.GetEntries()) == 0 && o.node != "" {
+	if len(entries) == 0 && o.node != "" {
 		// An empty list for a node that does not exist is a typo, not
 		// an answer: say so with its own exit code.
 		cl, err := call(ctx, c.eps, func(ctx context.Context, t tenurev1.TenureClient) (*tenurev1.ClusterReply, error) {
@@ -185,8 +183,8 @@ func runShards(ctx context.Context, c *cli, opts any, args []string) error {
 			return &notFoundError{fmt.Errorf("node %q is not a member", o.node)}
 		}
 	}
-	out := make([]entryOut, 0, len(rep.GetEntries()))
-	for _, m := range rep.GetEntries() {
+	out := make([]entryOut, 0, len(entries))
+	for _, m := range entries {
 		e, err := toEntry(m)
 		if err != nil {
 			return err
@@ -194,6 +192,25 @@ func runShards(ctx context.Context, c *cli, opts any, args []string) error {
 		out = append(out, e)
 	}
 	return c.printEntries(out)
+}
+
+// listShards reads every page of the listing req asks for.
+func (c *cli) listShards(ctx context.Context, req *tenurev1.ListShardsRequest) ([]*tenurev1.ShardEntry, error) {
+	req.PageSize = tenurev1.MaxPageSize
+	var out []*tenurev1.ShardEntry
+	for {
+		rep, err := call(ctx, c.eps, func(ctx context.Context, t tenurev1.TenureClient) (*tenurev1.ListShardsReply, error) {
+			return t.ListShards(ctx, req)
+		})
+		if err != nil {
+			return nil, mapErr(err)
+		}
+		out = append(out, rep.GetEntries()...)
+		if rep.GetNextPageToken() == "" {
+			return out, nil
+		}
+		req.PageToken = rep.GetNextPageToken()
+	}
 }
 
 func parseShard(s string) (uint32, error) {
@@ -269,14 +286,12 @@ func runMembers(ctx context.Context, c *cli, _ any, args []string) error {
 		return err
 	}
 	// How many shards each member leads, from the same node's table.
-	ls, err := call(ctx, c.eps, func(ctx context.Context, t tenurev1.TenureClient) (*tenurev1.ListShardsReply, error) {
-		return t.ListShards(ctx, &tenurev1.ListShardsRequest{State: tenurev1.ShardState_SHARD_STATE_LED, FilterState: true})
-	})
+	led, err := c.listShards(ctx, &tenurev1.ListShardsRequest{State: tenurev1.ShardState_SHARD_STATE_LED, FilterState: true})
 	if err != nil {
-		return mapErr(err)
+		return err
 	}
 	leading := map[string]int{}
-	for _, e := range ls.GetEntries() {
+	for _, e := range led {
 		leading[e.GetLeader()]++
 	}
 	out := make([]memberOut, 0, len(rep.GetMembers()))

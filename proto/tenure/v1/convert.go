@@ -20,6 +20,13 @@
 package tenurev1
 
 import (
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"strings"
+
 	"github.com/tenurehq/tenure/proto/internal/wirecheck"
 	"github.com/tenurehq/tenure/shard"
 )
@@ -157,4 +164,70 @@ func stateFromPB(s ShardState) (shard.State, bool) {
 		return shard.Moving, true
 	}
 	return 0, false
+}
+
+// Pages of ListShards.
+const (
+	// DefaultPageSize is the page size of a ListShardsRequest that names
+	// none.
+	DefaultPageSize = 1000
+	// MaxPageSize is the largest page a reply carries (about 600 KB, well
+	// under gRPC's default 4 MB message limit).
+	MaxPageSize = 10000
+)
+
+// PageSize returns the page size req asks for, after the defaults, or a
+// *FieldError naming page_size.
+func PageSize(req *ListShardsRequest) (int, error) {
+	switch n := req.GetPageSize(); {
+	case n < 0:
+		return 0, invalid("ListShardsRequest.page_size", "%d is negative", n)
+	case n == 0:
+		return DefaultPageSize, nil
+	default:
+		return min(int(n), MaxPageSize), nil
+	}
+}
+
+// pageTokenPrefix marks the tokens of this version of the encoding.
+const pageTokenPrefix = "ls1."
+
+// NextPageToken returns the token that continues the listing req asked
+// for at shard next.
+func NextPageToken(req *ListShardsRequest, next uint32) string {
+	b := binary.AppendUvarint(nil, uint64(next))
+	b = binary.BigEndian.AppendUint64(b, listFilter(req))
+	return pageTokenPrefix + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// PageStart returns the shard a listing resumes at: 0 without a token,
+// else the one req.page_token names. A token that is not one of ours, or
+// that was issued for other filters, is a *FieldError naming page_token.
+func PageStart(req *ListShardsRequest) (uint32, error) {
+	tok := req.GetPageToken()
+	if tok == "" {
+		return 0, nil
+	}
+	const field = "ListShardsRequest.page_token"
+	raw, ok := strings.CutPrefix(tok, pageTokenPrefix)
+	b, err := base64.RawURLEncoding.DecodeString(raw)
+	if !ok || err != nil {
+		return 0, invalid(field, "%q is not a token from a ListShardsReply", tok)
+	}
+	next, n := binary.Uvarint(b)
+	if n <= 0 || next > math.MaxUint32 || len(b) != n+8 {
+		return 0, invalid(field, "%q is not a token from a ListShardsReply", tok)
+	}
+	if binary.BigEndian.Uint64(b[n:]) != listFilter(req) {
+		return 0, invalid(field, "the token was issued for other filters (node, state); send the same filters with every page")
+	}
+	return uint32(next), nil
+}
+
+// listFilter fingerprints the filters of req, which every page of one
+// listing must repeat.
+func listFilter(req *ListShardsRequest) uint64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%q/%v/%d", req.GetNode(), req.GetFilterState(), req.GetState())
+	return h.Sum64()
 }

@@ -244,3 +244,35 @@ func FuzzCheckNodeID(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPageStart feeds PageStart any token: it never panics, refuses with
+// ErrInvalid naming page_token, and a token it accepts resumes where a
+// token made for that shard and those filters does.
+func FuzzPageStart(f *testing.F) {
+	req := &tenurev1.ListShardsRequest{Node: "node-2", FilterState: true, State: tenurev1.ShardState_SHARD_STATE_LED}
+	for _, s := range []string{"", "ls1.", "12", tenurev1.NextPageToken(req, 0), tenurev1.NextPageToken(req, 1<<20),
+		tenurev1.NextPageToken(&tenurev1.ListShardsRequest{}, 7)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, tok string) {
+		r := &tenurev1.ListShardsRequest{Node: req.Node, FilterState: req.FilterState, State: req.State, PageToken: tok}
+		next, err := tenurev1.PageStart(r)
+		if err != nil {
+			var fe *tenurev1.FieldError
+			if !errors.Is(err, tenurev1.ErrInvalid) || !errors.As(err, &fe) || fe.Field != "ListShardsRequest.page_token" {
+				t.Fatalf("PageStart(%q) = %v: not a FieldError on page_token", tok, err)
+			}
+			return
+		}
+		if tok == "" {
+			if next != 0 {
+				t.Fatalf("no token resumes at %d", next)
+			}
+			return
+		}
+		r.PageToken = tenurev1.NextPageToken(req, next)
+		if again, err := tenurev1.PageStart(r); err != nil || again != next {
+			t.Fatalf("token %q resumes at %d; a fresh token for %d resumes at %d, %v", tok, next, next, again, err)
+		}
+	})
+}

@@ -602,7 +602,14 @@ type ListShardsRequest struct {
 	// state is the state kept when filter_state is set; ignored otherwise.
 	State ShardState `protobuf:"varint,2,opt,name=state,proto3,enum=tenure.v1.ShardState" json:"state,omitempty"`
 	// filter_state keeps only the shards in state.
-	FilterState   bool `protobuf:"varint,3,opt,name=filter_state,json=filterState,proto3" json:"filter_state,omitempty"`
+	FilterState bool `protobuf:"varint,3,opt,name=filter_state,json=filterState,proto3" json:"filter_state,omitempty"`
+	// page_size is the most entries one reply carries: 0 means 1000, and
+	// more than 10000 means 10000. Negative is INVALID_ARGUMENT.
+	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token continues a listing: the next_page_token of the previous
+	// reply, sent with the same filters (else INVALID_ARGUMENT). Empty starts
+	// at shard 0.
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -658,11 +665,29 @@ func (x *ListShardsRequest) GetFilterState() bool {
 	return false
 }
 
-// ListShardsReply answers a ListShardsRequest.
+func (x *ListShardsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListShardsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListShardsReply answers a ListShardsRequest: one page of the matching
+// shards. Each page is read from the node's table when it is asked for, so
+// a listing of several pages may mix tables of different versions.
 type ListShardsReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// entries are the matching shards, in shard order.
-	Entries       []*ShardEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	Entries []*ShardEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// next_page_token asks for the next page; empty on the last one.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -702,6 +727,13 @@ func (x *ListShardsReply) GetEntries() []*ShardEntry {
 		return x.Entries
 	}
 	return nil
+}
+
+func (x *ListShardsReply) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // GetShardRequest names one shard.
@@ -1563,13 +1595,17 @@ const file_proto_tenure_v1_tenure_proto_rawDesc = "" +
 	"\achanged\x18\x02 \x03(\v2\x15.tenure.v1.ShardEntryR\achanged\x12\x14\n" +
 	"\x05reset\x18\x03 \x01(\bR\x05reset\x12\x16\n" +
 	"\x06origin\x18\x04 \x01(\x04R\x06origin\x12\x12\n" +
-	"\x04more\x18\x05 \x01(\bR\x04more\"w\n" +
+	"\x04more\x18\x05 \x01(\bR\x04more\"\xb3\x01\n" +
 	"\x11ListShardsRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12+\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x15.tenure.v1.ShardStateR\x05state\x12!\n" +
-	"\ffilter_state\x18\x03 \x01(\bR\vfilterState\"B\n" +
+	"\ffilter_state\x18\x03 \x01(\bR\vfilterState\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"j\n" +
 	"\x0fListShardsReply\x12/\n" +
-	"\aentries\x18\x01 \x03(\v2\x15.tenure.v1.ShardEntryR\aentries\"'\n" +
+	"\aentries\x18\x01 \x03(\v2\x15.tenure.v1.ShardEntryR\aentries\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"'\n" +
 	"\x0fGetShardRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\"\x10\n" +
 	"\x0eClusterRequest\"\xdb\x01\n" +

@@ -68,8 +68,9 @@ type TenureClient interface {
 	// holds the node back. The stream ends when the client cancels it or the
 	// node shuts down (UNAVAILABLE: reconnect, to this node or another).
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error)
-	// ListShards returns the entries of every shard that matches the
-	// request's filters, in shard order.
+	// ListShards returns the entries of the shards that match the
+	// request's filters, in shard order, a page at a time (page_size,
+	// page_token).
 	ListShards(ctx context.Context, in *ListShardsRequest, opts ...grpc.CallOption) (*ListShardsReply, error)
 	// GetShard returns the entry of one shard; NOT_FOUND for a shard outside
 	// [0, P).
@@ -234,8 +235,9 @@ type TenureServer interface {
 	// holds the node back. The stream ends when the client cancels it or the
 	// node shuts down (UNAVAILABLE: reconnect, to this node or another).
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error
-	// ListShards returns the entries of every shard that matches the
-	// request's filters, in shard order.
+	// ListShards returns the entries of the shards that match the
+	// request's filters, in shard order, a page at a time (page_size,
+	// page_token).
 	ListShards(context.Context, *ListShardsRequest) (*ListShardsReply, error)
 	// GetShard returns the entry of one shard; NOT_FOUND for a shard outside
 	// [0, P).
