@@ -17,8 +17,8 @@ all: lint test
 demo:
 	$(GO) run ./cmd/tenure-demo
 
-## test: lint, every test with the race detector, then the long simulation.
-test: lint unit sim
+## test: lint, every test with the race detector, the etcd side of the benchmark (its own module), then the long simulation.
+test: lint unit etcdpeer sim
 
 unit:
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
