@@ -68,10 +68,14 @@ func (c *Client) Shards(ctx context.Context, f ShardFilter) ([]shard.Entry, erro
 			return nil, err
 		}
 		out = append(out, page...)
-		if rep.GetNextPageToken() == "" {
+		next := rep.GetNextPageToken()
+		if next == "" {
 			return out, nil
 		}
-		req.PageToken = rep.GetNextPageToken()
+		if len(page) == 0 || next == req.PageToken {
+			return nil, fmt.Errorf("client: ListShards answered an empty page or the same page token again (%q): the listing would never end", next)
+		}
+		req.PageToken = next
 	}
 }
 

@@ -36,6 +36,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	tenurev1 "github.com/tenurehq/tenure/proto/tenure/v1"
 	"github.com/tenurehq/tenure/shard"
@@ -262,6 +263,9 @@ func fillEntry(m *tenurev1.ShardEntry, e shard.Entry) {
 	m.Shard, m.State, m.Leader, m.Address, m.Epoch, m.Desired = uint32(e.Shard), tenurev1.StateToPB(e.State), e.Leader, e.Addr, e.Epoch, e.Desired
 }
 
+// maxPageBytes is tenurev1.MaxPageBytes (tests lower it).
+var maxPageBytes = tenurev1.MaxPageBytes
+
 // ListShards returns a page of the entries matching the filters, in shard
 // order, each page from one snapshot of the table.
 func (s *Server) ListShards(_ context.Context, req *tenurev1.ListShardsRequest) (*tenurev1.ListShardsReply, error) {
@@ -292,6 +296,7 @@ func (s *Server) ListShards(_ context.Context, req *tenurev1.ListShardsRequest) 
 	}
 	t := s.node.Table()
 	rep := &tenurev1.ListShardsReply{}
+	bytes := 0
 	for i := int(start); i < t.Shards(); i++ {
 		e, _ := t.Shard(int64(i))
 		if node != "" && e.Leader != node && e.Desired != node {
@@ -300,11 +305,14 @@ func (s *Server) ListShards(_ context.Context, req *tenurev1.ListShardsRequest) 
 		if req.GetFilterState() && e.State != state {
 			continue
 		}
-		if len(rep.Entries) == size {
+		pb := tenurev1.EntryToPB(e)
+		n := proto.Size(pb) + 4 // and its tag and length
+		if len(rep.Entries) == size || len(rep.Entries) > 0 && bytes+n > maxPageBytes {
 			rep.NextPageToken = tenurev1.NextPageToken(req, uint32(i))
 			break
 		}
-		rep.Entries = append(rep.Entries, tenurev1.EntryToPB(e))
+		rep.Entries = append(rep.Entries, pb)
+		bytes += n
 	}
 	return rep, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	tenurev1 "github.com/tenurehq/tenure/proto/tenure/v1"
 	"github.com/tenurehq/tenure/server"
@@ -235,11 +236,38 @@ func TestListShardsPages(t *testing.T) {
 			}
 		})
 	}
+	// A page ends before its entries exceed the byte bound, whatever the
+	// page size.
+	restore := server.SetMaxPageBytes(40)
+	defer restore()
+	req := &tenurev1.ListShardsRequest{}
+	var got []uint32
+	for pages := 1; ; pages++ {
+		rep, err := s.ListShards(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		size := 0
+		for _, e := range rep.GetEntries() {
+			got = append(got, e.GetShard())
+			size += proto.Size(e) + 4
+		}
+		if len(rep.GetEntries()) == 0 || size > 40 {
+			t.Fatalf("page %d: %d entries of %d bytes; the bound is 40", pages, len(rep.GetEntries()), size)
+		}
+		if rep.GetNextPageToken() == "" {
+			if pages < 5 || len(got) != 50 {
+				t.Fatalf("%d entries in %d pages of at most 40 bytes", len(got), pages)
+			}
+			break
+		}
+		req.PageToken = rep.GetNextPageToken()
+	}
 	if n, err := tenurev1.PageSize(&tenurev1.ListShardsRequest{PageSize: 1 << 30}); err != nil || n != tenurev1.MaxPageSize {
 		t.Errorf("PageSize(1<<30) = %d, %v; want %d", n, err, tenurev1.MaxPageSize)
 	}
-	if n, err := tenurev1.PageSize(&tenurev1.ListShardsRequest{}); err != nil || n != tenurev1.DefaultPageSize {
-		t.Errorf("PageSize(0) = %d, %v; want %d", n, err, tenurev1.DefaultPageSize)
+	if n, err := tenurev1.PageSize(&tenurev1.ListShardsRequest{}); err != nil || n != tenurev1.MaxPageSize {
+		t.Errorf("PageSize(0) = %d, %v; want %d", n, err, tenurev1.MaxPageSize)
 	}
 }
 

@@ -87,8 +87,9 @@ type Assignment struct {
 func (a *Assignment) Shards() int { return len(a.owners) }
 
 // Members returns the members the assignment was computed over, sorted by
-// ID, including those that own no shard. The caller must not modify it.
-func (a *Assignment) Members() []Member { return a.members }
+// ID, including those that own no shard: a copy, since one Assignment may
+// be shared by every caller of Assign with the same inputs.
+func (a *Assignment) Members() []Member { return slices.Clone(a.members) }
 
 // Owner returns the desired owner of s; ok is false when s has none (no
 // eligible member) or s is out of range.

@@ -121,9 +121,9 @@ func (e *HandoffError) Unwrap() error { return e.Err }
 // Drain hands every shard this node leads to its new owner gracefully,
 // then leaves gossip and stops the node: the node first leaves the active
 // set (it advertises the draining state, so peers stop planning shards
-// onto it), then hands off every shard, preparing and quiescing up to
-// 8 × MaxConcurrentHandoffs handoffs at once and transferring
-// MaxConcurrentHandoffs of them at a time.
+// onto it), then hands off every shard, preparing up to
+// 8 × MaxConcurrentHandoffs handoffs at once and quiescing and
+// transferring MaxConcurrentHandoffs of them at a time.
 // Shards not handed off when ctx ends are released at the voters, so their
 // owners take over within one voter round. It returns nil when every shard
 // left by handoff.

@@ -339,3 +339,45 @@ func TestDrainTransfersAtMostMaxConcurrentHandoffsAtOnce(t *testing.T) {
 	}
 	checkNoViolations(t, rec)
 }
+
+// failingPlanner refuses every plan, as rebalance.Policy does for inputs
+// it finds invalid.
+type failingPlanner struct{}
+
+func (failingPlanner) Target(int, []string, []shard.Member) ([]string, error) {
+	return nil, errors.New("planner refuses")
+}
+
+// A node whose planner never succeeds keeps running and keeps its table
+// current from the leadership gossip; it leads nothing. (Publishing
+// between plans once indexed the plan it never had.)
+func TestNodeWhosePlannerFailsStillPublishes(t *testing.T) {
+	c, rec := rebalanced(t, 3, 32, func(cfg *shard.Config) {
+		if cfg.NodeID == "node-4" {
+			cfg.Planner = failingPlanner{}
+		}
+	})
+	n := c.Add("node-4")
+	shardtest.Eventually(t, converge, func() bool {
+		for _, e := range n.Table().Entries() {
+			if e.State != shard.Led || e.Leader == "" {
+				return false
+			}
+		}
+		return true
+	}, "node-4's table shows every shard led")
+	// Move a shard onto it by hand: the end of a handoff it receives must
+	// not need a plan either, and neither must one it runs.
+	var s uint32
+	for sh := range c.Node("node-1").Leases() {
+		s = sh
+		break
+	}
+	if err := c.Node("node-1").Transfer(context.Background(), s, "node-4"); err != nil {
+		t.Fatalf("Transfer to node-4: %v", err)
+	}
+	if err := n.Transfer(context.Background(), s, "node-2"); err != nil {
+		t.Fatalf("Transfer from node-4: %v", err)
+	}
+	checkNoViolations(t, rec)
+}

@@ -119,11 +119,11 @@ type Config struct {
 	// Default 2 × LeaseDuration.
 	JoinSettle time.Duration
 	// MaxConcurrentHandoffs bounds the graceful handoffs this node runs at
-	// once as a source, and among them those past their Quiesce
-	// (transferring, the target not yet leading). Default 4. A draining
-	// node prepares and quiesces up to 8 × this at once, so that slow
-	// Preparer and Quiescer hooks do not stretch the drain, and still
-	// transfers this many at a time.
+	// once as a source, and among them those past their Prepare
+	// (quiescing, transferring, the target not yet leading). Default 4. A
+	// draining node prepares up to 8 × this at once, so that slow Preparer
+	// hooks do not stretch the drain, and still switches this many at a
+	// time; with a slow Quiescer, a higher value drains faster.
 	MaxConcurrentHandoffs int
 	// HandoffTimeout bounds each whole handoff: the target's Prepare, the
 	// source's Quiesce and the voter round. Default 5 s.
@@ -337,9 +337,9 @@ type Node struct {
 	stop    chan struct{}
 	// ctl carries closures to run on the loop (see do).
 	ctl chan func(*loopState)
-	// switching holds one token per handoff from its transfer until it
+	// switching holds one token per handoff from its quiesce until it
 	// ends: MaxConcurrentHandoffs, also while draining, when more
-	// handoffs prepare and quiesce at once (see runHandoff).
+	// handoffs prepare at once (see runHandoff).
 	switching chan struct{}
 	// runCtx ends when the node stops; background work (handoffs) runs
 	// under it and bg waits for it.
@@ -816,8 +816,12 @@ func (n *Node) publish(st *loopState) {
 		st.republish, st.nextPublish = false, time.Now().Add(publishShare*st.publishCost)
 	}()
 	entries := make([]Entry, n.cfg.Shards)
+	planned := len(st.target) == len(entries) // else no plan has succeeded yet
 	for s := range entries {
 		entries[s] = Entry{Shard: ID(s)}
+		if !planned {
+			continue
+		}
 		if t := st.target[s]; t != "" {
 			entries[s].Desired = t
 			entries[s].Addr = st.view[t].GRPCAddr

@@ -296,6 +296,21 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 		fail("prepare", err)
 		return
 	}
+	// From the quiesce until the handoff ends (the target leads, or it
+	// failed), at most MaxConcurrentHandoffs handoffs of this node are
+	// under way. A drain prepares drainFactor times as many at once, so
+	// that slow Preparer hooks do not stretch it; switching them all
+	// together made every gap longer (they compete for the same CPUs,
+	// voters and disks) without making the drain any shorter. The shard
+	// keeps working while its handoff waits here, and the transfer still
+	// follows Quiesce at once.
+	select {
+	case n.switching <- struct{}{}:
+		context.AfterFunc(ctx, func() { <-n.switching })
+	case <-ctx.Done():
+		fail("prepare", fmt.Errorf("no handoff slot free before the handoff's timeout (%d under way): %w", cap(n.switching), ctx.Err()))
+		return
+	}
 	l := n.getLease(hf.shard)
 	if l == nil || l.Epoch() != hf.epoch {
 		fail("prepare", fmt.Errorf("lease on shard %d ended during prepare", hf.shard))
@@ -307,18 +322,6 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 			n.log.Info("quiesce ended with an error; handing off anyway", "shard", hf.shard, "err", err)
 		}
 		cancel()
-	}
-	// From the transfer until the target leads, at most
-	// MaxConcurrentHandoffs handoffs of this node are under way. A drain
-	// prepares and quiesces drainFactor times as many at once, so that
-	// slow Prepare and Quiesce hooks do not stretch it; switching them all
-	// together made every gap longer (they compete for the same CPUs,
-	// voters and disks) without making the drain any shorter. The wait is
-	// a few voter rounds at most.
-	select {
-	case n.switching <- struct{}{}:
-		context.AfterFunc(ctx, func() { <-n.switching })
-	case <-ctx.Done():
 	}
 	if ctx.Err() != nil {
 		fail("quiesce", ctx.Err())
@@ -366,12 +369,13 @@ func (n *Node) transferred(st *loopState, c lease.Change) {
 			if st.handoffs[hf.shard] == hf {
 				delete(st.handoffs, hf.shard)
 				st.dirty = true
-				if int(hf.shard) < len(st.current) {
-					st.current[hf.shard] = hf.to
-				}
 				// Start the plan's next moves in the freed slot now
-				// rather than at the next plan.
-				n.act(st, time.Now())
+				// rather than at the next plan (if a plan succeeded: a
+				// node's first handoff can be an operator's Transfer).
+				if len(st.current) == n.cfg.Shards && len(st.target) == n.cfg.Shards {
+					st.current[hf.shard] = hf.to
+					n.act(st, time.Now())
+				}
 			}
 			n.metrics.handoffs.WithLabelValues("done").Inc()
 			n.metrics.handoffSeconds.Observe(time.Since(hf.began).Seconds())

@@ -206,10 +206,14 @@ func (c *cli) listShards(ctx context.Context, req *tenurev1.ListShardsRequest) (
 			return nil, mapErr(err)
 		}
 		out = append(out, rep.GetEntries()...)
-		if rep.GetNextPageToken() == "" {
+		next := rep.GetNextPageToken()
+		if next == "" {
 			return out, nil
 		}
-		req.PageToken = rep.GetNextPageToken()
+		if len(rep.GetEntries()) == 0 || next == req.PageToken {
+			return nil, fmt.Errorf("the node answered an empty page or the same page token again (%q): the listing would never end", next)
+		}
+		req.PageToken = next
 	}
 }
 

@@ -168,12 +168,15 @@ func stateFromPB(s ShardState) (shard.State, bool) {
 
 // Pages of ListShards.
 const (
-	// DefaultPageSize is the page size of a ListShardsRequest that names
-	// none.
-	DefaultPageSize = 1000
-	// MaxPageSize is the largest page a reply carries (about 600 KB, well
-	// under gRPC's default 4 MB message limit).
+	// MaxPageSize is the most entries a reply carries; it is also the page
+	// size of a request that names none, so that a client that knows
+	// nothing of pages still gets every shard of a cluster of up to this
+	// many.
 	MaxPageSize = 10000
+	// MaxPageBytes bounds the encoded entries of one reply, well under
+	// gRPC's default 4 MB message limit whatever the length of node IDs
+	// and addresses: a page ends early rather than exceed it.
+	MaxPageBytes = 2 << 20
 )
 
 // PageSize returns the page size req asks for, after the defaults, or a
@@ -183,7 +186,7 @@ func PageSize(req *ListShardsRequest) (int, error) {
 	case n < 0:
 		return 0, invalid("ListShardsRequest.page_size", "%d is negative", n)
 	case n == 0:
-		return DefaultPageSize, nil
+		return MaxPageSize, nil
 	default:
 		return min(int(n), MaxPageSize), nil
 	}

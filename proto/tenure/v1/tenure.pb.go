@@ -603,8 +603,9 @@ type ListShardsRequest struct {
 	State ShardState `protobuf:"varint,2,opt,name=state,proto3,enum=tenure.v1.ShardState" json:"state,omitempty"`
 	// filter_state keeps only the shards in state.
 	FilterState bool `protobuf:"varint,3,opt,name=filter_state,json=filterState,proto3" json:"filter_state,omitempty"`
-	// page_size is the most entries one reply carries: 0 means 1000, and
-	// more than 10000 means 10000. Negative is INVALID_ARGUMENT.
+	// page_size is the most entries one reply carries: 0 or more than
+	// 10000 means 10000, and a page also ends before its entries reach
+	// 2 MiB. Negative is INVALID_ARGUMENT.
 	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// page_token continues a listing: the next_page_token of the previous
 	// reply, sent with the same filters (else INVALID_ARGUMENT). Empty starts
