@@ -130,6 +130,22 @@ func (c *Client) Transfer(ctx context.Context, s uint32, node string) error {
 	})
 }
 
+// Plan asks a node for its rebalancer's dry run: up to
+// tenurev1.MaxPlanMoves of the moves its planner wants now, how many there
+// are in all, and whether rebalancing is paused. An administrative call:
+// with mTLS it needs a client certificate.
+func (c *Client) Plan(ctx context.Context) (*tenurev1.PlanReply, error) {
+	var rep *tenurev1.PlanReply
+	err := c.call(ctx, func(ctx context.Context, tc tenurev1.TenureClient) (err error) {
+		rep, err = tc.Plan(ctx, &tenurev1.PlanRequest{})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
 // PauseRebalance stops the cluster from moving shards between live
 // members by plan.
 func (c *Client) PauseRebalance(ctx context.Context) error {

@@ -218,3 +218,21 @@ func (s *Server) ResumeRebalance(ctx context.Context, _ *tenurev1.ResumeRebalanc
 	s.log.Info("rebalancing resumed")
 	return &tenurev1.ResumeRebalanceReply{}, nil
 }
+
+// Plan is the rebalancer's dry run from this node's view. It is an
+// administrative call because it makes the node replan.
+func (s *Server) Plan(ctx context.Context, req *tenurev1.PlanRequest) (*tenurev1.PlanReply, error) {
+	if err := s.authorize(ctx, "Plan"); err != nil {
+		return nil, tenurev1.ToStatus(err)
+	}
+	limit, err := tenurev1.PlanLimit(req)
+	if err != nil {
+		return nil, tenurev1.ToStatus(err)
+	}
+	moves := s.node.Plan()
+	rep := &tenurev1.PlanReply{Total: uint32(len(moves)), Paused: s.node.RebalancePaused()}
+	for _, m := range moves[:min(len(moves), limit)] {
+		rep.Moves = append(rep.Moves, &tenurev1.Move{Shard: m.Shard, From: m.From, To: m.To})
+	}
+	return rep, nil
+}

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -56,12 +57,28 @@ func TestTransferIsForwardedToTheLeader(t *testing.T) {
 		return ok && l.Epoch() > before && c.Leaders()[s]["node-2"] == 0 && e.Leader == "node-3"
 	}, "node-3 leads shard %d above epoch %d, node-2 does not, node-1 knows", s, before)
 
+	// The dry run shows the ring's wish to move it back, and that nothing
+	// moves while paused.
+	plan, err := client.Plan(ctxFor(t, 10*time.Second), &tenurev1.PlanRequest{})
+	if err != nil {
+		t.Fatalf("Plan: %v", err)
+	}
+	back := slices.ContainsFunc(plan.GetMoves(), func(m *tenurev1.Move) bool {
+		return m.GetShard() == s && m.GetFrom() == "node-3" && m.GetTo() == "node-2"
+	})
+	if !back || !plan.GetPaused() || int(plan.GetTotal()) != len(plan.GetMoves()) {
+		t.Errorf("Plan = %v; want shard %d node-3 → node-2 among its moves, paused, total = the moves listed", plan, s)
+	}
+	if l, ok := c.Node("node-3").Leases()[s]; !ok || l.Epoch() <= before {
+		t.Errorf("node-3 no longer leads shard %d after the dry run", s)
+	}
+
 	// Transferring a shard to its leader does nothing.
 	if _, err := client.Transfer(ctxFor(t, 10*time.Second), &tenurev1.TransferRequest{Shard: s, Node: "node-3"}); err != nil {
 		t.Errorf("Transfer to the leader: %v", err)
 	}
 	// A target that is no member is refused by the leader.
-	_, err := client.Transfer(ctxFor(t, 10*time.Second), &tenurev1.TransferRequest{Shard: s, Node: "node-9"})
+	_, err = client.Transfer(ctxFor(t, 10*time.Second), &tenurev1.TransferRequest{Shard: s, Node: "node-9"})
 	if !errors.Is(tenurev1.FromStatus(err), shard.ErrUnknownNode) {
 		t.Errorf("Transfer to node-9: %v, want ErrUnknownNode", err)
 	}

@@ -46,6 +46,7 @@ func FuzzRequests(f *testing.F) {
 		&tenurev1.ListShardsRequest{PageSize: 3, PageToken: tenurev1.NextPageToken(&tenurev1.ListShardsRequest{}, 5)},
 		&tenurev1.TransferRequest{Shard: 3, Node: "node-2"},
 		&tenurev1.DrainRequest{Node: "node-x"},
+		&tenurev1.PlanRequest{Limit: 3},
 	} {
 		b, err := proto.Marshal(m)
 		if err != nil {
@@ -91,6 +92,15 @@ func FuzzRequests(f *testing.F) {
 		if proto.Unmarshal(b, &list) == nil {
 			_, err := s.ListShards(ctx, &list)
 			checkRefusal(t, "ListShards", err)
+		}
+		var plan tenurev1.PlanRequest
+		if proto.Unmarshal(b, &plan) == nil {
+			// A node that never started plans nothing.
+			rep, err := s.Plan(ctx, &plan)
+			checkRefusal(t, "Plan", err)
+			if err == nil && (rep.GetTotal() != 0 || len(rep.GetMoves()) != 0) {
+				t.Fatalf("Plan of a node that never started: %v", rep)
+			}
 		}
 		var tr tenurev1.TransferRequest
 		if proto.Unmarshal(b, &tr) == nil {

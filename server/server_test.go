@@ -151,6 +151,8 @@ func TestInvalidRequestsNameTheField(t *testing.T) {
 			_, err := s.ListShards(ctx, &tenurev1.ListShardsRequest{Node: "node-2", PageToken: tok})
 			return err
 		}, codes.InvalidArgument, tenurev1.ErrInvalid, "ListShardsRequest.page_token"},
+		{"plan negative limit", func() error { _, err := s.Plan(ctx, &tenurev1.PlanRequest{Limit: -1}); return err },
+			codes.InvalidArgument, tenurev1.ErrInvalid, "PlanRequest.limit"},
 		{"drain without node", func() error { _, err := s.Drain(ctx, &tenurev1.DrainRequest{}); return err },
 			codes.InvalidArgument, tenurev1.ErrInvalid, "DrainRequest.node"},
 		{"drain unknown node", func() error { _, err := s.Drain(ctx, &tenurev1.DrainRequest{Node: "node-9"}); return err },

@@ -297,6 +297,9 @@ func (n *Node) RebalancePaused() bool { return n.gossip.paused() }
 // dry run): every shard whose known leader is not its target, sorted by
 // shard. Only the leaders of those shards act on them.
 func (n *Node) Plan() []Move {
+	if n.membership() == nil {
+		return nil // not started: no view to plan from
+	}
 	var out []Move
 	n.do(func(st *loopState) {
 		n.plan(st)

@@ -512,6 +512,13 @@ func TestCluster(t *testing.T) {
 			_, out, _ := c.ctl(t, false, []string{"n2"}, "cluster", "-o", "json")
 			return strings.Contains(out, `"rebalance_paused": true`)
 		})
+		// The dry run is an administrative call too; paused, it says so.
+		if code, _, errs := c.ctl(t, false, []string{"n2"}, "plan"); code != 1 || !strings.Contains(errs, "client certificate") {
+			t.Errorf("plan without a client certificate: exit %d, %q; want 1, refused", code, errs)
+		}
+		if code, out, errs := c.ctl(t, true, []string{"n2"}, "plan", "-o", "json"); code != 0 || !strings.Contains(out, `"paused": true`) {
+			t.Errorf("plan with a client certificate: exit %d: %s %s", code, out, errs)
+		}
 		if code, _, errs := c.ctl(t, true, []string{"n2"}, "resume"); code != 0 {
 			t.Errorf("resume with a client certificate: exit %d: %s", code, errs)
 		}

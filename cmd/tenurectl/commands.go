@@ -601,3 +601,56 @@ func runResume(ctx context.Context, c *cli, _ any, args []string) error {
 		return t.ResumeRebalance(ctx, &tenurev1.ResumeRebalanceRequest{})
 	})
 }
+
+// planOut is the JSON form of `tenurectl plan`.
+type planOut struct {
+	Paused bool      `json:"paused"`
+	Total  uint32    `json:"total"`
+	Moves  []moveOut `json:"moves"`
+}
+
+type moveOut struct {
+	Shard uint32 `json:"shard"`
+	From  string `json:"from"` // empty: the shard has no leader
+	To    string `json:"to"`
+}
+
+func runPlan(ctx context.Context, c *cli, _ any, args []string) error {
+	if len(args) > 0 {
+		return usagef("plan takes no arguments")
+	}
+	rep, err := call(ctx, c.eps, func(ctx context.Context, t tenurev1.TenureClient) (*tenurev1.PlanReply, error) {
+		return t.Plan(ctx, &tenurev1.PlanRequest{})
+	})
+	if err != nil {
+		return mapErr(err)
+	}
+	out := planOut{Paused: rep.GetPaused(), Total: rep.GetTotal(), Moves: []moveOut{}}
+	for _, m := range rep.GetMoves() {
+		out.Moves = append(out.Moves, moveOut{Shard: m.GetShard(), From: m.GetFrom(), To: m.GetTo()})
+	}
+	if !c.table {
+		return c.printJSON(out)
+	}
+	state := "rebalancing is on"
+	if out.Paused {
+		state = "rebalancing is paused: only shards without a live leader move"
+	}
+	shown := ""
+	if int(out.Total) > len(out.Moves) {
+		shown = fmt.Sprintf(", the first %d shown", len(out.Moves))
+	}
+	fmt.Fprintf(c.out, "%d planned moves%s; %s\n", out.Total, shown, state)
+	if len(out.Moves) == 0 {
+		return nil
+	}
+	rows := make([][]string, len(out.Moves))
+	for i, m := range out.Moves {
+		from := m.From
+		if from == "" {
+			from = "-"
+		}
+		rows[i] = []string{strconv.FormatUint(uint64(m.Shard), 10), from, m.To}
+	}
+	return c.printTable("SHARD\tFROM\tTO", rows)
+}

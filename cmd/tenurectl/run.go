@@ -108,6 +108,7 @@ var commands = []command{
 	{name: "transfer", args: "SHARD NODE", help: "hand SHARD to NODE gracefully", run: runTransfer},
 	{name: "pause", help: "pause rebalancing cluster-wide (failover continues)", run: runPause},
 	{name: "resume", help: "resume rebalancing", run: runResume},
+	{name: "plan", help: "show the moves the rebalancer wants now (a dry run; moves nothing)", run: runPlan},
 }
 
 func usageText(w io.Writer) {

@@ -30,6 +30,8 @@ type fakeNode struct {
 	// watch is the events the Watch stream sends before it ends with
 	// UNAVAILABLE (the node going away).
 	watch []*tenurev1.WatchEvent
+	// stuckPages makes ListShards answer every page with the same token.
+	stuckPages bool
 
 	mu    sync.Mutex
 	calls []string
@@ -75,7 +77,20 @@ func (f *fakeNode) ListShards(_ context.Context, r *tenurev1.ListShardsRequest) 
 		}
 		rep.Entries = append(rep.Entries, m)
 	}
+	if f.stuckPages {
+		rep.NextPageToken = "again"
+	}
 	return rep, nil
+}
+
+func (f *fakeNode) Plan(context.Context, *tenurev1.PlanRequest) (*tenurev1.PlanReply, error) {
+	f.record("Plan")
+	if f.adminErr != nil {
+		return nil, tenurev1.ToStatus(f.adminErr)
+	}
+	return &tenurev1.PlanReply{Total: 5, Paused: true, Moves: []*tenurev1.Move{
+		{Shard: 0, From: "a", To: "b"}, {Shard: 2, To: "a"}, {Shard: 3, From: "b", To: "a"},
+	}}, nil
 }
 
 func (f *fakeNode) GetShard(_ context.Context, r *tenurev1.GetShardRequest) (*tenurev1.ShardEntry, error) {
@@ -281,6 +296,42 @@ func TestAdminCalls(t *testing.T) {
 	code, out, _ := ctl(t, "-addr", addr, "-o", "json", "transfer", "3", "b")
 	if code != exitOK || !strings.Contains(out, `"transfer": "started"`) {
 		t.Errorf("transfer -o json: exit %d, %q", code, out)
+	}
+}
+
+// TestPlan prints the dry run as a table and as JSON, says when the list
+// was cut and that rebalancing is paused, and passes refusals on.
+func TestPlan(t *testing.T) {
+	addr := serve(t, &fakeNode{})
+	code, out, errs := ctl(t, "-addr", addr, "plan")
+	if code != exitOK {
+		t.Fatalf("plan: exit %d: %s", code, errs)
+	}
+	for _, want := range []string{"5 planned moves, the first 3 shown; rebalancing is paused", "SHARD", "0      a     b", "2      -     a"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("plan output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, _ = ctl(t, "-addr", addr, "-o", "json", "plan")
+	if code != exitOK || !strings.Contains(out, `"total": 5`) || !strings.Contains(out, `"from": ""`) || !strings.Contains(out, `"paused": true`) {
+		t.Errorf("plan -o json: exit %d:\n%s", code, out)
+	}
+	refusing := serve(t, &fakeNode{adminErr: fmt.Errorf("plan: %w", tenurev1.ErrUnauthenticated)})
+	if code, _, errs := ctl(t, "-addr", refusing, "plan"); code != exitFailed || !strings.Contains(errs, "client certificate") {
+		t.Errorf("plan refused: exit %d, %q", code, errs)
+	}
+	if code, _, errs := ctl(t, "-addr", addr, "plan", "x"); code != exitUsage {
+		t.Errorf("plan x: exit %d, %q", code, errs)
+	}
+}
+
+// TestShardsStopsOnARepeatedPageToken: a node that keeps answering with
+// the same page token ends the listing with an error instead of a loop.
+func TestShardsStopsOnARepeatedPageToken(t *testing.T) {
+	addr := serve(t, &fakeNode{stuckPages: true})
+	code, _, errs := ctl(t, "-addr", addr, "shards")
+	if code != exitFailed || !strings.Contains(errs, "same page token") {
+		t.Errorf("shards against a node that repeats its page token: exit %d, %q", code, errs)
 	}
 }
 

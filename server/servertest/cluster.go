@@ -311,3 +311,11 @@ func (l *lateServer) ResumeRebalance(ctx context.Context, r *tenurev1.ResumeReba
 	}
 	return s.ResumeRebalance(ctx, r)
 }
+
+func (l *lateServer) Plan(ctx context.Context, r *tenurev1.PlanRequest) (*tenurev1.PlanReply, error) {
+	s, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return s.Plan(ctx, r)
+}

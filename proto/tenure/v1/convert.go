@@ -234,3 +234,20 @@ func listFilter(req *ListShardsRequest) uint64 {
 	fmt.Fprintf(h, "%q/%v/%d", req.GetNode(), req.GetFilterState(), req.GetState())
 	return h.Sum64()
 }
+
+// MaxPlanMoves is the most moves a PlanReply lists, and the limit of a
+// PlanRequest that names none.
+const MaxPlanMoves = 10000
+
+// PlanLimit returns the number of moves req asks for, after the defaults,
+// or a *FieldError naming limit.
+func PlanLimit(req *PlanRequest) (int, error) {
+	switch n := req.GetLimit(); {
+	case n < 0:
+		return 0, invalid("PlanRequest.limit", "%d is negative", n)
+	case n == 0:
+		return MaxPlanMoves, nil
+	default:
+		return min(int(n), MaxPlanMoves), nil
+	}
+}

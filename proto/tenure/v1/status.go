@@ -62,7 +62,7 @@ const (
 )
 
 // ErrUnauthenticated is returned for an administrative call (Drain,
-// Transfer, PauseRebalance, ResumeRebalance) from a caller that presented
+// Transfer, PauseRebalance, ResumeRebalance, Plan) from a caller that presented
 // no client certificate verified by the server, when the server requires
 // one.
 var ErrUnauthenticated = errors.New("administrative call requires a verified client certificate")

@@ -1566,6 +1566,183 @@ func (*ResumeRebalanceReply) Descriptor() ([]byte, []int) {
 	return file_proto_tenure_v1_tenure_proto_rawDescGZIP(), []int{23}
 }
 
+// PlanRequest asks for the answering node's plan.
+type PlanRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// limit is the most moves the reply lists: 0 or more than 10000 means
+	// 10000. Negative is INVALID_ARGUMENT.
+	Limit         int32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanRequest) Reset() {
+	*x = PlanRequest{}
+	mi := &file_proto_tenure_v1_tenure_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanRequest) ProtoMessage() {}
+
+func (x *PlanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_tenure_v1_tenure_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanRequest.ProtoReflect.Descriptor instead.
+func (*PlanRequest) Descriptor() ([]byte, []int) {
+	return file_proto_tenure_v1_tenure_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PlanRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// Move is one planned change of leader.
+type Move struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// shard is the shard number, in [0, P).
+	Shard uint32 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// from is the shard's leader as the node knows it; empty when unled.
+	From string `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	// to is the shard's target.
+	To            string `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Move) Reset() {
+	*x = Move{}
+	mi := &file_proto_tenure_v1_tenure_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Move) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Move) ProtoMessage() {}
+
+func (x *Move) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_tenure_v1_tenure_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Move.ProtoReflect.Descriptor instead.
+func (*Move) Descriptor() ([]byte, []int) {
+	return file_proto_tenure_v1_tenure_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Move) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *Move) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *Move) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+// PlanReply answers a PlanRequest.
+type PlanReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// moves are the first moves of the plan, in shard order.
+	Moves []*Move `protobuf:"bytes,1,rep,name=moves,proto3" json:"moves,omitempty"`
+	// total is how many moves the plan has; more than moves when the limit
+	// cut the list.
+	Total uint32 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	// paused says rebalancing is paused in this node's view: only failover
+	// moves (of shards without a live leader) are made.
+	Paused        bool `protobuf:"varint,3,opt,name=paused,proto3" json:"paused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanReply) Reset() {
+	*x = PlanReply{}
+	mi := &file_proto_tenure_v1_tenure_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanReply) ProtoMessage() {}
+
+func (x *PlanReply) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_tenure_v1_tenure_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanReply.ProtoReflect.Descriptor instead.
+func (*PlanReply) Descriptor() ([]byte, []int) {
+	return file_proto_tenure_v1_tenure_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *PlanReply) GetMoves() []*Move {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
+func (x *PlanReply) GetTotal() uint32 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *PlanReply) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
 var File_proto_tenure_v1_tenure_proto protoreflect.FileDescriptor
 
 const file_proto_tenure_v1_tenure_proto_rawDesc = "" +
@@ -1651,7 +1828,17 @@ const file_proto_tenure_v1_tenure_proto_rawDesc = "" +
 	"\x15PauseRebalanceRequest\"\x15\n" +
 	"\x13PauseRebalanceReply\"\x18\n" +
 	"\x16ResumeRebalanceRequest\"\x16\n" +
-	"\x14ResumeRebalanceReply*m\n" +
+	"\x14ResumeRebalanceReply\"#\n" +
+	"\vPlanRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\"@\n" +
+	"\x04Move\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x03 \x01(\tR\x02to\"`\n" +
+	"\tPlanReply\x12%\n" +
+	"\x05moves\x18\x01 \x03(\v2\x0f.tenure.v1.MoveR\x05moves\x12\x14\n" +
+	"\x05total\x18\x02 \x01(\rR\x05total\x12\x16\n" +
+	"\x06paused\x18\x03 \x01(\bR\x06paused*m\n" +
 	"\n" +
 	"ShardState\x12\x1b\n" +
 	"\x17SHARD_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
@@ -1663,7 +1850,7 @@ const file_proto_tenure_v1_tenure_proto_rawDesc = "" +
 	"\x14MEMBER_STATE_JOINING\x10\x01\x12\x17\n" +
 	"\x13MEMBER_STATE_ACTIVE\x10\x02\x12\x19\n" +
 	"\x15MEMBER_STATE_DRAINING\x10\x03\x12\x18\n" +
-	"\x14MEMBER_STATE_LEAVING\x10\x042\xb6\x05\n" +
+	"\x14MEMBER_STATE_LEAVING\x10\x042\xec\x05\n" +
 	"\x06Tenure\x12:\n" +
 	"\x06Lookup\x12\x18.tenure.v1.LookupRequest\x1a\x16.tenure.v1.LookupReply\x12I\n" +
 	"\vBatchLookup\x12\x1d.tenure.v1.BatchLookupRequest\x1a\x1b.tenure.v1.BatchLookupReply\x129\n" +
@@ -1675,7 +1862,8 @@ const file_proto_tenure_v1_tenure_proto_rawDesc = "" +
 	"\x05Drain\x12\x17.tenure.v1.DrainRequest\x1a\x15.tenure.v1.DrainReply\x12@\n" +
 	"\bTransfer\x12\x1a.tenure.v1.TransferRequest\x1a\x18.tenure.v1.TransferReply\x12R\n" +
 	"\x0ePauseRebalance\x12 .tenure.v1.PauseRebalanceRequest\x1a\x1e.tenure.v1.PauseRebalanceReply\x12U\n" +
-	"\x0fResumeRebalance\x12!.tenure.v1.ResumeRebalanceRequest\x1a\x1f.tenure.v1.ResumeRebalanceReplyB5Z3github.com/tenurehq/tenure/proto/tenure/v1;tenurev1b\x06proto3"
+	"\x0fResumeRebalance\x12!.tenure.v1.ResumeRebalanceRequest\x1a\x1f.tenure.v1.ResumeRebalanceReply\x124\n" +
+	"\x04Plan\x12\x16.tenure.v1.PlanRequest\x1a\x14.tenure.v1.PlanReplyB5Z3github.com/tenurehq/tenure/proto/tenure/v1;tenurev1b\x06proto3"
 
 var (
 	file_proto_tenure_v1_tenure_proto_rawDescOnce sync.Once
@@ -1690,7 +1878,7 @@ func file_proto_tenure_v1_tenure_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_tenure_v1_tenure_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_proto_tenure_v1_tenure_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_proto_tenure_v1_tenure_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_proto_tenure_v1_tenure_proto_goTypes = []any{
 	(ShardState)(0),                // 0: tenure.v1.ShardState
 	(MemberState)(0),               // 1: tenure.v1.MemberState
@@ -1718,6 +1906,9 @@ var file_proto_tenure_v1_tenure_proto_goTypes = []any{
 	(*PauseRebalanceReply)(nil),    // 23: tenure.v1.PauseRebalanceReply
 	(*ResumeRebalanceRequest)(nil), // 24: tenure.v1.ResumeRebalanceRequest
 	(*ResumeRebalanceReply)(nil),   // 25: tenure.v1.ResumeRebalanceReply
+	(*PlanRequest)(nil),            // 26: tenure.v1.PlanRequest
+	(*Move)(nil),                   // 27: tenure.v1.Move
+	(*PlanReply)(nil),              // 28: tenure.v1.PlanReply
 }
 var file_proto_tenure_v1_tenure_proto_depIdxs = []int32{
 	0,  // 0: tenure.v1.ShardEntry.state:type_name -> tenure.v1.ShardState
@@ -1731,31 +1922,34 @@ var file_proto_tenure_v1_tenure_proto_depIdxs = []int32{
 	14, // 8: tenure.v1.ClusterReply.voters:type_name -> tenure.v1.Voter
 	15, // 9: tenure.v1.ClusterReply.config:type_name -> tenure.v1.ClusterConfig
 	16, // 10: tenure.v1.ClusterReply.health:type_name -> tenure.v1.Health
-	3,  // 11: tenure.v1.Tenure.Lookup:input_type -> tenure.v1.LookupRequest
-	5,  // 12: tenure.v1.Tenure.BatchLookup:input_type -> tenure.v1.BatchLookupRequest
-	7,  // 13: tenure.v1.Tenure.Watch:input_type -> tenure.v1.WatchRequest
-	9,  // 14: tenure.v1.Tenure.ListShards:input_type -> tenure.v1.ListShardsRequest
-	11, // 15: tenure.v1.Tenure.GetShard:input_type -> tenure.v1.GetShardRequest
-	12, // 16: tenure.v1.Tenure.Cluster:input_type -> tenure.v1.ClusterRequest
-	18, // 17: tenure.v1.Tenure.Drain:input_type -> tenure.v1.DrainRequest
-	20, // 18: tenure.v1.Tenure.Transfer:input_type -> tenure.v1.TransferRequest
-	22, // 19: tenure.v1.Tenure.PauseRebalance:input_type -> tenure.v1.PauseRebalanceRequest
-	24, // 20: tenure.v1.Tenure.ResumeRebalance:input_type -> tenure.v1.ResumeRebalanceRequest
-	4,  // 21: tenure.v1.Tenure.Lookup:output_type -> tenure.v1.LookupReply
-	6,  // 22: tenure.v1.Tenure.BatchLookup:output_type -> tenure.v1.BatchLookupReply
-	8,  // 23: tenure.v1.Tenure.Watch:output_type -> tenure.v1.WatchEvent
-	10, // 24: tenure.v1.Tenure.ListShards:output_type -> tenure.v1.ListShardsReply
-	2,  // 25: tenure.v1.Tenure.GetShard:output_type -> tenure.v1.ShardEntry
-	17, // 26: tenure.v1.Tenure.Cluster:output_type -> tenure.v1.ClusterReply
-	19, // 27: tenure.v1.Tenure.Drain:output_type -> tenure.v1.DrainReply
-	21, // 28: tenure.v1.Tenure.Transfer:output_type -> tenure.v1.TransferReply
-	23, // 29: tenure.v1.Tenure.PauseRebalance:output_type -> tenure.v1.PauseRebalanceReply
-	25, // 30: tenure.v1.Tenure.ResumeRebalance:output_type -> tenure.v1.ResumeRebalanceReply
-	21, // [21:31] is the sub-list for method output_type
-	11, // [11:21] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	27, // 11: tenure.v1.PlanReply.moves:type_name -> tenure.v1.Move
+	3,  // 12: tenure.v1.Tenure.Lookup:input_type -> tenure.v1.LookupRequest
+	5,  // 13: tenure.v1.Tenure.BatchLookup:input_type -> tenure.v1.BatchLookupRequest
+	7,  // 14: tenure.v1.Tenure.Watch:input_type -> tenure.v1.WatchRequest
+	9,  // 15: tenure.v1.Tenure.ListShards:input_type -> tenure.v1.ListShardsRequest
+	11, // 16: tenure.v1.Tenure.GetShard:input_type -> tenure.v1.GetShardRequest
+	12, // 17: tenure.v1.Tenure.Cluster:input_type -> tenure.v1.ClusterRequest
+	18, // 18: tenure.v1.Tenure.Drain:input_type -> tenure.v1.DrainRequest
+	20, // 19: tenure.v1.Tenure.Transfer:input_type -> tenure.v1.TransferRequest
+	22, // 20: tenure.v1.Tenure.PauseRebalance:input_type -> tenure.v1.PauseRebalanceRequest
+	24, // 21: tenure.v1.Tenure.ResumeRebalance:input_type -> tenure.v1.ResumeRebalanceRequest
+	26, // 22: tenure.v1.Tenure.Plan:input_type -> tenure.v1.PlanRequest
+	4,  // 23: tenure.v1.Tenure.Lookup:output_type -> tenure.v1.LookupReply
+	6,  // 24: tenure.v1.Tenure.BatchLookup:output_type -> tenure.v1.BatchLookupReply
+	8,  // 25: tenure.v1.Tenure.Watch:output_type -> tenure.v1.WatchEvent
+	10, // 26: tenure.v1.Tenure.ListShards:output_type -> tenure.v1.ListShardsReply
+	2,  // 27: tenure.v1.Tenure.GetShard:output_type -> tenure.v1.ShardEntry
+	17, // 28: tenure.v1.Tenure.Cluster:output_type -> tenure.v1.ClusterReply
+	19, // 29: tenure.v1.Tenure.Drain:output_type -> tenure.v1.DrainReply
+	21, // 30: tenure.v1.Tenure.Transfer:output_type -> tenure.v1.TransferReply
+	23, // 31: tenure.v1.Tenure.PauseRebalance:output_type -> tenure.v1.PauseRebalanceReply
+	25, // 32: tenure.v1.Tenure.ResumeRebalance:output_type -> tenure.v1.ResumeRebalanceReply
+	28, // 33: tenure.v1.Tenure.Plan:output_type -> tenure.v1.PlanReply
+	23, // [23:34] is the sub-list for method output_type
+	12, // [12:23] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_proto_tenure_v1_tenure_proto_init() }
@@ -1769,7 +1963,7 @@ func file_proto_tenure_v1_tenure_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_tenure_v1_tenure_proto_rawDesc), len(file_proto_tenure_v1_tenure_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   24,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -44,6 +44,7 @@ const (
 	Tenure_Transfer_FullMethodName        = "/tenure.v1.Tenure/Transfer"
 	Tenure_PauseRebalance_FullMethodName  = "/tenure.v1.Tenure/PauseRebalance"
 	Tenure_ResumeRebalance_FullMethodName = "/tenure.v1.Tenure/ResumeRebalance"
+	Tenure_Plan_FullMethodName            = "/tenure.v1.Tenure/Plan"
 )
 
 // TenureClient is the client API for Tenure service.
@@ -94,6 +95,11 @@ type TenureClient interface {
 	PauseRebalance(ctx context.Context, in *PauseRebalanceRequest, opts ...grpc.CallOption) (*PauseRebalanceReply, error)
 	// ResumeRebalance undoes PauseRebalance.
 	ResumeRebalance(ctx context.Context, in *ResumeRebalanceRequest, opts ...grpc.CallOption) (*ResumeRebalanceReply, error)
+	// Plan is the rebalancer's dry run: the moves the answering node's
+	// planner wants now, from its own view (every shard whose known leader
+	// is not its target), paused or not. Each shard's leader acts on its own
+	// moves; nothing here changes what they do.
+	Plan(ctx context.Context, in *PlanRequest, opts ...grpc.CallOption) (*PlanReply, error)
 }
 
 type tenureClient struct {
@@ -213,6 +219,16 @@ func (c *tenureClient) ResumeRebalance(ctx context.Context, in *ResumeRebalanceR
 	return out, nil
 }
 
+func (c *tenureClient) Plan(ctx context.Context, in *PlanRequest, opts ...grpc.CallOption) (*PlanReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlanReply)
+	err := c.cc.Invoke(ctx, Tenure_Plan_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TenureServer is the server API for Tenure service.
 // All implementations must embed UnimplementedTenureServer
 // for forward compatibility.
@@ -261,6 +277,11 @@ type TenureServer interface {
 	PauseRebalance(context.Context, *PauseRebalanceRequest) (*PauseRebalanceReply, error)
 	// ResumeRebalance undoes PauseRebalance.
 	ResumeRebalance(context.Context, *ResumeRebalanceRequest) (*ResumeRebalanceReply, error)
+	// Plan is the rebalancer's dry run: the moves the answering node's
+	// planner wants now, from its own view (every shard whose known leader
+	// is not its target), paused or not. Each shard's leader acts on its own
+	// moves; nothing here changes what they do.
+	Plan(context.Context, *PlanRequest) (*PlanReply, error)
 	mustEmbedUnimplementedTenureServer()
 }
 
@@ -300,6 +321,9 @@ func (UnimplementedTenureServer) PauseRebalance(context.Context, *PauseRebalance
 }
 func (UnimplementedTenureServer) ResumeRebalance(context.Context, *ResumeRebalanceRequest) (*ResumeRebalanceReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResumeRebalance not implemented")
+}
+func (UnimplementedTenureServer) Plan(context.Context, *PlanRequest) (*PlanReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Plan not implemented")
 }
 func (UnimplementedTenureServer) mustEmbedUnimplementedTenureServer() {}
 func (UnimplementedTenureServer) testEmbeddedByValue()                {}
@@ -495,6 +519,24 @@ func _Tenure_ResumeRebalance_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Tenure_Plan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PlanRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TenureServer).Plan(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Tenure_Plan_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TenureServer).Plan(ctx, req.(*PlanRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Tenure_ServiceDesc is the grpc.ServiceDesc for Tenure service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -537,6 +579,10 @@ var Tenure_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResumeRebalance",
 			Handler:    _Tenure_ResumeRebalance_Handler,
+		},
+		{
+			MethodName: "Plan",
+			Handler:    _Tenure_Plan_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
