@@ -268,7 +268,10 @@ func (c *cluster) balanced() bool {
 	}
 	for _, id := range c.ids() {
 		n := c.node(id)
-		if n == nil || len(n.Plan()) > 0 || (c.shards >= len(c.ids()) && len(n.Leases()) == 0) {
+		if n == nil || (c.shards >= len(c.ids()) && len(n.Leases()) == 0) {
+			return false
+		}
+		if mv, err := n.Plan(); err != nil || len(mv) > 0 {
 			return false
 		}
 	}

@@ -91,7 +91,7 @@ func runRolling(args []string, out io.Writer) error {
 		if !waitFor(2*time.Minute, c.balanced) {
 			for _, id := range c.ids() {
 				n := c.node(id)
-				mv := n.Plan()
+				mv, _ := n.Plan()
 				fmt.Fprintf(out, "%s: leads %d, %d planned moves %v; members:", id, len(n.Leases()), len(mv), mv[:min(3, len(mv))])
 				for _, m := range n.Members() {
 					fmt.Fprintf(out, " %s(%s)", m.NodeID, m.State)

@@ -157,7 +157,8 @@ func (d *daemon) statusNow() statusDoc {
 		}
 		doc.Transitions = append(doc.Transitions, st)
 	}
-	for _, m := range n.Plan() {
+	plan, _ := n.Plan() // empty while the node is not running
+	for _, m := range plan {
 		doc.Plan = append(doc.Plan, statusMove{Shard: m.Shard, From: m.From, To: m.To})
 	}
 	return doc

@@ -1,9 +1,10 @@
 package server
 
-// SetMaxPageBytes bounds ListShards pages to n bytes of entries until the
-// returned function restores the default.
-func SetMaxPageBytes(n int) (restore func()) {
-	old := maxPageBytes
-	maxPageBytes = n
-	return func() { maxPageBytes = old }
+// SetMaxPageBytes bounds ListShards pages to n bytes of entries, and an
+// unpaged listing to unpaged bytes, until the returned function restores
+// the defaults.
+func SetMaxPageBytes(n, unpaged int) (restore func()) {
+	old, oldUnpaged := maxPageBytes, maxUnpagedBytes
+	maxPageBytes, maxUnpagedBytes = n, unpaged
+	return func() { maxPageBytes, maxUnpagedBytes = old, oldUnpaged }
 }

@@ -263,8 +263,9 @@ func fillEntry(m *tenurev1.ShardEntry, e shard.Entry) {
 	m.Shard, m.State, m.Leader, m.Address, m.Epoch, m.Desired = uint32(e.Shard), tenurev1.StateToPB(e.State), e.Leader, e.Addr, e.Epoch, e.Desired
 }
 
-// maxPageBytes is tenurev1.MaxPageBytes (tests lower it).
-var maxPageBytes = tenurev1.MaxPageBytes
+// maxPageBytes and maxUnpagedBytes are tenurev1's bounds (tests lower
+// them).
+var maxPageBytes, maxUnpagedBytes = tenurev1.MaxPageBytes, tenurev1.MaxUnpagedBytes
 
 // ListShards returns a page of the entries matching the filters, in shard
 // order, each page from one snapshot of the table.
@@ -296,6 +297,13 @@ func (s *Server) ListShards(_ context.Context, req *tenurev1.ListShardsRequest) 
 	}
 	t := s.node.Table()
 	rep := &tenurev1.ListShardsReply{}
+	if int64(start) >= int64(t.Shards()) {
+		return rep, nil
+	}
+	limit := maxPageBytes
+	if size == 0 {
+		size, limit = t.Shards(), maxUnpagedBytes
+	}
 	bytes := 0
 	for i := int(start); i < t.Shards(); i++ {
 		e, _ := t.Shard(int64(i))
@@ -307,7 +315,10 @@ func (s *Server) ListShards(_ context.Context, req *tenurev1.ListShardsRequest) 
 		}
 		pb := tenurev1.EntryToPB(e)
 		n := proto.Size(pb) + 4 // and its tag and length
-		if len(rep.Entries) == size || len(rep.Entries) > 0 && bytes+n > maxPageBytes {
+		if req.GetPageSize() == 0 && req.GetPageToken() == "" && bytes+n > limit {
+			return nil, tenurev1.ToStatus(tenurev1.ErrListingTooLarge(limit))
+		}
+		if len(rep.Entries) == size || len(rep.Entries) > 0 && bytes+n > limit {
 			rep.NextPageToken = tenurev1.NextPageToken(req, uint32(i))
 			break
 		}

@@ -153,6 +153,8 @@ func TestInvalidRequestsNameTheField(t *testing.T) {
 		}, codes.InvalidArgument, tenurev1.ErrInvalid, "ListShardsRequest.page_token"},
 		{"plan negative limit", func() error { _, err := s.Plan(ctx, &tenurev1.PlanRequest{Limit: -1}); return err },
 			codes.InvalidArgument, tenurev1.ErrInvalid, "PlanRequest.limit"},
+		{"plan of a node not started", func() error { _, err := s.Plan(ctx, &tenurev1.PlanRequest{}); return err },
+			codes.Unavailable, shard.ErrNotStarted, ""},
 		{"drain without node", func() error { _, err := s.Drain(ctx, &tenurev1.DrainRequest{}); return err },
 			codes.InvalidArgument, tenurev1.ErrInvalid, "DrainRequest.node"},
 		{"drain unknown node", func() error { _, err := s.Drain(ctx, &tenurev1.DrainRequest{Node: "node-9"}); return err },
@@ -239,10 +241,12 @@ func TestListShardsPages(t *testing.T) {
 		})
 	}
 	// A page ends before its entries exceed the byte bound, whatever the
-	// page size.
-	restore := server.SetMaxPageBytes(40)
+	// page size; a listing asked for whole is refused rather than cut.
+	restore := server.SetMaxPageBytes(40, 100)
 	defer restore()
-	req := &tenurev1.ListShardsRequest{}
+	_, err = s.ListShards(ctx, &tenurev1.ListShardsRequest{})
+	wantStatus(t, err, codes.InvalidArgument, tenurev1.ErrInvalid, "ListShardsRequest.page_size")
+	req := &tenurev1.ListShardsRequest{PageSize: tenurev1.MaxPageSize}
 	var got []uint32
 	for pages := 1; ; pages++ {
 		rep, err := s.ListShards(ctx, req)
@@ -268,8 +272,11 @@ func TestListShardsPages(t *testing.T) {
 	if n, err := tenurev1.PageSize(&tenurev1.ListShardsRequest{PageSize: 1 << 30}); err != nil || n != tenurev1.MaxPageSize {
 		t.Errorf("PageSize(1<<30) = %d, %v; want %d", n, err, tenurev1.MaxPageSize)
 	}
-	if n, err := tenurev1.PageSize(&tenurev1.ListShardsRequest{}); err != nil || n != tenurev1.MaxPageSize {
-		t.Errorf("PageSize(0) = %d, %v; want %d", n, err, tenurev1.MaxPageSize)
+	if n, err := tenurev1.PageSize(&tenurev1.ListShardsRequest{}); err != nil || n != 0 {
+		t.Errorf("PageSize(0) = %d, %v; want 0, the whole listing", n, err)
+	}
+	if n, err := tenurev1.PageSize(&tenurev1.ListShardsRequest{PageToken: "t"}); err != nil || n != tenurev1.MaxPageSize {
+		t.Errorf("PageSize(0, with a token) = %d, %v; want %d", n, err, tenurev1.MaxPageSize)
 	}
 }
 

@@ -293,19 +293,27 @@ func (n *Node) setPaused(ctx context.Context, p bool) error {
 // node's view.
 func (n *Node) RebalancePaused() bool { return n.gossip.paused() }
 
-// Plan returns the moves this node's planner wants now, paused or not (a
-// dry run): every shard whose known leader is not its target, sorted by
-// shard. Only the leaders of those shards act on them.
-func (n *Node) Plan() []Move {
+// Plan returns the moves this node's planner wants now, paused or not: a
+// dry run from the node's current view that changes nothing (the leaders
+// of those shards act on their own plans). The moves are every shard
+// whose known leader is not its target, sorted by shard. It fails with
+// ErrNotStarted before Start and after Stop, and with the planner's error
+// if it has one.
+func (n *Node) Plan() ([]Move, error) {
 	if n.membership() == nil {
-		return nil // not started: no view to plan from
+		return nil, ErrNotStarted
 	}
 	var out []Move
-	n.do(func(st *loopState) {
-		n.plan(st)
-		out = moves(st.current, st.target)
-	})
-	return out
+	var err error
+	if !n.do(func(st *loopState) {
+		var cur, target []string
+		if cur, target, err = n.want(st, time.Now()); err == nil {
+			out = moves(cur, target)
+		}
+	}) {
+		return nil, ErrNotStarted
+	}
+	return out, err
 }
 
 // Ready reports whether the node has joined, has been up for JoinSettle,

@@ -50,7 +50,7 @@ func everyoneLeads(c *shardtest.Cluster) bool {
 // noMoves reports whether every node's planner is content.
 func noMoves(c *shardtest.Cluster) bool {
 	for _, id := range c.IDs() {
-		if len(c.Node(id).Plan()) > 0 {
+		if mv, err := c.Node(id).Plan(); err != nil || len(mv) > 0 {
 			return false
 		}
 	}
@@ -224,7 +224,11 @@ func TestPauseStopsPlannedMovesOnly(t *testing.T) {
 	// The joiner settles and the plan wants to move shards to it, yet
 	// nothing moves while paused.
 	shardtest.Eventually(t, converge, func() bool {
-		for _, m := range c.Node("node-1").Plan() {
+		mv, err := c.Node("node-1").Plan()
+		if err != nil {
+			t.Fatalf("Plan: %v", err)
+		}
+		for _, m := range mv {
 			if m.To == "node-4" {
 				return true
 			}

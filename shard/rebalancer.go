@@ -129,18 +129,15 @@ func (n *Node) eligible(st *loopState, now time.Time, leads map[string]int) []Me
 	return out
 }
 
-// plan recomputes every shard's target from the node's view and acts on
-// it: desires what it should acquire and starts the handoffs it should run.
-func (n *Node) plan(st *loopState) {
-	st.dirty, st.lastPlan = false, time.Now()
-	now := time.Now()
+// want returns every shard's leader as this node knows it and the
+// planner's target for it, from the node's view, acting on neither.
+func (n *Node) want(st *loopState, now time.Time) (cur, target []string, err error) {
 	P := n.cfg.Shards
-	cur := make([]string, P)
+	cur = make([]string, P)
 	for s, r := range n.gossip.best(P) {
 		cur[s] = r.node
 	}
-	h := st.holder
-	if h != nil {
+	if h := st.holder; h != nil {
 		for _, s := range h.Led(n.now()) {
 			cur[s] = n.cfg.NodeID
 		}
@@ -152,12 +149,26 @@ func (n *Node) plan(st *loopState) {
 		}
 	}
 	members := n.eligible(st, now, leads)
-	target, err := n.planner.Target(P, cur, members)
-	if err != nil || len(target) != P {
+	target, err = n.planner.Target(P, cur, members)
+	if err == nil && len(target) != P {
+		err = fmt.Errorf("shard: the planner returned %d targets for %d shards", len(target), P)
+	}
+	return cur, target, err
+}
+
+// plan recomputes every shard's target from the node's view and acts on
+// it: desires what it should acquire and starts the handoffs it should run.
+func (n *Node) plan(st *loopState) {
+	st.dirty, st.lastPlan = false, time.Now()
+	now := time.Now()
+	P := n.cfg.Shards
+	h := st.holder
+	cur, target, err := n.want(st, now)
+	if err != nil {
 		// Members come from gossip, which refused duplicates and
 		// incompatible nodes: an error is a bug worth shouting about, and
 		// the previous plan stays in place.
-		n.log.Error("planner failed; keeping the previous plan", "err", err, "targets", len(target))
+		n.log.Error("planner failed; keeping the previous plan", "err", err)
 		return
 	}
 	for s, c := range cur {

@@ -283,7 +283,7 @@ func (d *demo) settled() bool {
 		return false
 	}
 	for _, n := range d.nodes {
-		if len(n.Plan()) > 0 {
+		if mv, err := n.Plan(); err != nil || len(mv) > 0 {
 			return false
 		}
 	}

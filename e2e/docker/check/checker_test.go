@@ -45,7 +45,8 @@ func newStatusServer(t *testing.T, n *shard.Node) *statusServer {
 		for _, tr := range n.Transitions() {
 			trs = append(trs, map[string]any{"time": tr.Time.UTC(), "shard": tr.Shard, "epoch": tr.Epoch, "event": tr.Event})
 		}
-		doc["transitions"], doc["plan"], doc["members"] = trs, n.Plan(), n.Members()
+		plan, _ := n.Plan()
+		doc["transitions"], doc["plan"], doc["members"] = trs, plan, n.Members()
 		json.NewEncoder(w).Encode(doc)
 	}))
 	t.Cleanup(s.Close)

@@ -168,28 +168,38 @@ func stateFromPB(s ShardState) (shard.State, bool) {
 
 // Pages of ListShards.
 const (
-	// MaxPageSize is the most entries a reply carries; it is also the page
-	// size of a request that names none, so that a client that knows
-	// nothing of pages still gets every shard of a cluster of up to this
-	// many.
+	// MaxPageSize is the most entries a page carries.
 	MaxPageSize = 10000
-	// MaxPageBytes bounds the encoded entries of one reply, well under
+	// MaxPageBytes bounds the encoded entries of one page, well under
 	// gRPC's default 4 MB message limit whatever the length of node IDs
 	// and addresses: a page ends early rather than exceed it.
 	MaxPageBytes = 2 << 20
+	// MaxUnpagedBytes bounds a listing asked for without page_size (as
+	// clients did before pages existed), answered whole in one reply: a
+	// larger one is refused, not cut short.
+	MaxUnpagedBytes = 3 << 20
 )
 
-// PageSize returns the page size req asks for, after the defaults, or a
-// *FieldError naming page_size.
+// PageSize returns the page size req asks for: 0 for the whole listing in
+// one reply (page_size 0 and no page_token), else at most MaxPageSize. A
+// negative page_size is a *FieldError naming it.
 func PageSize(req *ListShardsRequest) (int, error) {
 	switch n := req.GetPageSize(); {
 	case n < 0:
 		return 0, invalid("ListShardsRequest.page_size", "%d is negative", n)
+	case n == 0 && req.GetPageToken() == "":
+		return 0, nil
 	case n == 0:
 		return MaxPageSize, nil
 	default:
 		return min(int(n), MaxPageSize), nil
 	}
+}
+
+// ErrListingTooLarge is the error of a listing asked for whole (page_size
+// 0) that would not fit in one reply.
+func ErrListingTooLarge(bytes int) error {
+	return invalid("ListShardsRequest.page_size", "0 asks for every matching shard in one reply, and they take more than %d bytes; ask for pages of at most %d", bytes, MaxPageSize)
 }
 
 // pageTokenPrefix marks the tokens of this version of the encoding.

@@ -603,9 +603,11 @@ type ListShardsRequest struct {
 	State ShardState `protobuf:"varint,2,opt,name=state,proto3,enum=tenure.v1.ShardState" json:"state,omitempty"`
 	// filter_state keeps only the shards in state.
 	FilterState bool `protobuf:"varint,3,opt,name=filter_state,json=filterState,proto3" json:"filter_state,omitempty"`
-	// page_size is the most entries one reply carries: 0 or more than
-	// 10000 means 10000, and a page also ends before its entries reach
-	// 2 MiB. Negative is INVALID_ARGUMENT.
+	// page_size is the most entries one reply carries: more than 10000
+	// means 10000, and a page also ends before its entries reach 2 MiB.
+	// 0 without a page_token asks for the whole listing in one reply, as
+	// before pages existed; one of more than 3 MiB is then INVALID_ARGUMENT.
+	// Negative is INVALID_ARGUMENT.
 	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// page_token continues a listing: the next_page_token of the previous
 	// reply, sent with the same filters (else INVALID_ARGUMENT). Empty starts
