@@ -99,8 +99,11 @@ var (
 
 // HandoffError says why a handoff of Shard to To did not happen, and at
 // which step: "prepare" (the target refused or was unreachable; the source
-// still leads), "transfer" (the voters refused; the shard was released and
-// is acquired again by its desired owner). It matches ErrHandoff.
+// still leads), "slot" (the target was ready, but MaxConcurrentHandoffs
+// other handoffs of this node held every slot until the timeout; the
+// source still leads), "quiesce" (the timeout passed while quiescing),
+// "transfer" (the voters refused; the shard was released and is acquired
+// again by its desired owner). It matches ErrHandoff.
 type HandoffError struct {
 	Shard uint32
 	To    string

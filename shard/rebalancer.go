@@ -319,7 +319,7 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 	case n.switching <- struct{}{}:
 		context.AfterFunc(ctx, func() { <-n.switching })
 	case <-ctx.Done():
-		fail("prepare", fmt.Errorf("no handoff slot free before the handoff's timeout (%d under way): %w", cap(n.switching), ctx.Err()))
+		fail("slot", fmt.Errorf("no handoff slot free before the handoff's timeout (%d under way): %w", cap(n.switching), ctx.Err()))
 		return
 	}
 	l := n.getLease(hf.shard)
