@@ -218,6 +218,19 @@ func (g *leaderGossip) best(p int) []remoteLead {
 	return out
 }
 
+// leaderOf returns the peer claim on shard s with the highest epoch.
+func (g *leaderGossip) leaderOf(s uint32) (remoteLead, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var best remoteLead
+	for node, cs := range g.claims {
+		if e, ok := cs[s]; ok && (best.node == "" || e > best.epoch) {
+			best = remoteLead{node: node, addr: g.addrs[node], epoch: e}
+		}
+	}
+	return best, best.node != ""
+}
+
 type remoteLead struct {
 	node, addr string
 	epoch      uint64

@@ -709,6 +709,11 @@ func (n *Node) afterStep(st *loopState) {
 	}
 	if changed {
 		st.dirty, st.republish = true, true
+		if !time.Now().Before(st.nextPublish) {
+			// This node's own leases changed: its table says so now,
+			// within the publish budget, rather than at the next tick.
+			n.publish(st)
+		}
 	}
 	if replan {
 		// A dead leader's shards are failed over now, not at the next tick.

@@ -445,9 +445,18 @@ func (n *Node) expect(st *loopState, s uint32, timeout time.Duration, from strin
 }
 
 // notLeader is the error for an operation on a shard this node does not
-// lead, naming the leader its table shows.
+// lead, naming the leader its table shows. A table not yet rebuilt since
+// this node's lease ended still names this node: the leader is then the
+// best claim of another node (a handoff's source records its target's at
+// once), or unknown.
 func (n *Node) notLeader(s uint32) error {
 	e := n.Table().entries[s]
+	if e.Leader == n.cfg.NodeID {
+		e.Leader, e.Addr, e.Epoch = "", "", 0
+		if r, ok := n.gossip.leaderOf(s); ok {
+			e.Leader, e.Addr, e.Epoch = r.node, r.addr, r.epoch
+		}
+	}
 	return &NotLeaderError{Shard: s, Leader: e.Leader, Addr: e.Addr, Epoch: e.Epoch}
 }
 
