@@ -7,15 +7,31 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"sync"
 )
+
+// given holds the ports FreeAddr returned in this process: a port is free
+// until its process binds it, so without this two calls could return the
+// same one (a ledger test once listed a voter's address twice).
+var given = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: make(map[int]bool)}
 
 // FreeAddr returns a 127.0.0.1 address whose TCP and UDP ports are both
 // free, chosen below the kernel's ephemeral range (20000–31999), so that
 // no outgoing connection takes the port before a process binds it — or
-// binds it again after a restart.
+// binds it again after a restart. It never returns the same port twice in
+// one process.
 func FreeAddr() (string, error) {
+	given.Lock()
+	defer given.Unlock()
 	for range 200 {
-		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		port := 20000 + rand.IntN(12000)
+		if given.ports[port] {
+			continue
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			continue
@@ -26,6 +42,7 @@ func FreeAddr() (string, error) {
 			continue
 		}
 		u.Close()
+		given.ports[port] = true
 		return addr, nil
 	}
 	return "", errors.New("loopback: no free TCP and UDP port in 20000-31999 after 200 tries")
