@@ -370,6 +370,8 @@ func TestNodeWhosePlannerFailsStillPublishes(t *testing.T) {
 		}
 		return true
 	}, "node-4's table shows every shard led")
+	// Voters accept a transfer only to a node whose session they know.
+	shardtest.Eventually(t, converge, func() bool { return n.VotersReachable() == 3 }, "node-4 reaches every voter")
 	// Move a shard onto it by hand: the end of a handoff it receives must
 	// not need a plan either, and neither must one it runs.
 	var s uint32

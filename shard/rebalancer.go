@@ -368,7 +368,7 @@ func (n *Node) transferred(st *loopState, c lease.Change) {
 		return
 	}
 	n.gossip.hint(c.Shard, hf.to, hf.addr, c.Epoch)
-	st.dirty = true
+	st.dirty, st.republish = true, true
 	n.bg.Add(1)
 	go func() {
 		defer n.bg.Done()
@@ -453,9 +453,9 @@ func (n *Node) notLeader(s uint32) error {
 	e := n.Table().entries[s]
 	if e.Leader == n.cfg.NodeID {
 		e.Leader, e.Addr, e.Epoch = "", "", 0
-		if r, ok := n.gossip.leaderOf(s); ok {
-			e.Leader, e.Addr, e.Epoch = r.node, r.addr, r.epoch
-		}
+	}
+	if r, ok := n.gossip.leaderOf(s); ok && (e.Leader == "" || r.epoch > e.Epoch) {
+		e.Leader, e.Addr, e.Epoch = r.node, r.addr, r.epoch
 	}
 	return &NotLeaderError{Shard: s, Leader: e.Leader, Addr: e.Addr, Epoch: e.Epoch}
 }
