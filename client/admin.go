@@ -53,30 +53,17 @@ func (c *Client) Shards(ctx context.Context, f ShardFilter) ([]shard.Entry, erro
 	if f.ByState {
 		req.State = tenurev1.StateToPB(f.State)
 	}
-	var out []shard.Entry
-	for {
-		var rep *tenurev1.ListShardsReply
-		err := c.call(ctx, func(ctx context.Context, tc tenurev1.TenureClient) (err error) {
+	entries, err := tenurev1.AllPages(req, func(req *tenurev1.ListShardsRequest) (rep *tenurev1.ListShardsReply, err error) {
+		err = c.call(ctx, func(ctx context.Context, tc tenurev1.TenureClient) (err error) {
 			rep, err = tc.ListShards(ctx, req)
 			return err
 		})
-		if err != nil {
-			return nil, err
-		}
-		page, err := entriesFromPB(rep.GetEntries())
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, page...)
-		next := rep.GetNextPageToken()
-		if next == "" {
-			return out, nil
-		}
-		if len(page) == 0 || next == req.PageToken {
-			return nil, fmt.Errorf("client: ListShards answered an empty page or the same page token again (%q): the listing would never end", next)
-		}
-		req.PageToken = next
+		return rep, err
+	})
+	if err != nil {
+		return nil, err
 	}
+	return entriesFromPB(entries)
 }
 
 // Shard asks a node for one shard's entry.

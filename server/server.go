@@ -300,8 +300,8 @@ func (s *Server) ListShards(_ context.Context, req *tenurev1.ListShardsRequest) 
 	if int64(start) >= int64(t.Shards()) {
 		return rep, nil
 	}
-	limit := maxPageBytes
-	if size == 0 {
+	whole, limit := size == 0, maxPageBytes
+	if whole {
 		size, limit = t.Shards(), maxUnpagedBytes
 	}
 	bytes := 0
@@ -315,7 +315,7 @@ func (s *Server) ListShards(_ context.Context, req *tenurev1.ListShardsRequest) 
 		}
 		pb := tenurev1.EntryToPB(e)
 		n := proto.Size(pb) + 4 // and its tag and length
-		if req.GetPageSize() == 0 && req.GetPageToken() == "" && bytes+n > limit {
+		if whole && bytes+n > limit {
 			return nil, tenurev1.ToStatus(tenurev1.ErrListingTooLarge(limit))
 		}
 		if len(rep.Entries) == size || len(rep.Entries) > 0 && bytes+n > limit {

@@ -445,10 +445,10 @@ func (n *Node) expect(st *loopState, s uint32, timeout time.Duration, from strin
 }
 
 // notLeader is the error for an operation on a shard this node does not
-// lead, naming the leader its table shows. A table not yet rebuilt since
-// this node's lease ended still names this node: the leader is then the
-// best claim of another node (a handoff's source records its target's at
-// once), or unknown.
+// lead, naming the leader its table shows, or a newer peer claim: a table
+// not rebuilt since this node's lease ended may still name this node, or
+// no leader yet, while a handoff's source records its target's claim at
+// once. It never names this node.
 func (n *Node) notLeader(s uint32) error {
 	e := n.Table().entries[s]
 	if e.Leader == n.cfg.NodeID {

@@ -197,24 +197,12 @@ func runShards(ctx context.Context, c *cli, opts any, args []string) error {
 // listShards reads every page of the listing req asks for.
 func (c *cli) listShards(ctx context.Context, req *tenurev1.ListShardsRequest) ([]*tenurev1.ShardEntry, error) {
 	req.PageSize = tenurev1.MaxPageSize
-	var out []*tenurev1.ShardEntry
-	for {
+	return tenurev1.AllPages(req, func(req *tenurev1.ListShardsRequest) (*tenurev1.ListShardsReply, error) {
 		rep, err := call(ctx, c.eps, func(ctx context.Context, t tenurev1.TenureClient) (*tenurev1.ListShardsReply, error) {
 			return t.ListShards(ctx, req)
 		})
-		if err != nil {
-			return nil, mapErr(err)
-		}
-		out = append(out, rep.GetEntries()...)
-		next := rep.GetNextPageToken()
-		if next == "" {
-			return out, nil
-		}
-		if len(rep.GetEntries()) == 0 || next == req.PageToken {
-			return nil, fmt.Errorf("the node answered an empty page or the same page token again (%q): the listing would never end", next)
-		}
-		req.PageToken = next
-	}
+		return rep, mapErr(err)
+	})
 }
 
 func parseShard(s string) (uint32, error) {

@@ -202,6 +202,29 @@ func ErrListingTooLarge(bytes int) error {
 	return invalid("ListShardsRequest.page_size", "0 asks for every matching shard in one reply, and they take more than %d bytes; ask for pages of at most %d", bytes, MaxPageSize)
 }
 
+// AllPages reads every page of the listing req describes, calling fetch
+// once per page with req's page_token advanced. It stops with an error if
+// a reply repeats the token it was asked with or carries a token on an
+// empty page: such a listing would never end.
+func AllPages(req *ListShardsRequest, fetch func(*ListShardsRequest) (*ListShardsReply, error)) ([]*ShardEntry, error) {
+	var out []*ShardEntry
+	for {
+		rep, err := fetch(req)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rep.GetEntries()...)
+		next := rep.GetNextPageToken()
+		if next == "" {
+			return out, nil
+		}
+		if len(rep.GetEntries()) == 0 || next == req.GetPageToken() {
+			return nil, fmt.Errorf("ListShards answered an empty page or the same page token again (%q): the listing would never end", next)
+		}
+		req.PageToken = next
+	}
+}
+
 // pageTokenPrefix marks the tokens of this version of the encoding.
 const pageTokenPrefix = "ls1."
 
