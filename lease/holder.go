@@ -52,6 +52,16 @@ type HolderMutations struct {
 	IgnoreDrift bool
 	// NoRelease never releases records the node is not using.
 	NoRelease bool
+	// AdoptOtherGens treats Held records naming another generation of
+	// this NodeID (another process's) as this process's own: it counts or
+	// releases them.
+	AdoptOtherGens bool
+	// KeepVoteAfterRelease keeps counting a voter for the led epoch after
+	// releasing a higher epoch of the same shard there.
+	KeepVoteAfterRelease bool
+	// KeepStaleInc stops at a Stale reply even when no voter has accepted
+	// this process yet, instead of taking a higher incarnation.
+	KeepStaleInc bool
 }
 
 func (c HolderConfig) withDefaults() HolderConfig {

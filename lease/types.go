@@ -100,8 +100,16 @@ type Request struct {
 	Ops []Op
 	// NoticesSince echoes the NoticesAt of the last reply the sender
 	// processed from this voter (0 for none). The voter lists the session
-	// changes after it, so the notices of a lost reply come again.
+	// changes after it, so the notices of a lost reply come again. With 0
+	// the voter also lists every live session in Started: a node's first
+	// reply tells it who is alive, not only who changed since.
 	NoticesSince Time
+	// LeaseDuration is the sender's LD. A voter refuses a request whose
+	// LeaseDuration differs from its own (RefusedConfig in Reply.Mismatch):
+	// a node that counts on a longer lease than the voters keep sessions
+	// for would outlive its protection. 0 means "not given" and checks
+	// nothing (older senders).
+	LeaseDuration time.Duration
 }
 
 // Refusal says why a voter rejected an operation.
@@ -156,6 +164,15 @@ type Reply struct {
 	// Stale says the sender's incarnation is older than one the voter has
 	// seen: the request was ignored and the sender must stop.
 	Stale bool
+	// Inc is the highest incarnation the voter knows for the sender (on a
+	// Stale reply, the newer one it saw). A process that no voter has yet
+	// accepted takes an incarnation above it rather than stopping: its
+	// own was read from a clock that stepped back.
+	Inc uint64
+	// Mismatch, when not empty, says the voter ignored the request because
+	// the sender's configuration disagrees with its own (a different
+	// LeaseDuration); it names both values.
+	Mismatch string
 	// Gen is the sender's current session generation at this voter.
 	Gen uint64
 	// Results answer the request's Ops, in order.

@@ -36,6 +36,10 @@ type VoterMutations struct {
 	AcceptEqualEpoch bool
 	// NoGrace skips the restart grace period.
 	NoGrace bool
+	// ReleaseIgnoresGen accepts a Release that names the record's epoch
+	// and NodeID whatever generation the record names (a twin releases
+	// the live process's records).
+	ReleaseIgnoresGen bool
 }
 
 func (c VoterConfig) validate() error {
