@@ -14,7 +14,12 @@ type HolderConfig struct {
 	// ID is the node's NodeID. Required.
 	ID string
 	// Inc is this process's incarnation: larger than any earlier process
-	// with the same ID (a start timestamp does). Required, > 0.
+	// with the same ID. Required, > 0. A start timestamp usually is, but a
+	// wall clock can step back: a holder that no voter has granted
+	// anything yet takes, once, an incarnation above the one a voter
+	// reports on a Stale reply (see Holder.Inc), so a restart after a
+	// clock step is not stale for good. Drivers that can should persist a
+	// counter instead.
 	Inc uint64
 	// Voters lists the voter IDs, the same static list on every node: 1, 3
 	// or 5 of them.
@@ -296,9 +301,16 @@ type Holder struct {
 	seq    uint64
 	// superseded is set when a voter reports a newer incarnation.
 	superseded bool
-	changes    []Change
-	notices    []Notice
-	queued     map[int][]Op
+	// inc is the incarnation sent; raised says it was raised above a
+	// voter's (once only); granted says a voter has granted or
+	// transferred this process something, after which it never raises.
+	inc      uint64
+	raised   bool
+	granted  bool
+	mismatch string
+	changes  []Change
+	notices  []Notice
+	queued   map[int][]Op
 }
 
 // NewHolder returns a holder that leads nothing.
@@ -317,6 +329,7 @@ func NewHolder(cfg HolderConfig) (*Holder, error) {
 		shards: make(map[uint32]*shardState),
 		sent:   make(map[uint64]sentRequest),
 		queued: make(map[int][]Op),
+		inc:    cfg.Inc,
 	}
 	for i, v := range cfg.Voters {
 		h.index[v] = i
@@ -324,9 +337,25 @@ func NewHolder(cfg HolderConfig) (*Holder, error) {
 	return h, nil
 }
 
-// ID returns the node's ID; Inc its incarnation.
-func (h *Holder) ID() string  { return h.cfg.ID }
-func (h *Holder) Inc() uint64 { return h.cfg.Inc }
+// ID returns the node's ID.
+func (h *Holder) ID() string { return h.cfg.ID }
+
+// Inc returns the incarnation this process sends. It starts at
+// HolderConfig.Inc and grows at most once: when a voter answers Stale
+// naming a higher incarnation of this NodeID before any voter granted this
+// process anything, the process takes one above it instead of stopping.
+// Such a process leads nothing and no record names it, so the only
+// question is which of two processes with one NodeID runs on; the one
+// that has led something stops (the other way round, a process whose
+// clock stepped back would be stale at every voter for good). The driver
+// must advertise the new incarnation wherever it advertised the old one
+// (handoff targets are named by it).
+func (h *Holder) Inc() uint64 { return h.inc }
+
+// Mismatch returns the last configuration disagreement a voter reported
+// (a different LeaseDuration), or "" if none: the voter ignored the
+// request, so this node cannot lead until the operator fixes it.
+func (h *Holder) Mismatch() string { return h.mismatch }
 
 func (h *Holder) shard(s uint32) *shardState {
 	st := h.shards[s]
@@ -489,6 +518,17 @@ func (h *Holder) abandon(st *shardState, now Time) {
 // else.
 func (h *Holder) queueRelease(st *shardState, v int, e uint64) {
 	st.floor = max(st.floor, e)
+	if st.led && e >= st.epoch && !h.cfg.Mutations.KeepVoteAfterRelease {
+		// A voter keeps one record per shard. If it holds e ≥ the led
+		// epoch for this node, that record is the one protecting the
+		// lease there, and the release unprotects it: the voter stops
+		// counting the moment the release is queued, before it leaves
+		// (lease rule 1, per voter).
+		if _, ok := st.votes[st.epoch][v]; ok {
+			delete(st.votes[st.epoch], v)
+			st.regrant = true
+		}
+	}
 	if h.cfg.Mutations.NoRelease {
 		return
 	}
@@ -617,6 +657,7 @@ func (h *Holder) AcceptTransfer(s uint32, epoch uint64, gens map[string]uint64, 
 }
 
 func (h *Holder) vote(st *shardState, e uint64, v int, g uint64) {
+	h.granted = true
 	if st.votes[e] == nil {
 		st.votes[e] = make(map[int]uint64)
 	}
@@ -707,7 +748,7 @@ func (h *Holder) Tick(now Time) []Envelope {
 		h.seq++
 		h.sent[h.seq] = sentRequest{voter: v, at: now}
 		vs.lastSent, vs.sentAny = now, true
-		out = append(out, Envelope{To: h.cfg.Voters[v], Req: Request{From: h.cfg.ID, Inc: h.cfg.Inc, Seq: h.seq, Ops: ops, NoticesSince: vs.noticesAt}})
+		out = append(out, Envelope{To: h.cfg.Voters[v], Req: Request{From: h.cfg.ID, Inc: h.inc, Seq: h.seq, Ops: ops, NoticesSince: vs.noticesAt, LeaseDuration: h.cfg.LeaseDuration}})
 	}
 	clear(h.queued)
 	return out
@@ -786,6 +827,17 @@ func (h *Holder) topUpQuorum(s uint32, st *shardState, now Time) {
 func (h *Holder) failAcquisition(st *shardState, now Time) {
 	a := st.acq
 	st.acq = nil
+	if st.led && !h.cfg.Mutations.KeepVoteAfterRelease {
+		// A failed re-grant keeps its partial grants: each names this
+		// node's live session above the led epoch, so it protects the
+		// lease at its voter as the record it replaced did (one record
+		// per shard: releasing it would leave that voter protecting
+		// nothing). They are released with everything else when the
+		// lease ends, and the next re-grant asks above them.
+		st.nextTry = now.Add(h.backoff())
+		st.regrant = true
+		return
+	}
 	if len(st.votes[a.epoch]) > 0 {
 		// Partial grants: release them and never lead at this epoch. (An
 		// attempt nobody accepted gave nothing up, so the next one may ask
@@ -816,7 +868,31 @@ func (h *Holder) Step(rep Reply, now Time) {
 		return // a duplicate, or a reply to a request forgotten long ago
 	}
 	delete(h.sent, rep.Seq)
+	if rep.Mismatch != "" {
+		h.mismatch = rep.Mismatch
+		return
+	}
 	if rep.Stale {
+		if !h.granted && !h.raised && rep.Inc >= h.inc && !h.cfg.Mutations.KeepStaleInc {
+			// Nothing names this process anywhere: take an incarnation
+			// above the voter's rather than stop (Inc says why).
+			h.inc, h.raised = rep.Inc+1, true
+			// Everything sent so far went out under the old incarnation
+			// and is refused or about to be: send again at the next Tick.
+			// Nothing was granted, so nothing needs releasing.
+			for i := range h.voters {
+				h.voters[i].sentAny = false
+			}
+			for _, st := range h.shards {
+				if st.acq != nil {
+					st.acq, st.nextTry = nil, now
+				}
+			}
+			return
+		}
+		if rep.Inc != 0 && rep.Inc < h.inc {
+			return // a reply to a request sent before the raise
+		}
 		h.supersede(now)
 		return
 	}
@@ -880,11 +956,13 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Ti
 	st := h.shard(s)
 	rec := res.Record
 	st.known = max(st.known, rec.Epoch)
-	if rec.Holder != h.cfg.ID && rec.Holder != "" && st.led && rec.Epoch >= st.epoch {
-		// The voter's record names someone else at our epoch or above: it
-		// no longer protects this node's lease (if it ever did). A record
-		// below our epoch is older than what gave us the vote (replies
-		// overtake each other), so it says nothing about it.
+	other := rec.Holder != h.cfg.ID || (current && rec.HolderGen != h.voters[v].gen)
+	if other && rec.Holder != "" && st.led && rec.Epoch >= st.epoch {
+		// The voter's record names someone else — another node, or
+		// another process (generation) of this NodeID — at our epoch or
+		// above: it no longer protects this node's lease (if it ever
+		// did). A record below our epoch is older than what gave us the
+		// vote (replies overtake each other), so it says nothing about it.
 		if _, ok := st.votes[st.epoch][v]; ok {
 			delete(st.votes[st.epoch], v)
 			st.regrant = true
@@ -911,7 +989,8 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Ti
 			}
 			st.topDone[v] = true
 			switch {
-			case !current || rec.Holder != h.cfg.ID || rec.Epoch != st.epoch:
+			case !current || rec.Holder != h.cfg.ID || rec.Epoch != st.epoch || rec.Released:
+				// Not this lease's record, or one given up: no vote.
 			case rec.HolderGen == h.voters[v].gen:
 				// The voter already records this lease for this session
 				// (a transfer reached it after the forward left): that is
@@ -979,8 +1058,18 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Ti
 // from the list has been taken over at that voter.
 func (h *Holder) applyHeld(v int, sentAt, now Time, held []ShardRecord) {
 	names := make(map[uint32]bool, len(held))
+	gen := h.voters[v].gen
 	for _, r := range held {
 		if r.Released {
+			continue
+		}
+		if r.HolderGen != gen && !h.cfg.Mutations.AdoptOtherGens {
+			// Held lists records by NodeID. One naming another generation
+			// belongs to another process with this NodeID (a predecessor
+			// or a twin), or to an expired session of this one, which
+			// protects nothing: it is no vote, and this process must not
+			// release it (the voter would refuse while that generation is
+			// live; releasing it would end a live process's protection).
 			continue
 		}
 		names[r.Shard] = true

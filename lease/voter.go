@@ -3,6 +3,7 @@ package lease
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -188,7 +189,17 @@ func (v *Voter) keepAlive(n string, inc uint64, now Time) (*session, bool) {
 // later reply), since the reply promises them.
 func (v *Voter) Handle(req Request, now Time) (Reply, []ShardRecord) {
 	rep := Reply{Voter: v.cfg.ID, Seq: req.Seq}
+	if req.LeaseDuration != 0 && req.LeaseDuration != v.cfg.LeaseDuration {
+		// A node that counts on a longer lease than this voter keeps its
+		// session for would outlive its protection; one that counts on a
+		// shorter one is safe but disagrees with the cluster. Neither
+		// gets a session: the operator must make them agree.
+		rep.Mismatch = fmt.Sprintf("lease duration %v, voter %s uses %v", req.LeaseDuration, v.cfg.ID, v.cfg.LeaseDuration)
+		return rep, nil
+	}
+	fresh := v.sessions[req.From] == nil
 	s, ok := v.keepAlive(req.From, req.Inc, now)
+	rep.Inc = s.inc
 	if !ok {
 		rep.Stale = true
 		return rep, nil
@@ -201,6 +212,13 @@ func (v *Voter) Handle(req Request, now Time) (Reply, []ShardRecord) {
 		since = min(since, req.NoticesSince)
 	}
 	rep.Expired, rep.Started = v.changesSince(req.From, since, now)
+	if req.NoticesSince == 0 || fresh {
+		// The sender has heard nothing from this voter (its first request,
+		// or this voter restarted and forgot it): changes alone would not
+		// tell it who is alive, so list every live session. A member is
+		// eligible for shards only on such positive news.
+		rep.Started = v.liveSessions(req.From, now)
+	}
 	rep.NoticesAt = now
 	s.prevKA = now
 
@@ -208,6 +226,12 @@ func (v *Voter) Handle(req Request, now Time) (Reply, []ShardRecord) {
 	for _, op := range req.Ops {
 		res := Result{Op: op}
 		rec := v.records[op.Shard]
+		if op.Epoch == math.MaxUint64 || op.ToEpoch == math.MaxUint64 {
+			// No epoch may be granted that cannot be followed by another.
+			res.Refusal, res.Record = RefusedEpoch, rec
+			rep.Results = append(rep.Results, res)
+			continue
+		}
 		switch op.Kind {
 		case OpGrant:
 			res.Refusal = v.checkGrant(op, rec, req.From, s.gen, now)
@@ -216,13 +240,12 @@ func (v *Voter) Handle(req Request, now Time) (Reply, []ShardRecord) {
 				res.Gen = s.gen
 			}
 		case OpRelease:
-			if rec.Epoch != op.Epoch || rec.Holder != req.From {
-				res.Refusal = RefusedEpoch
-			} else {
+			res.Refusal = v.checkRelease(op, rec, req.From, s.gen, now)
+			if res.OK() {
 				rec.Released = true
 			}
 		case OpTransfer:
-			res.Refusal, res.Gen = v.checkTransfer(op, rec, req.From, now)
+			res.Refusal, res.Gen = v.checkTransfer(op, rec, req.From, s.gen, now)
 			if res.OK() {
 				rec = Record{Epoch: op.TransferEpoch(), Holder: op.To, HolderGen: res.Gen}
 			}
@@ -266,12 +289,36 @@ func (v *Voter) checkGrant(op Op, rec Record, from string, gen uint64, now Time)
 	return RefusedHeld
 }
 
+// checkRelease applies the release rule: accept iff the record is the
+// sender's at that epoch and names the sender's current generation, or the
+// generation it names is no longer live. A record is keyed by NodeID, and
+// two processes can share one (a replacement started beside the process it
+// replaces): without the generation check the new process would release
+// the records that still protect the old one's leases, and a rival would be
+// granted while the old one leads by its own clock. A generation that is no
+// longer live protects nobody, so releasing its record is harmless; a
+// holder releases its own records from an expired session that way.
+func (v *Voter) checkRelease(op Op, rec Record, from string, gen uint64, now Time) Refusal {
+	if rec.Epoch != op.Epoch || rec.Holder != from {
+		return RefusedEpoch
+	}
+	if rec.HolderGen != gen && !v.cfg.Mutations.ReleaseIgnoresGen && v.live(rec.Holder, rec.HolderGen, now) {
+		return RefusedHeld
+	}
+	return Accepted
+}
+
 // checkTransfer applies the transfer rule: accept iff the record is the
-// sender's at that epoch, and the target has a live session of the given
-// incarnation. It returns the target's generation.
-func (v *Voter) checkTransfer(op Op, rec Record, from string, now Time) (Refusal, uint64) {
+// sender's at that epoch under its current generation (another live
+// process with the same NodeID must not hand off what protects this one),
+// and the target has a live session of the given incarnation. It returns
+// the target's generation.
+func (v *Voter) checkTransfer(op Op, rec Record, from string, gen uint64, now Time) (Refusal, uint64) {
 	if rec.Epoch != op.Epoch || rec.Holder != from {
 		return RefusedEpoch, 0
+	}
+	if rec.HolderGen != gen {
+		return RefusedHeld, 0
 	}
 	t := v.sessions[op.To]
 	if t == nil || t.inc != op.ToInc || now >= t.lastSeen.Add(v.cfg.LeaseDuration) {
@@ -326,6 +373,19 @@ func (v *Voter) changesSince(self string, since, now Time) (expired, started []N
 	slices.SortFunc(expired, byNodeGen)
 	slices.SortFunc(started, byNodeGen)
 	return expired, started
+}
+
+// liveSessions lists the current generation of every other node whose
+// session is live now.
+func (v *Voter) liveSessions(self string, now Time) []NodeGen {
+	var out []NodeGen
+	for n, s := range v.sessions {
+		if n != self && now < s.lastSeen.Add(v.cfg.LeaseDuration) {
+			out = append(out, NodeGen{Node: n, Gen: s.gen})
+		}
+	}
+	slices.SortFunc(out, func(a, b NodeGen) int { return strings.Compare(a.Node, b.Node) })
+	return out
 }
 
 func (v *Voter) index(s uint32, oldHolder, newHolder string) {

@@ -3,6 +3,7 @@ package lease_test
 import (
 	"errors"
 	"maps"
+	"math"
 	"reflect"
 	"slices"
 	"testing"
@@ -74,6 +75,8 @@ type voterRun struct {
 	boot  uint32
 	store map[uint32]lease.Record
 	seq   uint64
+	// notices is each node's last NoticesAt, echoed as NoticesSince.
+	notices map[string]lease.Time
 }
 
 func newVoterRun(t *testing.T) *voterRun {
@@ -82,7 +85,7 @@ func newVoterRun(t *testing.T) *voterRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &voterRun{v: v, boot: 1, store: map[uint32]lease.Record{}}
+	return &voterRun{v: v, boot: 1, store: map[uint32]lease.Record{}, notices: map[string]lease.Time{}}
 }
 
 // do runs one step and returns the reply and the records to persist, which
@@ -101,7 +104,10 @@ func (r *voterRun) do(t *testing.T, s vstep) (lease.Reply, []lease.ShardRecord) 
 		return lease.Reply{}, nil
 	}
 	r.seq++
-	rep, dirty := r.v.Handle(lease.Request{From: s.from, Inc: s.inc, Seq: r.seq, Ops: s.ops}, now)
+	rep, dirty := r.v.Handle(lease.Request{From: s.from, Inc: s.inc, Seq: r.seq, Ops: s.ops, NoticesSince: r.notices[s.from]}, now)
+	if !rep.Stale {
+		r.notices[s.from] = rep.NoticesAt // as a holder echoes it
+	}
 	for _, d := range dirty {
 		r.store[d.Shard] = d.Record
 	}
@@ -170,7 +176,7 @@ func TestVoter(t *testing.T) {
 				ka(8*time.Second, "n1", 2),
 				ka(ld-ns, "n2", 1, grant(7, 2)),
 			},
-			want: lease.Reply{Gen: g13, Results: []lease.Result{refused(lease.RefusedHeld, rec(1, "n1", g11))}},
+			want: lease.Reply{Gen: g13, Results: []lease.Result{refused(lease.RefusedHeld, rec(1, "n1", g11))}, Started: []lease.NodeGen{{Node: "n1", Gen: gen(1, 2)}}},
 		},
 		{
 			name: "keep-alive/old incarnation's gen expires by time alone",
@@ -184,6 +190,7 @@ func TestVoter(t *testing.T) {
 				Gen:     g13,
 				Results: []lease.Result{accepted(rec(2, "n2", g13), g13)},
 				Held:    []lease.ShardRecord{held(7, rec(2, "n2", g13))},
+				Started: []lease.NodeGen{{Node: "n1", Gen: gen(1, 2)}},
 			},
 			wantDirty: []lease.ShardRecord{held(7, rec(2, "n2", g13))},
 		},
@@ -209,7 +216,7 @@ func TestVoter(t *testing.T) {
 		{
 			name: "grant/equal epoch is refused",
 			give: []vstep{ka(0, "n1", 1, grant(7, 3), release(7, 3)), ka(time.Second, "n2", 1, grant(7, 3))},
-			want: lease.Reply{Gen: g12, Results: []lease.Result{refused(lease.RefusedEpoch, released(3, "n1", g11))}},
+			want: lease.Reply{Gen: g12, Results: []lease.Result{refused(lease.RefusedEpoch, released(3, "n1", g11))}, Started: []lease.NodeGen{{Node: "n1", Gen: gen(1, 1)}}},
 		},
 		{
 			name: "grant/equal epoch is refused even to the holder",
@@ -223,7 +230,7 @@ func TestVoter(t *testing.T) {
 		{
 			name: "grant/lower epoch is refused even over a released record",
 			give: []vstep{ka(0, "n1", 1, grant(7, 5), release(7, 5)), ka(time.Second, "n2", 1, grant(7, 4))},
-			want: lease.Reply{Gen: g12, Results: []lease.Result{refused(lease.RefusedEpoch, released(5, "n1", g11))}},
+			want: lease.Reply{Gen: g12, Results: []lease.Result{refused(lease.RefusedEpoch, released(5, "n1", g11))}, Started: []lease.NodeGen{{Node: "n1", Gen: gen(1, 1)}}},
 		},
 		{
 			name: "grant/released record goes to another node at once",
@@ -236,18 +243,19 @@ func TestVoter(t *testing.T) {
 				Gen:     g12,
 				Results: []lease.Result{accepted(rec(2, "n2", g12), g12)},
 				Held:    []lease.ShardRecord{held(7, rec(2, "n2", g12))},
+				Started: []lease.NodeGen{{Node: "n1", Gen: gen(1, 1)}},
 			},
 			wantDirty: []lease.ShardRecord{held(7, rec(2, "n2", g12))},
 		},
 		{
 			name: "grant/live other holder is refused with its record",
 			give: []vstep{ka(0, "n1", 1, grant(7, 1)), ka(ld-ns, "n2", 1, grant(7, 2))},
-			want: lease.Reply{Gen: g12, Results: []lease.Result{refused(lease.RefusedHeld, rec(1, "n1", g11))}},
+			want: lease.Reply{Gen: g12, Results: []lease.Result{refused(lease.RefusedHeld, rec(1, "n1", g11))}, Started: []lease.NodeGen{{Node: "n1", Gen: gen(1, 1)}}},
 		},
 		{
 			name: "grant/holder's keep-alives keep its record protected",
 			give: []vstep{ka(0, "n1", 1, grant(7, 1)), ka(9*time.Second, "n1", 1), ka(15*time.Second, "n2", 1, grant(7, 2))},
-			want: lease.Reply{Gen: g12, Results: []lease.Result{refused(lease.RefusedHeld, rec(1, "n1", g11))}},
+			want: lease.Reply{Gen: g12, Results: []lease.Result{refused(lease.RefusedHeld, rec(1, "n1", g11))}, Started: []lease.NodeGen{{Node: "n1", Gen: gen(1, 1)}}},
 		},
 		{
 			name: "grant/dead holder's record is granted",
@@ -266,6 +274,7 @@ func TestVoter(t *testing.T) {
 				Gen:     g13,
 				Results: []lease.Result{accepted(rec(2, "n2", g13), g13)},
 				Held:    []lease.ShardRecord{held(7, rec(2, "n2", g13))},
+				Started: []lease.NodeGen{{Node: "n1", Gen: gen(1, 2)}},
 			},
 			wantDirty: []lease.ShardRecord{held(7, rec(2, "n2", g13))},
 		},
@@ -323,6 +332,7 @@ func TestVoter(t *testing.T) {
 				Gen:     gen(2, 2),
 				Results: []lease.Result{accepted(rec(2, "n2", gen(2, 2)), gen(2, 2))},
 				Held:    []lease.ShardRecord{held(7, rec(2, "n2", gen(2, 2)))},
+				Started: []lease.NodeGen{{Node: "n1", Gen: gen(2, 1)}},
 			},
 			wantDirty: []lease.ShardRecord{held(7, rec(2, "n2", gen(2, 2)))},
 		},
@@ -351,7 +361,7 @@ func TestVoter(t *testing.T) {
 		{
 			name: "release/another node is refused",
 			give: []vstep{ka(0, "n1", 1, grant(7, 1)), ka(time.Second, "n2", 1, release(7, 1))},
-			want: lease.Reply{Gen: g12, Results: []lease.Result{refused(lease.RefusedEpoch, rec(1, "n1", g11))}},
+			want: lease.Reply{Gen: g12, Results: []lease.Result{refused(lease.RefusedEpoch, rec(1, "n1", g11))}, Started: []lease.NodeGen{{Node: "n1", Gen: gen(1, 1)}}},
 		},
 		{
 			name: "release/a shard never granted is refused",
@@ -365,10 +375,31 @@ func TestVoter(t *testing.T) {
 			wantRecords: map[uint32]lease.Record{7: rec(1, "n1", g11)},
 		},
 		{
-			name:      "release/the current incarnation may release its predecessor's record",
+			// A new process under the same NodeID must not end the
+			// protection of the old one while the old gen is live: the
+			// old process still leads by its own clock.
+			name:      "release/a new incarnation cannot release a record of its predecessor's live gen",
 			give:      []vstep{ka(0, "n1", 1, grant(7, 1)), ka(time.Second, "n1", 2, release(7, 1))},
+			want:      lease.Reply{Gen: g12, Results: []lease.Result{refused(lease.RefusedHeld, rec(1, "n1", g11))}, Held: []lease.ShardRecord{held(7, rec(1, "n1", g11))}},
+			wantDirty: nil,
+		},
+		{
+			name:      "release/a new incarnation releases its predecessor's record once that gen expired",
+			give:      []vstep{ka(0, "n1", 1, grant(7, 1)), ka(time.Second, "n1", 2), ka(ld, "n1", 2, release(7, 1))},
+			want:      lease.Reply{Gen: g12, Results: []lease.Result{accepted(released(1, "n1", g11), 0)}, Expired: nil},
+			wantDirty: []lease.ShardRecord{held(7, released(1, "n1", g11))},
+		},
+		{
+			name:      "release/a node releases the record of its own expired session",
+			give:      []vstep{ka(0, "n1", 1, grant(7, 1)), ka(ld, "n1", 1, release(7, 1))},
 			want:      lease.Reply{Gen: g12, Results: []lease.Result{accepted(released(1, "n1", g11), 0)}},
 			wantDirty: []lease.ShardRecord{held(7, released(1, "n1", g11))},
+		},
+		{
+			name:      "release/refused in grace when it names an older gen (every gen is live then)",
+			give:      []vstep{ka(0, "n1", 1, grant(7, 1)), restartAt(time.Second), ka(2*time.Second, "n1", 1, release(7, 1))},
+			want:      lease.Reply{Gen: gen(2, 1), Results: []lease.Result{refused(lease.RefusedHeld, rec(1, "n1", g11))}, Held: []lease.ShardRecord{held(7, rec(1, "n1", g11))}},
+			wantDirty: nil,
 		},
 
 		// Transfer(s, (e, n) → (d, inc_d)).
@@ -383,6 +414,22 @@ func TestVoter(t *testing.T) {
 			wantDirty: []lease.ShardRecord{held(7, rec(5, "n2", g11))},
 		},
 		{
+			name: "transfer/a new incarnation cannot hand off its predecessor's record",
+			give: []vstep{
+				ka(0, "n2", 1),
+				ka(time.Second, "n1", 1, grant(7, 4)),
+				ka(2*time.Second, "n1", 2, transfer(7, 4, "n2", 1)),
+			},
+			want:      lease.Reply{Gen: g13, Results: []lease.Result{refused(lease.RefusedHeld, rec(4, "n1", g12))}, Held: []lease.ShardRecord{held(7, rec(4, "n1", g12))}},
+			wantDirty: nil,
+		},
+		{
+			name:      "grant/the last epoch is never granted: nothing could follow it",
+			give:      []vstep{ka(0, "n1", 1, grant(7, math.MaxUint64))},
+			want:      lease.Reply{Gen: g11, Results: []lease.Result{refused(lease.RefusedEpoch, lease.Record{})}},
+			wantDirty: nil,
+		},
+		{
 			name: "transfer/another epoch is refused",
 			give: []vstep{ka(0, "n2", 1), ka(time.Second, "n1", 1, grant(7, 4)), ka(2*time.Second, "n1", 1, transfer(7, 3, "n2", 1))},
 			want: lease.Reply{
@@ -394,7 +441,7 @@ func TestVoter(t *testing.T) {
 		{
 			name: "transfer/a node other than the holder is refused",
 			give: []vstep{ka(0, "n2", 1), ka(time.Second, "n1", 1, grant(7, 4)), ka(2*time.Second, "n3", 1, transfer(7, 4, "n2", 1))},
-			want: lease.Reply{Gen: g13, Results: []lease.Result{refused(lease.RefusedEpoch, rec(4, "n1", g12))}},
+			want: lease.Reply{Gen: g13, Results: []lease.Result{refused(lease.RefusedEpoch, rec(4, "n1", g12))}, Started: []lease.NodeGen{{Node: "n1", Gen: gen(1, 2)}, {Node: "n2", Gen: gen(1, 1)}}},
 		},
 		{
 			name: "transfer/target without a session is refused",
@@ -487,9 +534,9 @@ func TestVoter(t *testing.T) {
 		// Expired and Started: session news since the sender's previous
 		// keep-alive.
 		{
-			name: "notices/a node's first keep-alive reports nothing",
+			name: "notices/a node's first keep-alive lists every live session",
 			give: []vstep{ka(0, "n2", 1), ka(time.Second, "n1", 1)},
-			want: lease.Reply{Gen: g12},
+			want: lease.Reply{Gen: g12, Started: []lease.NodeGen{{Node: "n2", Gen: gen(1, 1)}}},
 		},
 		{
 			name: "notices/sessions begun since the previous keep-alive are listed",
@@ -555,6 +602,17 @@ func TestVoter(t *testing.T) {
 
 			want := tt.want
 			want.Voter, want.Seq = "v1", r.seq
+			if want.Inc == 0 {
+				// The highest incarnation of the sender the voter has
+				// seen since it last restarted.
+				for _, s := range tt.give {
+					if s.restart {
+						want.Inc = 0
+					} else if s.from == last.from {
+						want.Inc = max(want.Inc, s.inc)
+					}
+				}
+			}
 			if !got.Stale {
 				want.NoticesAt = lease.Time(last.at) // the voter's clock at the request
 			}
