@@ -288,3 +288,83 @@ func TestVoterRefusesAnotherLeaseDuration(t *testing.T) {
 		t.Fatalf("v1 granted %+v to a node it refused", r)
 	}
 }
+
+// Replies to two keep-alives to one voter can arrive in either order. The
+// newer shows the shard gone from the voter's Held list (it moved on); the
+// older, arriving after it, still lists it. The voter's clock orders them
+// (NoticesAt), so the older list must not bring back the withdrawn vote.
+func TestOlderHeldListDoesNotRestoreAWithdrawnVote(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		mu        lease.HolderMutations
+		wantLeads bool
+	}{
+		{name: "older list skipped", wantLeads: false},
+		{name: "older list applied IsCaught", mu: lease.HolderMutations{HeldOutOfOrder: true}, wantLeads: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newCWorld(t, lease.VoterMutations{}, "v1", "v2", "v3")
+			a := cHolder(t, "a", 1, tt.mu)
+			a.SetDesired(0, true)
+			w.roundTrip(a, 0)
+			// v2 is never heard from again; v1 and v3 answer keep-alives.
+			var older, newer lease.Reply
+			for i, at := range []int{300, 600} {
+				for _, env := range a.Tick(ms(at)) {
+					switch env.To {
+					case "v1":
+						rep := w.handle(env, ms(at))
+						if i == 0 {
+							older = rep
+						} else {
+							newer = rep
+							newer.Held = nil // the voter moved on between the two
+						}
+					case "v3":
+						a.Step(w.handle(env, ms(at)), ms(at+1))
+					}
+				}
+			}
+			a.Step(newer, ms(601))
+			a.Step(older, ms(602))
+			// At 1000 ms v2's last answer (sent at 0) no longer counts: a
+			// leads only if v1 still does.
+			_, leads := a.Leads(0, ms(1000))
+			if leads != tt.wantLeads {
+				t.Fatalf("a leads at 1000 ms: %v, want %v", leads, tt.wantLeads)
+			}
+		})
+	}
+}
+
+// A transfer's target names the lowest epoch it can lead at; one absurdly
+// far above the led epoch (a corrupt Prepare reply) is refused rather than
+// run the shard's epochs towards the end of uint64.
+func TestTransferRefusesAnEpochJumpBeyondTheBound(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		toEpoch uint64
+		wantErr bool
+	}{
+		{name: "default", toEpoch: 0},
+		{name: "the target's floor", toEpoch: 40},
+		{name: "exactly the bound", toEpoch: 1 + lease.MaxEpochJump},
+		{name: "above the bound", toEpoch: 2 + lease.MaxEpochJump, wantErr: true},
+		{name: "the last epoch", toEpoch: 1<<64 - 1, wantErr: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newCWorld(t, lease.VoterMutations{}, "v1", "v2", "v3")
+			a := cHolder(t, "a", 1, lease.HolderMutations{})
+			a.SetDesired(0, true)
+			w.roundTrip(a, 0)
+			err := a.TransferAt(0, "b", 1, tt.toEpoch, ms(2))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("TransferAt(toEpoch %d) = %v, want error %v", tt.toEpoch, err, tt.wantErr)
+			}
+			// A transfer sent ends the lease; a refused one leaves it be.
+			if _, leads := a.Leads(0, ms(3)); leads != tt.wantErr {
+				t.Fatalf("a leads after TransferAt: %v, want %v", leads, tt.wantErr)
+			}
+		})
+	}
+}

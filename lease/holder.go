@@ -67,6 +67,9 @@ type HolderMutations struct {
 	// KeepStaleInc stops at a Stale reply even when no voter has accepted
 	// this process yet, instead of taking a higher incarnation.
 	KeepStaleInc bool
+	// HeldOutOfOrder applies a Held list even when a newer one from the
+	// same voter was applied already.
+	HeldOutOfOrder bool
 }
 
 func (c HolderConfig) withDefaults() HolderConfig {
@@ -223,6 +226,10 @@ type voterState struct {
 	hasFresh bool
 	lastSent Time
 	sentAny  bool
+	// heldAt is the NoticesAt of the newest reply whose Held list was
+	// applied: the voter's clock orders its replies, whatever order they
+	// arrive in.
+	heldAt Time
 	// noticesAt is the NoticesAt of the last reply processed, echoed in
 	// requests so that notices a lost reply carried are sent again.
 	noticesAt Time
@@ -562,6 +569,12 @@ func (h *Holder) TransferAt(s uint32, to string, toInc, toEpoch uint64, now Time
 	if !ok {
 		return fmt.Errorf("transfer of shard %d: not leader", s)
 	}
+	if toEpoch > e && toEpoch-e > MaxEpochJump {
+		// The target names its floor; one this far above the led epoch
+		// is a corrupt or hostile message, and honouring it could run
+		// the shard's epochs to their end.
+		return fmt.Errorf("transfer of shard %d: target's lowest epoch %d is more than %d above the led epoch %d", s, toEpoch, uint64(MaxEpochJump), e)
+	}
 	st := h.shards[s]
 	h.endLease(st, s, ReasonHandoff, now)
 	// The transfer gives e up at every voter; partial grants above e are
@@ -604,6 +617,12 @@ func (h *Holder) Expect(s uint32, until Time) {
 		st.nextTry = until
 	}
 }
+
+// MaxEpochJump bounds how far above the led epoch a transfer's target may
+// ask to lead (TransferAt's toEpoch). Epochs grow by one per leadership;
+// 2^32 leaves room for any real history and keeps the end of uint64 out of
+// reach.
+const MaxEpochJump = 1 << 32
 
 // Transferring returns the shards whose Transfer awaits the voters'
 // answer, sorted: a node must not stop before they are answered, or the
@@ -904,6 +923,9 @@ func (h *Holder) Step(rep Reply, now Time) {
 	switch {
 	case rep.Gen > vs.gen:
 		vs.gen, vs.fresh, vs.hasFresh = rep.Gen, sentAt, true
+		// A new session, perhaps of a restarted voter whose clock began
+		// anew: its readings order this session's replies only.
+		vs.noticesAt, vs.heldAt = rep.NoticesAt, rep.NoticesAt
 		// A new session: whatever the voter's records said of the old
 		// generation no longer protects this node there.
 		for _, st := range h.shards {
@@ -917,7 +939,7 @@ func (h *Holder) Step(rep Reply, now Time) {
 		vs.fresh, vs.hasFresh = sentAt, true
 	}
 	current := rep.Gen == vs.gen
-	if rep.NoticesAt > vs.noticesAt {
+	if current && rep.NoticesAt > vs.noticesAt {
 		vs.noticesAt = rep.NoticesAt
 	}
 	for _, x := range rep.Expired {
@@ -938,7 +960,11 @@ func (h *Holder) Step(rep Reply, now Time) {
 		h.applyResult(v, rep.Seq, res, current, now)
 		touched[res.Op.Shard] = true
 	}
-	if current {
+	// A Held list is the voter's whole truth at NoticesAt: one older than
+	// a list already applied (replies to concurrent requests overtake each
+	// other) would re-add votes the newer one withdrew, so it is skipped.
+	if current && (rep.NoticesAt >= vs.heldAt || h.cfg.Mutations.HeldOutOfOrder) {
+		vs.heldAt = max(vs.heldAt, rep.NoticesAt)
 		h.applyHeld(v, req.at, now, rep.Held)
 		for _, r := range rep.Held {
 			touched[r.Shard] = true
