@@ -18,6 +18,7 @@ package voterv1
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/tenurehq/tenure/lease"
 	"github.com/tenurehq/tenure/proto/internal/wirecheck"
@@ -37,6 +38,9 @@ const (
 	// MaxStringLen is the longest a string field (a cluster name, a NodeID,
 	// a voter ID) may be, in bytes.
 	MaxStringLen = 256
+	// MaxMismatchLen is the longest a reply's mismatch text may be, in
+	// bytes: it names the values that disagree, and may name the sender.
+	MaxMismatchLen = 1024
 )
 
 // ErrInvalid is wrapped by every error RequestFromPB and ReplyFromPB return.
@@ -57,7 +61,14 @@ var checkCount = wirecheck.Count
 
 // RequestToPB returns the wire form of r sent by a node of cluster.
 func RequestToPB(cluster string, r lease.Request) *CallRequest {
-	m := &CallRequest{Cluster: cluster, From: r.From, Inc: r.Inc, Seq: r.Seq, NoticesSince: int64(r.NoticesSince)}
+	m := &CallRequest{
+		Cluster:         cluster,
+		From:            r.From,
+		Inc:             r.Inc,
+		Seq:             r.Seq,
+		NoticesSince:    int64(r.NoticesSince),
+		LeaseDurationNs: int64(r.LeaseDuration),
+	}
 	if len(r.Ops) > 0 {
 		m.Ops = make([]*Op, len(r.Ops))
 		for i, op := range r.Ops {
@@ -69,8 +80,12 @@ func RequestToPB(cluster string, r lease.Request) *CallRequest {
 
 // RequestFromPB validates a received request and returns its sender's
 // cluster and its lease form. It rejects a nil message, an empty or
-// oversized sender, an oversized cluster or transfer target, more than
-// MaxOps operations and an operation of unknown kind.
+// oversized sender, an oversized cluster or transfer target, a negative
+// lease duration, more than MaxOps operations and an operation of unknown
+// kind.
+//
+// The voter set (voter_set) is not part of lease.Request: a server reads it
+// from m itself.
 func RequestFromPB(m *CallRequest) (cluster string, r lease.Request, err error) {
 	if m == nil {
 		return "", lease.Request{}, invalid("CallRequest", "nil message")
@@ -81,10 +96,19 @@ func RequestFromPB(m *CallRequest) (cluster string, r lease.Request, err error) 
 	if fe := checkString("CallRequest.from", m.From, true); fe != nil {
 		return "", lease.Request{}, fe
 	}
+	if m.LeaseDurationNs < 0 {
+		return "", lease.Request{}, invalid("CallRequest.lease_duration_ns", "negative (%d)", m.LeaseDurationNs)
+	}
 	if fe := checkCount("CallRequest.ops", len(m.Ops), MaxOps); fe != nil {
 		return "", lease.Request{}, fe
 	}
-	r = lease.Request{From: m.From, Inc: m.Inc, Seq: m.Seq, NoticesSince: lease.Time(m.NoticesSince)}
+	r = lease.Request{
+		From:          m.From,
+		Inc:           m.Inc,
+		Seq:           m.Seq,
+		NoticesSince:  lease.Time(m.NoticesSince),
+		LeaseDuration: time.Duration(m.LeaseDurationNs),
+	}
 	if len(m.Ops) > 0 {
 		r.Ops = make([]lease.Op, len(m.Ops))
 		for i, op := range m.Ops {
@@ -104,6 +128,8 @@ func ReplyToPB(cluster string, r lease.Reply) *CallReply {
 		Voter:     r.Voter,
 		Seq:       r.Seq,
 		Stale:     r.Stale,
+		Inc:       r.Inc,
+		Mismatch:  r.Mismatch,
 		Gen:       r.Gen,
 		NoticesAt: int64(r.NoticesAt),
 	}
@@ -156,7 +182,7 @@ func nodeGensFromPB(field string, m []*NodeGen) ([]lease.NodeGen, *FieldError) {
 
 // ReplyFromPB validates a received reply and returns its voter's cluster and
 // its lease form. It rejects a nil message, an empty or oversized voter ID,
-// oversized strings, more than MaxOps results, MaxHeld held records or
+// oversized strings (a mismatch longer than MaxMismatchLen), more than MaxOps results, MaxHeld held records or
 // MaxExpired expired or started sessions, a result of unknown operation kind or
 // refusal, and an expired session without a node. An absent record reads as
 // the zero record.
@@ -167,6 +193,9 @@ func ReplyFromPB(m *CallReply) (cluster string, r lease.Reply, err error) {
 	fe := checkString("CallReply.cluster", m.Cluster, false)
 	if fe == nil {
 		fe = checkString("CallReply.voter", m.Voter, true)
+	}
+	if fe == nil {
+		fe = wirecheck.String("CallReply.mismatch", m.Mismatch, false, MaxMismatchLen)
 	}
 	if fe == nil {
 		fe = checkCount("CallReply.results", len(m.Results), MaxOps)
@@ -183,7 +212,15 @@ func ReplyFromPB(m *CallReply) (cluster string, r lease.Reply, err error) {
 	if fe != nil {
 		return "", lease.Reply{}, fe
 	}
-	r = lease.Reply{Voter: m.Voter, Seq: m.Seq, Stale: m.Stale, Gen: m.Gen, NoticesAt: lease.Time(m.NoticesAt)}
+	r = lease.Reply{
+		Voter:     m.Voter,
+		Seq:       m.Seq,
+		Stale:     m.Stale,
+		Inc:       m.Inc,
+		Mismatch:  m.Mismatch,
+		Gen:       m.Gen,
+		NoticesAt: lease.Time(m.NoticesAt),
+	}
 	if len(m.Results) > 0 {
 		r.Results = make([]lease.Result, len(m.Results))
 		for i, res := range m.Results {

@@ -3,6 +3,7 @@ package voterv1_test
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -18,9 +19,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // fullRequest sets every field and uses every operation kind.
 func fullRequest() lease.Request {
 	return lease.Request{
-		From: "node-a",
-		Inc:  7,
-		Seq:  1 << 40,
+		From:          "node-a",
+		Inc:           7,
+		Seq:           1 << 40,
+		NoticesSince:  -1 << 62,
+		LeaseDuration: 1<<63 - 1,
 		Ops: []lease.Op{
 			{Kind: lease.OpGrant, Shard: 3, Epoch: 12},
 			{Kind: lease.OpRelease, Shard: 1<<20 - 1, Epoch: 1},
@@ -33,10 +36,13 @@ func fullRequest() lease.Request {
 func fullReply() lease.Reply {
 	rec := lease.Record{Epoch: 12, Holder: "node-a", HolderGen: 5<<32 | 1}
 	return lease.Reply{
-		Voter: "voter-1",
-		Seq:   1 << 40,
-		Stale: true,
-		Gen:   5<<32 | 1,
+		Voter:     "voter-1",
+		Seq:       1 << 40,
+		Stale:     true,
+		Inc:       1<<64 - 1,
+		Mismatch:  "lease duration 2s, voter voter-1's is 1s",
+		Gen:       5<<32 | 1,
+		NoticesAt: 1 << 62,
 		Results: []lease.Result{
 			{Op: lease.Op{Kind: lease.OpGrant, Shard: 3, Epoch: 12}, Refusal: lease.Accepted, Record: rec, Gen: rec.HolderGen},
 			{Op: lease.Op{Kind: lease.OpGrant, Shard: 4, Epoch: 2}, Refusal: lease.RefusedGrace},
@@ -72,17 +78,21 @@ func wire[M proto.Message](t testing.TB, m M, out M) M {
 // diffRequest describes the first difference between two requests, or
 // returns "" if they are equal. Nil and empty Ops are equal.
 func diffRequest(a, b lease.Request) string {
-	if a.From != b.From || a.Inc != b.Inc || a.Seq != b.Seq {
-		return fmt.Sprintf("header: %q/%d/%d != %q/%d/%d", a.From, a.Inc, a.Seq, b.From, b.Inc, b.Seq)
+	ha, hb := a, b
+	ha.Ops, hb.Ops = nil, nil
+	if !reflect.DeepEqual(ha, hb) {
+		return fmt.Sprintf("header: %+v != %+v", ha, hb)
 	}
 	return diffSlices("Ops", a.Ops, b.Ops)
 }
 
 // diffReply is diffRequest for replies.
 func diffReply(a, b lease.Reply) string {
-	if a.Voter != b.Voter || a.Seq != b.Seq || a.Stale != b.Stale || a.Gen != b.Gen {
-		return fmt.Sprintf("header: %q/%d/%v/%d != %q/%d/%v/%d",
-			a.Voter, a.Seq, a.Stale, a.Gen, b.Voter, b.Seq, b.Stale, b.Gen)
+	ha, hb := a, b
+	ha.Results, ha.Held, ha.Expired, ha.Started = nil, nil, nil, nil
+	hb.Results, hb.Held, hb.Expired, hb.Started = nil, nil, nil, nil
+	if !reflect.DeepEqual(ha, hb) {
+		return fmt.Sprintf("header: %+v != %+v", ha, hb)
 	}
 	if d := diffSlices("Results", a.Results, b.Results); d != "" {
 		return d
@@ -144,6 +154,7 @@ func TestReplyRoundTrip(t *testing.T) {
 	}{
 		{name: "full", cluster: "prod-eu", give: fullReply()},
 		{name: "keep-alive only", give: lease.Reply{Voter: "v", Seq: 2, Gen: 3}},
+		{name: "longest mismatch", give: lease.Reply{Voter: "v", Mismatch: strings.Repeat("m", voterv1.MaxMismatchLen)}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			m := wire(t, voterv1.ReplyToPB(tt.cluster, tt.give), &voterv1.CallReply{})
@@ -257,6 +268,16 @@ func TestRequestFromPBValidation(t *testing.T) {
 			wantField: "",
 		},
 		{
+			name:      "negative lease duration",
+			give:      func(m *voterv1.CallRequest) *voterv1.CallRequest { m.LeaseDurationNs = -1; return m },
+			wantField: "CallRequest.lease_duration_ns",
+		},
+		{
+			name:      "no lease duration is allowed",
+			give:      func(m *voterv1.CallRequest) *voterv1.CallRequest { m.LeaseDurationNs = 0; return m },
+			wantField: "",
+		},
+		{
 			name: "unspecified op kind",
 			give: func(m *voterv1.CallRequest) *voterv1.CallRequest {
 				m.Ops[1].Kind = voterv1.OpKind_OP_KIND_UNSPECIFIED
@@ -329,6 +350,14 @@ func TestReplyFromPBValidation(t *testing.T) {
 			name:      "cluster too long",
 			give:      func(m *voterv1.CallReply) *voterv1.CallReply { m.Cluster = long; return m },
 			wantField: "CallReply.cluster",
+		},
+		{
+			name: "mismatch too long",
+			give: func(m *voterv1.CallReply) *voterv1.CallReply {
+				m.Mismatch = strings.Repeat("m", voterv1.MaxMismatchLen+1)
+				return m
+			},
+			wantField: "CallReply.mismatch",
 		},
 		{
 			name: "too many results",
@@ -439,6 +468,7 @@ func FuzzRequestFromPB(f *testing.F) {
 		voterv1.RequestToPB("prod", fullRequest()),
 		voterv1.RequestToPB("", lease.Request{From: "n"}),
 		{From: "n", Ops: []*voterv1.Op{{Kind: 9}}},
+		{From: "n", LeaseDurationNs: -1},
 		{Ops: []*voterv1.Op{{Kind: voterv1.OpKind_OP_KIND_GRANT}}},
 	} {
 		b, err := proto.Marshal(m)
@@ -476,6 +506,7 @@ func FuzzReplyFromPB(f *testing.F) {
 		voterv1.ReplyToPB("prod", fullReply()),
 		voterv1.ReplyToPB("", lease.Reply{Voter: "v"}),
 		{Voter: "v", Results: []*voterv1.Result{{}}},
+		{Voter: "v", Mismatch: strings.Repeat("m", voterv1.MaxMismatchLen+1)},
 	} {
 		b, err := proto.Marshal(m)
 		if err != nil {

@@ -549,9 +549,14 @@ type CallRequest struct {
 	// (lease.VoterSetID of their IDs). A voter configured with another set
 	// refuses the request: nodes that count majorities over different voter
 	// sets could both lead a shard. 0 (an older sender) is not checked.
-	VoterSet      uint64 `protobuf:"varint,7,opt,name=voter_set,json=voterSet,proto3" json:"voter_set,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	VoterSet uint64 `protobuf:"varint,7,opt,name=voter_set,json=voterSet,proto3" json:"voter_set,omitempty"`
+	// lease_duration_ns is the sender's lease duration (LD) in nanoseconds. A
+	// voter whose own LD differs refuses the request: a node that counts on
+	// a longer lease than the voters keep its session for would outlive its
+	// protection. 0 (an older sender) is not checked; negative is invalid.
+	LeaseDurationNs int64 `protobuf:"varint,8,opt,name=lease_duration_ns,json=leaseDurationNs,proto3" json:"lease_duration_ns,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *CallRequest) Reset() {
@@ -633,6 +638,13 @@ func (x *CallRequest) GetVoterSet() uint64 {
 	return 0
 }
 
+func (x *CallRequest) GetLeaseDurationNs() int64 {
+	if x != nil {
+		return x.LeaseDurationNs
+	}
+	return 0
+}
+
 // CallReply is a voter's answer to a CallRequest.
 type CallReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -666,7 +678,17 @@ type CallReply struct {
 	Started []*NodeGen `protobuf:"bytes,9,rep,name=started,proto3" json:"started,omitempty"`
 	// notices_at is the voter's clock when it listed the notices; opaque to
 	// the sender, which echoes it as notices_since.
-	NoticesAt     int64 `protobuf:"varint,10,opt,name=notices_at,json=noticesAt,proto3" json:"notices_at,omitempty"`
+	NoticesAt int64 `protobuf:"varint,10,opt,name=notices_at,json=noticesAt,proto3" json:"notices_at,omitempty"`
+	// inc is the highest incarnation the voter knows for the sender; on a
+	// stale reply, the newer one it saw. A process that no voter has accepted
+	// yet takes an incarnation above it rather than stopping: its own was
+	// read from a clock that stepped back.
+	Inc uint64 `protobuf:"varint,11,opt,name=inc,proto3" json:"inc,omitempty"`
+	// mismatch, when not empty, says the voter ignored the request because
+	// the sender's configuration disagrees with its own (a different lease
+	// duration), naming both values. At most 1024 bytes
+	// (voterv1.MaxMismatchLen).
+	Mismatch      string `protobuf:"bytes,12,opt,name=mismatch,proto3" json:"mismatch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -771,6 +793,20 @@ func (x *CallReply) GetNoticesAt() int64 {
 	return 0
 }
 
+func (x *CallReply) GetInc() uint64 {
+	if x != nil {
+		return x.Inc
+	}
+	return 0
+}
+
+func (x *CallReply) GetMismatch() string {
+	if x != nil {
+		return x.Mismatch
+	}
+	return ""
+}
+
 var File_proto_voter_v1_voter_proto protoreflect.FileDescriptor
 
 const file_proto_voter_v1_voter_proto_rawDesc = "" +
@@ -799,7 +835,7 @@ const file_proto_voter_v1_voter_proto_rawDesc = "" +
 	"\x03gen\x18\x04 \x01(\x04R\x03gen\"/\n" +
 	"\aNodeGen\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x10\n" +
-	"\x03gen\x18\x02 \x01(\x04R\x03gen\"\xc8\x01\n" +
+	"\x03gen\x18\x02 \x01(\x04R\x03gen\"\xf4\x01\n" +
 	"\vCallRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12\x10\n" +
@@ -807,7 +843,8 @@ const file_proto_voter_v1_voter_proto_rawDesc = "" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12%\n" +
 	"\x03ops\x18\x05 \x03(\v2\x13.tenure.voter.v1.OpR\x03ops\x12#\n" +
 	"\rnotices_since\x18\x06 \x01(\x03R\fnoticesSince\x12\x1b\n" +
-	"\tvoter_set\x18\a \x01(\x04R\bvoterSet\"\xe1\x02\n" +
+	"\tvoter_set\x18\a \x01(\x04R\bvoterSet\x12*\n" +
+	"\x11lease_duration_ns\x18\b \x01(\x03R\x0fleaseDurationNs\"\x8f\x03\n" +
 	"\tCallReply\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05voter\x18\x02 \x01(\tR\x05voter\x12\x10\n" +
@@ -820,7 +857,9 @@ const file_proto_voter_v1_voter_proto_rawDesc = "" +
 	"\astarted\x18\t \x03(\v2\x18.tenure.voter.v1.NodeGenR\astarted\x12\x1d\n" +
 	"\n" +
 	"notices_at\x18\n" +
-	" \x01(\x03R\tnoticesAt*_\n" +
+	" \x01(\x03R\tnoticesAt\x12\x10\n" +
+	"\x03inc\x18\v \x01(\x04R\x03inc\x12\x1a\n" +
+	"\bmismatch\x18\f \x01(\tR\bmismatch*_\n" +
 	"\x06OpKind\x12\x17\n" +
 	"\x13OP_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rOP_KIND_GRANT\x10\x01\x12\x13\n" +
