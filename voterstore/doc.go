@@ -29,7 +29,7 @@
 //		ID:            "v1",
 //		LeaseDuration: ld,
 //		Boot:          st.Boot(),
-//		Restarted:     st.Restarted(),
+//		Restarted:     true, // a new store's voter waits out the grace period too
 //	}, recs, now())
 //
 //	// For every request, with mu serialising the voter:
@@ -58,9 +58,25 @@
 // after the voter has copied the highest record of every shard from a
 // majority of the other voters, or when the whole cluster is re-initialised.
 //
+// Init writes a marker, Dir/voter.db.created, next to the store, and Init
+// refuses a directory whose marker remains while the store is gone
+// (ErrReinit): deleting the marker as well, or setting Options.Reinit, is
+// the operator's statement that re-initialising is safe. A volume lost
+// whole takes its marker with it, so every Init also logs a warning that
+// it creates a new voter identity with none of the cluster's records.
+//
+// A new store's boot counter starts at a random value (see Store.Boot), so
+// that a re-initialised store does not reissue the session generations of
+// the store it replaces, except with negligible probability. A voter on a
+// new store still starts in its grace period, like a restarted one: it
+// cannot tell a cluster's first start from a re-initialisation after which
+// holders still count on what an earlier process under its ID answered.
+//
 // # Failures
 //
-// After a commit fails, the store refuses every later save: the voter's
+// A file bbolt cannot read, even one on which bbolt panics, makes Open or
+// Records fail with ErrCorrupt naming the file: such a voter has lost its
+// store. After a commit fails, the store refuses every later save: the voter's
 // memory is then ahead of its disk, and the two agree again only if the
 // voter stops, and starts again from Open and Records (with the grace
 // period that Restarted asks for).

@@ -16,6 +16,13 @@ var (
 	// never overwrites a store; delete the file first to re-initialise.
 	ErrExists = errors.New("voter store exists")
 
+	// ErrReinit means Options.Init was set in a directory whose marker
+	// (MarkerFileName) says it held a voter store, but the store file is
+	// gone: the voter lost its records, and a new store would be a new
+	// voter identity that has none of them. Delete the marker, or set
+	// Options.Reinit, only when re-initialising is safe (see Options.Init).
+	ErrReinit = errors.New("voter store was created here before")
+
 	// ErrWrongCluster means the store was initialised for another cluster.
 	ErrWrongCluster = errors.New("wrong cluster")
 
@@ -32,6 +39,7 @@ var (
 	// ErrClosed is returned by a Store's methods after Close.
 	ErrClosed = errors.New("voter store closed")
 
-	// ErrCorrupt means the store holds a value this package cannot decode.
+	// ErrCorrupt means the store holds a value this package cannot decode,
+	// or a file bbolt cannot read.
 	ErrCorrupt = errors.New("corrupt voter store")
 )

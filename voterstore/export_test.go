@@ -2,6 +2,9 @@ package voterstore
 
 import "github.com/tenurehq/tenure/lease"
 
+// FirstBoot draws a new store's boot counter from r.
+var FirstBoot = firstBoot
+
 // EncodeRecord and DecodeRecord expose the record codec to tests.
 func EncodeRecord(r lease.Record) []byte { return appendRecord(nil, r) }
 

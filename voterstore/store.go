@@ -3,9 +3,11 @@ package voterstore
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"math"
@@ -26,6 +28,19 @@ import (
 const (
 	// FileName is the store's file name inside Options.Dir.
 	FileName = "voter.db"
+
+	// MarkerFileName is the marker's file name inside Options.Dir. Init
+	// writes it next to the store, and every Open writes it if it is
+	// missing; it says, outside the bbolt file, that this directory held a
+	// voter's store, so that Init can tell a store that was lost or deleted
+	// from a directory that never had one (ErrReinit). It is plain text for
+	// the operator; Open reads only whether it exists.
+	MarkerFileName = "voter.db.created"
+
+	// MaxFirstBoot bounds the boot counter of a new store, drawn at random
+	// from [1, MaxFirstBoot) (see Store.Boot). It leaves at least 2^31
+	// later Opens before the counter runs out.
+	MaxFirstBoot = 1 << 31
 
 	// DefaultOpenTimeout is Options.OpenTimeout when it is zero.
 	DefaultOpenTimeout = time.Second
@@ -83,8 +98,19 @@ type Options struct {
 	// was lost. Without it a missing store is an error (ErrNoStore), because
 	// a voter that forgot its records could grant an epoch twice; with it an
 	// existing store is an error (ErrExists), so that no store is wiped by
-	// accident. Re-initialising therefore means deleting Dir/voter.db first.
+	// accident. Re-initialising therefore means deleting Dir/voter.db first,
+	// and then either deleting the marker Dir/voter.db.created too or
+	// setting Reinit: Init refuses a directory whose marker says it held a
+	// store before (ErrReinit). Every Init logs a warning: a new store is a
+	// new voter identity, with none of the cluster's records.
 	Init bool
+
+	// Reinit lets Init create a store in a directory whose marker says it
+	// held one before (see MarkerFileName and ErrReinit). It is the
+	// operator's statement that the voter's records were copied from a
+	// majority of the other voters, or that the whole cluster is being
+	// re-initialised. Without Init it does nothing.
+	Reinit bool
 
 	// OpenTimeout is how long Open waits for the file lock when another
 	// process holds it, before it fails with ErrLocked. Zero means
@@ -167,8 +193,15 @@ type batch struct {
 
 // Open opens the store in opts.Dir, creating it if opts.Init is set, and
 // increments and fsyncs the boot counter before it returns. It fails with
-// ErrNoStore, ErrExists, ErrWrongCluster, ErrWrongVoter, ErrWrongVoterSet or ErrLocked as
-// described on Options; a refused store is left exactly as it was.
+// ErrNoStore, ErrExists, ErrReinit, ErrWrongCluster, ErrWrongVoter,
+// ErrWrongVoterSet or ErrLocked as described on Options, and with ErrCorrupt,
+// naming the file, for a store it cannot read; a refused store is left
+// exactly as it was.
+//
+// bbolt panics on some damaged files instead of returning an error; Open
+// and Records turn such a panic into ErrCorrupt. If the panic happens while
+// bbolt opens the file, Open closes the file (releasing its lock) but the
+// file's memory mapping stays until the process exits.
 func Open(opts Options) (*Store, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
@@ -181,24 +214,34 @@ func Open(opts Options) (*Store, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	path := filepath.Join(opts.Dir, FileName)
+	marker := filepath.Join(opts.Dir, MarkerFileName)
 	if opts.Init {
 		if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 			return nil, fmt.Errorf("voterstore: cannot create data directory %s: %w", opts.Dir, err)
 		}
+		if err := checkMarker(path, marker, opts.Reinit); err != nil {
+			return nil, err
+		}
 	}
 
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:  opts.OpenTimeout,
-		OpenFile: openFile(opts.Init),
-	})
+	db, err := openBolt(path, opts)
 	if err != nil {
 		switch {
+		case errors.Is(err, ErrCorrupt):
+			return nil, err
+		case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum), errors.Is(err, bolterrors.ErrVersionMismatch):
+			return nil, corruptError(path, err)
 		case errors.Is(err, bolterrors.ErrTimeout):
 			return nil, fmt.Errorf("voterstore: %s is held by another process (waited %v): %w", path, opts.OpenTimeout, ErrLocked)
 		case !opts.Init && errors.Is(err, fs.ErrNotExist):
-			return nil, fmt.Errorf("voterstore: voter store missing at %s; %s: %w", path, reinitAdvice, ErrNoStore)
+			lost := ""
+			if text, ok := readMarker(marker); ok {
+				lost = fmt.Sprintf(" although %s says it held one (%s): the store was lost or deleted", marker, text)
+			}
+			return nil, fmt.Errorf("voterstore: voter store missing at %s%s; %s: %w", path, lost, reinitAdvice, ErrNoStore)
 		case opts.Init && errors.Is(err, fs.ErrExist):
-			return nil, fmt.Errorf("voterstore: %s already exists and Init never overwrites a store; open it without Init, or delete it first, but %s: %w", path, reinitAdvice, ErrExists)
+			return nil, fmt.Errorf("voterstore: %s already exists and Init never overwrites a store; open it without Init, "+
+				"or delete it and its marker %s first, but %s: %w", path, marker, reinitAdvice, ErrExists)
 		case opts.Init:
 			return nil, fmt.Errorf("voterstore: cannot create a store in directory %s: %w", opts.Dir, err)
 		}
@@ -206,19 +249,25 @@ func Open(opts Options) (*Store, error) {
 	}
 
 	var boot uint32
-	err = db.Update(func(tx *bolt.Tx) error {
-		var err error
-		if opts.Init {
-			boot, err = initMeta(tx, opts)
-		} else {
-			boot, err = nextBoot(tx, path, opts)
-		}
-		return err
+	err = recoverCorrupt(path, func() error {
+		return db.Update(func(tx *bolt.Tx) error {
+			var err error
+			if opts.Init {
+				boot, err = initMeta(tx, opts, rand.Reader)
+			} else {
+				boot, err = nextBoot(tx, path, opts)
+			}
+			return err
+		})
 	})
 	if err == nil && opts.Init {
+		err = writeMarker(marker, opts, boot)
+	}
+	if err == nil && opts.Init {
 		// bbolt fsyncs the file but not its directory entry; without this a
-		// power cut could lose the new file, and the next Open would then
-		// report ErrNoStore for a voter that may already have voted.
+		// power cut could lose the new file (or its marker), and the next
+		// Open would then report ErrNoStore for a voter that may already
+		// have voted.
 		if err = syncDir(opts.Dir); err != nil {
 			err = fmt.Errorf("voterstore: sync directory %s: %w", opts.Dir, err)
 		}
@@ -227,10 +276,27 @@ func Open(opts Options) (*Store, error) {
 		_ = db.Close()
 		if opts.Init {
 			// This Open created the file and nothing has voted from it:
-			// removing it lets the operator simply retry.
+			// removing it lets the operator simply retry. A marker this
+			// Open wrote goes too, or the retry would be refused.
 			_ = os.Remove(path)
+			if !opts.Reinit {
+				_ = os.Remove(marker)
+			}
 		}
 		return nil, err
+	}
+	if !opts.Init {
+		// A store created before markers existed gets one now. Without it
+		// Init could not tell, should this store be lost, that the
+		// directory held one; failing to write it loses only that.
+		if _, ok := readMarker(marker); !ok {
+			if err := writeMarker(marker, opts, boot); err != nil {
+				log.Warn("voter store has no marker and writing one failed; Init will not recognise this directory if the store is lost",
+					"path", path, "err", err)
+			} else if err := syncDir(opts.Dir); err != nil {
+				log.Warn("voter store marker written but its directory did not sync", "path", marker, "err", err)
+			}
+		}
 	}
 
 	s := &Store{
@@ -245,7 +311,8 @@ func Open(opts Options) (*Store, error) {
 	}
 	go s.run()
 	if opts.Init {
-		log.Info("voter store initialised", "path", path, "cluster", opts.Cluster, "voter", opts.VoterID)
+		log.Warn("voter store created: this is a NEW voter identity with none of the cluster's records; "+reinitAdvice,
+			"path", path, "cluster", opts.Cluster, "voter", opts.VoterID, "boot", boot, "reinit", opts.Reinit)
 	}
 	log.Info("voter store opened", "path", path, "boot", boot, "restarted", s.restarted)
 	return s, nil
@@ -267,10 +334,131 @@ func openFile(init bool) func(string, int, os.FileMode) (*os.File, error) {
 	}
 }
 
+// openBolt opens the bbolt file at path, turning a panic of bbolt's into
+// ErrCorrupt. bbolt takes its file lock and reads the freelist inside Open,
+// and panics on some damaged pages; the file it opened is then closed here,
+// which releases the lock.
+func openBolt(path string, opts Options) (db *bolt.DB, err error) {
+	var f *os.File
+	open := openFile(opts.Init)
+	defer func() {
+		if r := recover(); r != nil {
+			if f != nil {
+				_ = f.Close()
+			}
+			db, err = nil, corruptError(path, r)
+		}
+	}()
+	return bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: opts.OpenTimeout,
+		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			var err error
+			f, err = open(name, flag, perm)
+			return f, err
+		},
+	})
+}
+
+// recoverCorrupt runs f, which reads or writes the store at path, and
+// turns a panic of bbolt's into ErrCorrupt. bbolt's Update and View roll
+// their transaction back as the panic passes, so the file stays usable
+// for Close.
+func recoverCorrupt(path string, f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = corruptError(path, r)
+		}
+	}()
+	return f()
+}
+
+// corruptError reports the store file at path as unreadable; cause is
+// bbolt's error or the value it panicked with.
+func corruptError(path string, cause any) error {
+	return fmt.Errorf("voterstore: %s is damaged (bbolt: %v); treat the voter as one that lost its store: %s: %w",
+		path, cause, reinitAdvice, ErrCorrupt)
+}
+
+// checkMarker refuses Init when the marker says the directory held a store
+// but the store file is gone, unless reinit. With the store file present it
+// leaves the decision to Open, which refuses with ErrExists.
+func checkMarker(path, marker string, reinit bool) error {
+	text, ok := readMarker(marker)
+	if !ok || reinit {
+		return nil
+	}
+	if _, err := os.Lstat(path); err == nil {
+		return nil
+	}
+	return fmt.Errorf("voterstore: %s is missing, but %s says this directory held a voter store (%s): "+
+		"the store was lost or deleted, and a new one would be a NEW voter identity with none of the cluster's records; "+
+		"%s; if that is what you are doing, delete %s (or set Options.Reinit) and initialise again: %w",
+		path, marker, text, reinitAdvice, marker, ErrReinit)
+}
+
+// readMarker returns the first line of the marker file and whether it
+// exists. A marker that exists but cannot be read still counts.
+func readMarker(marker string) (string, bool) {
+	f, err := os.Open(marker)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", false
+	}
+	if err != nil {
+		return fmt.Sprintf("unreadable: %v", err), true
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, 512))
+	line, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimSpace(line), true
+}
+
+// writeMarker writes the marker file: to a temporary file first, fsynced,
+// then renamed over any older marker, so that a crash leaves either the old
+// marker or the new one. The caller syncs the directory.
+func writeMarker(marker string, opts Options, boot uint32) error {
+	text := fmt.Sprintf("Tenure voter %q of cluster %q keeps its store here, %s; created or first seen at boot %d, %s.\n"+
+		"If %s is missing, the voter lost its records: it must not vote again until they are restored.\n",
+		opts.VoterID, opts.Cluster, FileName, boot, time.Now().UTC().Format(time.RFC3339), FileName)
+	f, err := os.CreateTemp(filepath.Dir(marker), "."+MarkerFileName+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("voterstore: write marker %s: %w", marker, err)
+	}
+	tmp := f.Name()
+	_, err = f.WriteString(text)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, marker)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("voterstore: write marker %s: %w", marker, err)
+	}
+	return nil
+}
+
+// firstBoot draws a new store's boot counter from r: uniform in
+// [1, MaxFirstBoot). See Store.Boot for why it is random.
+func firstBoot(r io.Reader) (uint32, error) {
+	var b [4]byte
+	for {
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return 0, fmt.Errorf("voterstore: draw the first boot counter: %w", err)
+		}
+		if boot := binary.BigEndian.Uint32(b[:]) & (MaxFirstBoot - 1); boot != 0 {
+			return boot, nil
+		}
+	}
+}
+
 // initMeta writes a new store's metadata and creates its records bucket.
 // Both happen in one transaction, so a store either has metadata or never
-// held records.
-func initMeta(tx *bolt.Tx, opts Options) (uint32, error) {
+// held records. The boot counter starts at a random value drawn from rand.
+func initMeta(tx *bolt.Tx, opts Options, rand io.Reader) (uint32, error) {
 	meta, err := tx.CreateBucket(bucketMeta)
 	if err != nil {
 		return 0, fmt.Errorf("voterstore: create meta bucket: %w", err)
@@ -278,7 +466,10 @@ func initMeta(tx *bolt.Tx, opts Options) (uint32, error) {
 	if _, err := tx.CreateBucket(bucketRecords); err != nil {
 		return 0, fmt.Errorf("voterstore: create records bucket: %w", err)
 	}
-	const boot = 1
+	boot, err := firstBoot(rand)
+	if err != nil {
+		return 0, err
+	}
 	for _, kv := range [...]struct{ k, v []byte }{
 		{keyFormat, []byte{formatVersion}},
 		{keyCluster, []byte(opts.Cluster)},
@@ -372,9 +563,21 @@ func syncDir(dir string) error {
 // Path returns the store file's path.
 func (s *Store) Path() string { return s.path }
 
-// Boot returns the boot counter: 1 after Init, and one more on every later
-// Open. It was fsynced before Open returned, so no two Opens of a store
-// return the same value. Safe for concurrent use, also after Close.
+// Boot returns the boot counter: a random value in [1, MaxFirstBoot) after
+// Init, and one more on every later Open. It was fsynced before Open
+// returned, so no two Opens of a store return the same value. Safe for
+// concurrent use, also after Close.
+//
+// The first value is random so that a store re-initialised after a loss
+// does not repeat the boots, and with them the session generations
+// (Boot<<32 | sequence), of the store it replaces, which holders may still
+// hold: a holder that sees a generation it knows counts the voter's old
+// protection as current. A store whose Opens used the boots [b, b+k)
+// overlaps a new store that will open k' times only if the new store's
+// first boot falls in (b−k', b+k): probability at most
+// (k+k'−1)/(MaxFirstBoot−1), under 10^-5 for ten thousand Opens of each,
+// and a generation repeats only if, within a shared boot, the same
+// sequence number is issued too.
 func (s *Store) Boot() uint32 { return s.boot }
 
 // Restarted reports whether the store existed before this Open, that is,
@@ -385,8 +588,8 @@ func (s *Store) Restarted() bool { return s.restarted }
 
 // Records returns every durable record, keyed by shard. Records of saves
 // that have not completed yet may or may not be included. It fails with
-// ErrCorrupt, naming the shard, if a stored value cannot be decoded, and
-// with ErrClosed after Close. Safe for concurrent use with every other
+// ErrCorrupt, naming the shard, if a stored value cannot be decoded, or
+// naming the file if bbolt cannot read it, and with ErrClosed after Close. Safe for concurrent use with every other
 // method; the caller owns the returned map.
 func (s *Store) Records() (map[uint32]lease.Record, error) {
 	s.mu.Lock()
@@ -396,18 +599,20 @@ func (s *Store) Records() (map[uint32]lease.Record, error) {
 		return nil, s.errClosed()
 	}
 	recs := make(map[uint32]lease.Record)
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketRecords).ForEach(func(k, v []byte) error {
-			if len(k) != 4 {
-				return fmt.Errorf("voterstore: %s: record key %x is not a 4-byte shard: %w", s.path, k, ErrCorrupt)
-			}
-			shard := binary.BigEndian.Uint32(k)
-			r, err := decodeRecord(v)
-			if err != nil {
-				return fmt.Errorf("voterstore: %s: record of shard %d: %w", s.path, shard, err)
-			}
-			recs[shard] = r
-			return nil
+	err := recoverCorrupt(s.path, func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketRecords).ForEach(func(k, v []byte) error {
+				if len(k) != 4 {
+					return fmt.Errorf("voterstore: %s: record key %x is not a 4-byte shard: %w", s.path, k, ErrCorrupt)
+				}
+				shard := binary.BigEndian.Uint32(k)
+				r, err := decodeRecord(v)
+				if err != nil {
+					return fmt.Errorf("voterstore: %s: record of shard %d: %w", s.path, shard, err)
+				}
+				recs[shard] = r
+				return nil
+			})
 		})
 	})
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
@@ -602,16 +807,20 @@ func (s *Store) commit(recs []lease.ShardRecord, hook func() error) error {
 		}
 	}
 	start := time.Now()
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		bkt := tx.Bucket(bucketRecords)
-		for _, r := range recs {
-			// bbolt keeps the value slice until the commit: each Put gets
-			// its own.
-			if err := bkt.Put(shardKey(r.Shard), appendRecord(nil, r.Record)); err != nil {
-				return fmt.Errorf("write shard %d: %w", r.Shard, err)
+	// A damaged page can make bbolt panic here, in the committer: the
+	// commit then fails like any other, and the store with it.
+	err := recoverCorrupt(s.path, func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			bkt := tx.Bucket(bucketRecords)
+			for _, r := range recs {
+				// bbolt keeps the value slice until the commit: each Put
+				// gets its own.
+				if err := bkt.Put(shardKey(r.Shard), appendRecord(nil, r.Record)); err != nil {
+					return fmt.Errorf("write shard %d: %w", r.Shard, err)
+				}
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package voterstore_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -189,11 +190,14 @@ func TestInitCreatesStore(t *testing.T) {
 	opts.Init = true
 	s := open(t, opts)
 
-	if got := s.Boot(); got != 1 {
-		t.Errorf("Boot = %d, want 1", got)
+	if got := s.Boot(); got < 1 || got >= voterstore.MaxFirstBoot {
+		t.Errorf("Boot = %d, want one in [1, %d)", got, voterstore.MaxFirstBoot)
 	}
 	if s.Restarted() {
 		t.Error("Restarted = true for a new store")
+	}
+	if _, err := os.Stat(filepath.Join(dir, voterstore.MarkerFileName)); err != nil {
+		t.Errorf("Init left no marker: %v", err)
 	}
 	if got, want := s.Path(), filepath.Join(dir, voterstore.FileName); got != want {
 		t.Errorf("Path = %s, want %s", got, want)
@@ -213,16 +217,72 @@ func TestInitCreatesStore(t *testing.T) {
 
 func TestBootCountsOpens(t *testing.T) {
 	s, dir := create(t)
-	if s.Boot() != 1 || s.Restarted() {
-		t.Fatalf("new store: Boot %d Restarted %v, want 1 false", s.Boot(), s.Restarted())
+	first := s.Boot()
+	if s.Restarted() {
+		t.Fatalf("new store: Restarted %v, want false", s.Restarted())
 	}
 	mustClose(t, s)
-	for want := uint32(2); want <= 4; want++ {
+	for want := first + 1; want <= first+3; want++ {
 		s := open(t, options(t, dir))
 		if s.Boot() != want || !s.Restarted() {
-			t.Errorf("open %d: Boot %d Restarted %v, want %d true", want, s.Boot(), s.Restarted(), want)
+			t.Errorf("open %d: Boot %d Restarted %v, want %d true", want-first+1, s.Boot(), s.Restarted(), want)
 		}
 		mustClose(t, s)
+	}
+}
+
+// A store re-initialised after a loss must not start from the boot counter
+// its predecessor started from: holders may still hold generations of the
+// old store's boots (Boot<<32 | sequence).
+func TestInitDrawsTheFirstBootAtRandom(t *testing.T) {
+	const stores = 8
+	seen := make(map[uint32]bool)
+	for range stores {
+		s, dir := create(t)
+		boot := s.Boot()
+		mustClose(t, s)
+		// Lose the store and its marker, as with a lost volume, and
+		// initialise again in the same directory.
+		for _, f := range []string{voterstore.FileName, voterstore.MarkerFileName} {
+			if err := os.Remove(filepath.Join(dir, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		opts := options(t, dir)
+		opts.Init = true
+		again := open(t, opts)
+		t.Logf("first boot %d, after re-init %d", boot, again.Boot())
+		seen[boot], seen[again.Boot()] = true, true
+		mustClose(t, again)
+	}
+	// 16 draws from [1, 2^31) all differ except with probability below
+	// 10^-7.
+	if len(seen) != 2*stores {
+		t.Errorf("%d distinct first boots in %d stores, want all distinct", len(seen), 2*stores)
+	}
+}
+
+func TestFirstBootRange(t *testing.T) {
+	tests := []struct {
+		name string
+		give []byte // the random bytes, big-endian words
+		want uint32
+	}{
+		{name: "zero is drawn again", give: []byte{0, 0, 0, 0, 0, 0, 0, 5}, want: 5},
+		{name: "only the top bit set is zero too", give: []byte{0x80, 0, 0, 0, 0, 0, 0, 1}, want: 1},
+		{name: "the top bit is dropped", give: []byte{0xff, 0xff, 0xff, 0xff}, want: voterstore.MaxFirstBoot - 1},
+		{name: "smallest", give: []byte{0, 0, 0, 1}, want: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := voterstore.FirstBoot(bytes.NewReader(tt.give))
+			if err != nil || got != tt.want {
+				t.Errorf("FirstBoot = %d, %v; want %d", got, err, tt.want)
+			}
+		})
+	}
+	if _, err := voterstore.FirstBoot(bytes.NewReader(nil)); err == nil {
+		t.Error("FirstBoot of an empty source succeeded")
 	}
 }
 
@@ -496,7 +556,7 @@ func TestOpenRefusesStore(t *testing.T) {
 			name:     "init over existing store",
 			change:   func(o *voterstore.Options) { o.Init = true },
 			want:     voterstore.ErrExists,
-			mentions: []string{"already exists", "delete it first", "majority"},
+			mentions: []string{"already exists", "delete it and its marker", "majority"},
 		},
 		{
 			name:     "locked by another open store",
@@ -509,6 +569,7 @@ func TestOpenRefusesStore(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			first, dir := create(t)
+			firstBoot := first.Boot()
 			saved := rec(7, 3, "node-a")
 			if err := first.Save(t.Context(), []lease.ShardRecord{saved}); err != nil {
 				t.Fatal(err)
@@ -533,8 +594,8 @@ func TestOpenRefusesStore(t *testing.T) {
 			// A refused Open leaves the store as it was: same records, and
 			// the boot counter moved only for the Open below.
 			recs, boot := reopen(t, dir)
-			if boot != 2 {
-				t.Errorf("Boot after a refused Open = %d, want 2", boot)
+			if boot != firstBoot+1 {
+				t.Errorf("Boot after a refused Open = %d, want %d", boot, firstBoot+1)
 			}
 			if want := map[uint32]lease.Record{7: saved.Record}; !maps.Equal(recs, want) {
 				t.Errorf("Records = %v, want %v", recs, want)
@@ -587,6 +648,7 @@ func TestOptionsAreValidated(t *testing.T) {
 
 func TestClose(t *testing.T) {
 	s, _ := create(t)
+	boot := s.Boot()
 	mustClose(t, s)
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close = %v, want nil", err)
@@ -609,8 +671,8 @@ func TestClose(t *testing.T) {
 	if err := s.Save(ctx, nil); err != nil {
 		t.Errorf("empty Save after Close = %v, want nil", err)
 	}
-	if s.Boot() != 1 {
-		t.Errorf("Boot after Close = %d, want 1", s.Boot())
+	if s.Boot() != boot {
+		t.Errorf("Boot after Close = %d, want %d", s.Boot(), boot)
 	}
 }
 
