@@ -42,13 +42,17 @@ type Config struct {
 	// which is safe only after it has copied the highest record of every
 	// shard from a majority of the other voters, or when the whole cluster
 	// is re-initialised. Open refuses a missing store without Init and an
-	// existing one with it. See voterstore.Options.Init.
+	// existing one with it, and Init refuses a directory whose marker says
+	// it held a store before (voterstore.ErrReinit). A new store still
+	// starts in its grace period (see Open). See voterstore.Options.Init.
 	Init bool
 
 	// LeaseDuration (LD) is how long a node's session stays live after its
-	// last keep-alive, on this voter's clock, and how long a restarted
-	// voter grants nothing. Every node and voter of a cluster must use the
-	// same value. Required, positive.
+	// last keep-alive, on this voter's clock, and how long the voter grants
+	// nothing after Open. Every node and voter of a cluster must use the
+	// same value: the voter refuses a request that names another
+	// (codes.FailedPrecondition, ErrWrongLeaseDuration). Required,
+	// positive.
 	LeaseDuration time.Duration
 
 	// Logger receives the voter's events: its start, whether it is in its

@@ -41,18 +41,25 @@
 // Every reply therefore waits for every save queued before it, whether or
 // not the request itself changed anything.
 //
-// Grace period after restart. Sessions live only in memory, so a voter that
-// restarts from its store has forgotten which holders its records still
-// protect. It treats every session as live and grants nothing for one
+// Grace period after every start. Sessions live only in memory, so a voter
+// that restarts from its store has forgotten which holders its records
+// still protect. It treats every session as live and grants nothing for one
 // LeaseDuration after Open, by which time every forgotten session has
-// expired on its clock. Its boot counter, incremented on every Open, keeps
-// session generations from ever being reused.
+// expired on its clock. A voter whose store Init has just created does the
+// same: it cannot tell a cluster's first start from a lost store
+// re-initialised, after which holders may still count on what an earlier
+// process under its ID answered. Its boot counter, incremented on every
+// Open and drawn at random when the store is created, keeps session
+// generations from being reused, even by a re-initialised store (see
+// voterstore.Store.Boot).
 //
 // Refusing a lost store. A voter whose store is missing is a new voter that
 // may have voted before: Open refuses it unless Config.Init is set, and an
 // operator sets Init only after copying the highest record of every shard
 // from a majority of the other voters, or when re-initialising the whole
-// cluster. Likewise, after a store failure the voter's memory is ahead of
+// cluster. Init itself refuses a directory whose marker says a store was
+// created there before (voterstore.ErrReinit), and logs a warning whenever
+// it creates a store: a new store is a new voter identity. Likewise, after a store failure the voter's memory is ahead of
 // its disk: the Server stops answering (codes.Unavailable) until it is
 // restarted from its store.
 package voter

@@ -24,6 +24,10 @@ var (
 	// another set of voters.
 	ErrWrongVoterSet = errors.New("request from a node with another voter set")
 
+	// ErrWrongLeaseDuration means a request came from a node configured
+	// with another lease duration than the voter's.
+	ErrWrongLeaseDuration = errors.New("request from a node with another lease duration")
+
 	// ErrClosed means the Server was closed.
 	ErrClosed = errors.New("voter closed")
 
@@ -38,9 +42,11 @@ var (
 //
 //   - InvalidArgument: the request failed validation; the message names the
 //     field. Resending it cannot help.
-//   - FailedPrecondition: the request names another cluster, or another
-//     voter set; the message names both. The node is pointed at the wrong
-//     voters, or configured with a different voter list.
+//   - FailedPrecondition: the request names another cluster, another
+//     voter set or another lease duration; the message names both values.
+//     The node is pointed at the wrong voters, or configured with a
+//     different voter list or lease duration. Resending cannot help until
+//     an operator makes the configurations agree.
 //   - Unavailable: the voter is closed or stopped, or its store failed. The
 //     request may or may not have taken effect; a node retries, here or at
 //     another voter, and learns the outcome from the repeat.
@@ -52,7 +58,7 @@ func statusError(err error) error {
 	switch {
 	case errors.Is(err, voterv1.ErrInvalid):
 		code = codes.InvalidArgument
-	case errors.Is(err, ErrWrongCluster), errors.Is(err, ErrWrongVoterSet):
+	case errors.Is(err, ErrWrongCluster), errors.Is(err, ErrWrongVoterSet), errors.Is(err, ErrWrongLeaseDuration):
 		code = codes.FailedPrecondition
 	case errors.Is(err, ErrClosed), errors.Is(err, ErrStopped), errors.Is(err, voterstore.ErrClosed):
 		code = codes.Unavailable

@@ -1,6 +1,7 @@
 package voter_test
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -63,6 +64,25 @@ func (w logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a
+// logger.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // testVoters is the voter set of testConfig, this voter included.
 var testVoters = []string{"v0", voterID, "v9"}
 
@@ -113,6 +133,16 @@ func serve(tb testing.TB, cfg voter.Config) *harness {
 	}
 	h.client = voterv1.NewVoterClient(h.conn)
 	tb.Cleanup(func() { h.stop(tb) })
+	return h
+}
+
+// serveNew initialises a voter in dir, serves it like serve, and advances
+// clock past the grace period that every voter, a new one included,
+// starts in: the voter grants from then on.
+func serveNew(tb testing.TB, dir string, clock *fakeClock) *harness {
+	tb.Helper()
+	h := serve(tb, testConfig(tb, dir, clock, true))
+	clock.Advance(ld)
 	return h
 }
 

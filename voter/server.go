@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -42,16 +43,28 @@ type Server struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// warnMu guards warned: the lease duration each refused sender was
+	// last warned about, so that a misconfigured node costs one WARN line,
+	// not one per keep-alive.
+	warnMu sync.Mutex
+	warned map[string]time.Duration
 }
 
+// maxWarned bounds Server.warned. When it is full it is cleared, and the
+// senders still misconfigured are warned about once more.
+const maxWarned = 1024
+
 // Open validates cfg, opens the store in cfg.Dir (creating it if cfg.Init
-// is set), loads its records and starts the voter on them. A voter that
-// starts from an existing store is in its grace period for one
-// LeaseDuration and grants nothing meanwhile; Open logs which case applies.
+// is set), loads its records and starts the voter on them. Every voter,
+// including one whose store Init just created, starts in its grace period:
+// it grants nothing for one LeaseDuration (see below). Open logs whether
+// the store is new.
 //
 // Open fails with an error wrapping ErrConfig for an invalid cfg, and with
-// the store's errors (voterstore.ErrNoStore, ErrExists, ErrWrongCluster,
-// ErrWrongVoter, ErrWrongVoterSet, ErrLocked, ErrCorrupt) otherwise.
+// the store's errors (voterstore.ErrNoStore, ErrExists, ErrReinit,
+// ErrWrongCluster, ErrWrongVoter, ErrWrongVoterSet, ErrLocked, ErrCorrupt)
+// otherwise.
 func Open(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -84,12 +97,21 @@ func Open(cfg Config) (*Server, error) {
 	// The grace period starts now, after the store was opened, so it ends
 	// at least one LeaseDuration after the previous process stopped
 	// renewing sessions: every session it forgot has expired by then.
+	//
+	// A store that Init has just created gets the grace period too. This
+	// process cannot tell a cluster's first start from a voter whose store
+	// was lost and re-initialised: an earlier process under this voter ID
+	// may have answered keep-alives until a moment ago, and the holders it
+	// answered count on it until their own deadlines, at most one
+	// LeaseDuration later. Granting a rival before then could give a shard
+	// two leaders. The grace period costs one LeaseDuration at the very
+	// first start of a cluster, when nobody leads anything yet.
 	now := lease.Time(cfg.Clock())
 	v, err := lease.NewVoter(lease.VoterConfig{
 		ID:            cfg.ID,
 		LeaseDuration: cfg.LeaseDuration,
 		Boot:          st.Boot(),
-		Restarted:     st.Restarted(),
+		Restarted:     true,
 	}, recs, now)
 	if err != nil {
 		_ = st.Close()
@@ -108,7 +130,10 @@ func Open(cfg Config) (*Server, error) {
 		s.log.Info("voter restarted from its store: in grace period, granting nothing until every session it forgot has expired",
 			"boot", st.Boot(), "records", len(recs), "grace", cfg.LeaseDuration)
 	} else {
-		s.log.Info("voter initialised: no grace period", "boot", st.Boot())
+		// The store has warned that it is a new voter identity.
+		s.log.Info("voter started from a new store: in grace period, granting nothing until "+
+			"every session an earlier process under this ID may have answered has expired",
+			"boot", st.Boot(), "grace", cfg.LeaseDuration)
 	}
 	return s, nil
 }
@@ -142,6 +167,17 @@ func (s *Server) call(ctx context.Context, m *voterv1.CallRequest) (lease.Reply,
 	if theirs := m.GetVoterSet(); theirs != 0 && s.voterSet != 0 && theirs != s.voterSet {
 		return lease.Reply{}, fmt.Errorf("voter %q refuses node %q: it is configured with voter set %016x, this voter with %016x (voters %q): %w",
 			s.cfg.ID, req.From, theirs, s.voterSet, s.cfg.Voters, ErrWrongVoterSet)
+	}
+	if theirs := req.LeaseDuration; theirs != 0 && theirs != s.cfg.LeaseDuration {
+		// Refused before the voter sees it, so the node gets no session
+		// here. A node whose lease is longer than the sessions this voter
+		// keeps would still count on a voter that has let it go; a
+		// shorter one is safe but means the configurations disagree.
+		err := fmt.Errorf("voter %q refuses node %q: its lease duration is %v, this voter's %v; "+
+			"every node and voter of a cluster must use the same: %w",
+			s.cfg.ID, req.From, theirs, s.cfg.LeaseDuration, ErrWrongLeaseDuration)
+		s.warnOnce(req.From, theirs, err)
+		return lease.Reply{}, err
 	}
 	if err := ctx.Err(); err != nil {
 		// The caller is gone and will never see a reply: leave the
@@ -197,6 +233,23 @@ func (s *Server) call(ctx context.Context, m *voterv1.CallRequest) (lease.Reply,
 	return rep, nil
 }
 
+// warnOnce logs err at WARN level the first time sender is refused for
+// lease duration ld. Safe for concurrent use.
+func (s *Server) warnOnce(sender string, ld time.Duration, err error) {
+	s.warnMu.Lock()
+	if prev, ok := s.warned[sender]; ok && prev == ld {
+		s.warnMu.Unlock()
+		return
+	}
+	if s.warned == nil || len(s.warned) >= maxWarned {
+		s.warned = make(map[string]time.Duration)
+	}
+	s.warned[sender] = ld
+	s.warnMu.Unlock()
+	s.log.Warn("voter refuses a node configured with another lease duration; it gets no session here until the configurations agree",
+		"node", sender, "node_lease_duration", ld, "lease_duration", s.cfg.LeaseDuration, "err", err)
+}
+
 // refusing returns why the voter answers nothing, or nil. s.mu must be
 // held.
 func (s *Server) refusing() error {
@@ -231,8 +284,9 @@ func (s *Server) Record(shard uint32) lease.Record {
 	return s.voter.Record(shard)
 }
 
-// Restarted reports whether the voter started from an existing store, and
-// so began with a grace period of one LeaseDuration.
+// Restarted reports whether the voter started from an existing store
+// rather than one Init created. Either way it began with a grace period of
+// one LeaseDuration.
 func (s *Server) Restarted() bool { return s.restarted }
 
 // Close stops the voter and closes its store once the records already

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,7 +27,7 @@ import (
 func TestRestartKeepsRecordsAndWaitsOutGrace(t *testing.T) {
 	clock := &fakeClock{}
 	dir := t.TempDir()
-	h := serve(t, testConfig(t, dir, clock, true))
+	h := serveNew(t, dir, clock)
 	if h.srv.Restarted() {
 		t.Fatal("Restarted() after Init = true, want false")
 	}
@@ -80,10 +81,30 @@ func TestRestartKeepsRecordsAndWaitsOutGrace(t *testing.T) {
 		lease.Record{Epoch: 3, Holder: "n2", HolderGen: rep.Gen})
 }
 
+// A voter on a store Init has just created grants nothing for a lease
+// duration either: it cannot tell a cluster's first start from a lost store
+// re-initialised, after which holders may still count on what an earlier
+// process under its ID answered.
+func TestNewStoreStartsInGrace(t *testing.T) {
+	clock := &fakeClock{}
+	h := serve(t, testConfig(t, t.TempDir(), clock, true))
+	if h.srv.Restarted() {
+		t.Fatal("Restarted() after Init = true, want false")
+	}
+	rep := h.call(t, request("n1", grant(1, 1)))
+	wantResult(t, "grant at the start of a new voter's grace period", rep.Results[0], lease.RefusedGrace, lease.Record{})
+	clock.Advance(ld - 1)
+	rep = h.call(t, request("n1", grant(1, 1)))
+	wantResult(t, "grant at the end of the grace period", rep.Results[0], lease.RefusedGrace, lease.Record{})
+	clock.Advance(1)
+	rep = h.call(t, request("n1", grant(1, 1)))
+	wantResult(t, "grant after the grace period", rep.Results[0], lease.Accepted, lease.Record{Epoch: 1, Holder: "n1", HolderGen: rep.Gen})
+}
+
 // A grant whose epoch is not above the record's is refused, and the
 // refusal carries the record.
 func TestGrantRefusesEpochNotAbove(t *testing.T) {
-	h := serve(t, testConfig(t, t.TempDir(), &fakeClock{}, true))
+	h := serveNew(t, t.TempDir(), &fakeClock{})
 	rep := h.call(t, request("n1", grant(3, 5)))
 	held := lease.Record{Epoch: 5, Holder: "n1", HolderGen: rep.Gen}
 	wantResult(t, "first grant", rep.Results[0], lease.Accepted, held)
@@ -112,7 +133,9 @@ func TestGrantRefusesEpochNotAbove(t *testing.T) {
 // Requests of another cluster and malformed requests are refused with
 // codes that say whether resending can help, and change nothing.
 func TestCallRefusesBadRequests(t *testing.T) {
-	h := serve(t, testConfig(t, t.TempDir(), &fakeClock{}, true))
+	// Out of its grace period, so that a request that got through would
+	// be granted.
+	h := serveNew(t, t.TempDir(), &fakeClock{})
 	grantPB := &voterv1.Op{Kind: voterv1.OpKind_OP_KIND_GRANT, Shard: 1, Epoch: 1}
 	for _, tt := range []struct {
 		name     string
@@ -138,6 +161,27 @@ func TestCallRefusesBadRequests(t *testing.T) {
 				VoterSet: lease.VoterSetID([]string{voterID, "v0", "v8"})},
 			wantCode: codes.FailedPrecondition,
 			wantIn:   []string{"voter set", `"n1"`, fmt.Sprintf("%016x", lease.VoterSetID(testVoters))},
+		},
+		{
+			name: "a longer lease duration",
+			give: &voterv1.CallRequest{Cluster: cluster, From: "n1", Inc: 1, Ops: []*voterv1.Op{grantPB},
+				LeaseDurationNs: int64(2 * ld)},
+			wantCode: codes.FailedPrecondition,
+			wantIn:   []string{"lease duration", `"n1"`, `"` + voterID + `"`, (2 * ld).String(), ld.String()},
+		},
+		{
+			name: "a shorter lease duration",
+			give: &voterv1.CallRequest{Cluster: cluster, From: "n1", Inc: 1, Ops: []*voterv1.Op{grantPB},
+				LeaseDurationNs: int64(ld - 1)},
+			wantCode: codes.FailedPrecondition,
+			wantIn:   []string{"lease duration", `"n1"`, (ld - 1).String(), ld.String()},
+		},
+		{
+			name: "a negative lease duration",
+			give: &voterv1.CallRequest{Cluster: cluster, From: "n1", Inc: 1, Ops: []*voterv1.Op{grantPB},
+				LeaseDurationNs: -int64(ld)},
+			wantCode: codes.InvalidArgument,
+			wantIn:   []string{"CallRequest.lease_duration_ns"},
 		},
 		{
 			name:     "empty from",
@@ -335,7 +379,7 @@ func TestConcurrentCallsPersistInVoterOrder(t *testing.T) {
 // until the record is durable: otherwise a rival could learn of a grant
 // that a crash then erases.
 func TestRejectionWaitsForEarlierSaves(t *testing.T) {
-	h := serve(t, testConfig(t, t.TempDir(), &fakeClock{}, true))
+	h := serveNew(t, t.TempDir(), &fakeClock{})
 	entered, release := voter.HoldBarriers(h.srv)
 	defer release()
 
@@ -380,7 +424,7 @@ func TestRejectionWaitsForEarlierSaves(t *testing.T) {
 // After a store failure the voter's memory is ahead of its disk: it answers
 // nothing more, even though the store would take further saves.
 func TestStoreFailureStopsVoter(t *testing.T) {
-	h := serve(t, testConfig(t, t.TempDir(), &fakeClock{}, true))
+	h := serveNew(t, t.TempDir(), &fakeClock{})
 	h.call(t, request("n1", grant(1, 1)))
 
 	voter.FailNextBarrier(h.srv, errors.New("fsync: input/output error"))
@@ -406,7 +450,7 @@ func TestCloseDuringCalls(t *testing.T) {
 	const nodes = 8
 	clock := &fakeClock{}
 	dir := t.TempDir()
-	h := serve(t, testConfig(t, dir, clock, true))
+	h := serveNew(t, dir, clock)
 
 	var (
 		wg       sync.WaitGroup
@@ -464,7 +508,7 @@ func TestCloseDuringCalls(t *testing.T) {
 // is served like one that names no set (an older node); only another set
 // is refused (TestCallRefusesBadRequests).
 func TestCallAcceptsSameVoterSet(t *testing.T) {
-	h := serve(t, testConfig(t, t.TempDir(), &fakeClock{}, true))
+	h := serveNew(t, t.TempDir(), &fakeClock{})
 	for i, set := range []uint64{lease.VoterSetID([]string{"v9", "v0", voterID}), 0} {
 		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 		pb := voterv1.RequestToPB(cluster, request("n1", grant(uint32(i), 1)))
@@ -500,5 +544,56 @@ func TestOpenRefusesAnotherVoterSet(t *testing.T) {
 			srv.Close()
 		}
 		t.Fatalf("Open with another voter set: %v, want an error wrapping voterstore.ErrWrongVoterSet", err)
+	}
+}
+
+// A node configured with the voter's own lease duration is served like one
+// that names none (an older node).
+func TestCallAcceptsSameLeaseDuration(t *testing.T) {
+	h := serveNew(t, t.TempDir(), &fakeClock{})
+	for i, d := range []time.Duration{ld, 0} {
+		req := request("n1", grant(uint32(i), 1))
+		req.LeaseDuration = d
+		rep := h.call(t, req)
+		wantResult(t, fmt.Sprintf("grant with lease duration %v", d), rep.Results[0], lease.Accepted,
+			lease.Record{Epoch: 1, Holder: "n1", HolderGen: rep.Gen})
+	}
+}
+
+// A node with another lease duration is refused on every keep-alive, but
+// the voter warns about it once, not four times a second: once per sender
+// and lease duration.
+func TestLeaseDurationMismatchWarnsOncePerSender(t *testing.T) {
+	var logs syncBuffer
+	cfg := testConfig(t, t.TempDir(), &fakeClock{}, true)
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	h := serve(t, cfg)
+	for _, tt := range []struct {
+		from string
+		ld   time.Duration
+	}{
+		{"n1", 2 * ld}, {"n1", 2 * ld}, {"n2", ld / 2}, {"n1", 2 * ld}, {"n2", ld / 2}, {"n1", 3 * ld},
+	} {
+		req := request(tt.from)
+		req.LeaseDuration = tt.ld
+		if _, err := h.send(cluster, req); status.Code(err) != codes.FailedPrecondition {
+			t.Fatalf("%s with lease duration %v: %v, want FailedPrecondition", tt.from, tt.ld, err)
+		}
+	}
+	var warnings []string
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "another lease duration") {
+			warnings = append(warnings, line)
+		}
+	}
+	t.Logf("warnings:\n%s", strings.Join(warnings, "\n"))
+	want := []string{"node=n1 node_lease_duration=20s", "node=n2 node_lease_duration=5s", "node=n1 node_lease_duration=30s"}
+	if len(warnings) != len(want) {
+		t.Fatalf("%d warnings, want %d: one per sender and lease duration", len(warnings), len(want))
+	}
+	for i, w := range want {
+		if !strings.Contains(warnings[i], w) || !strings.Contains(warnings[i], "level=WARN") {
+			t.Errorf("warning %d %q lacks %q", i, warnings[i], w)
+		}
 	}
 }
