@@ -1,5 +1,5 @@
 // Package lease is the deterministic core of Tenure's leadership protocol
-// (DESIGN.md §2): quorum-granted epochs that are both the lease and the
+// (docs/design.md §2): quorum-granted epochs that are both the lease and the
 // fencing token.
 //
 // Voter is one voter's state machine: sessions with never-reused

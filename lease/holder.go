@@ -609,7 +609,7 @@ func (h *Holder) TransferAt(s uint32, to string, toInc, toEpoch uint64, now Time
 // (forwarded through AcceptTransfer, or found in a voter's Held records)
 // is what should make it lead. Records naming it are adopted meanwhile. If
 // the handoff never completes — the source died mid-way — the node
-// acquires s itself from until on, as DESIGN §4 asks.
+// acquires s itself from until on, as docs/design.md §4 asks.
 func (h *Holder) Expect(s uint32, until Time) {
 	st := h.shard(s)
 	st.desired = true

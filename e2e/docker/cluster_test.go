@@ -496,9 +496,10 @@ type historyEntry struct {
 
 // stoppedOnTheirOwn checks, from their own histories, that the members of
 // iso stopped leading every shard they led within a lease of losing the
-// voter majority (DESIGN §2: a node cut off stops leading on its own), and
-// acquired nothing before healed, when the heal began. Call it once they
-// answer again. It returns the longest time from the cut to a release.
+// voter majority (docs/design.md §2.6: a node cut off stops leading on its
+// own), and acquired nothing before healed, when the heal began. Call it
+// once they answer again. It returns the longest time from the cut to a
+// release.
 func (cl *cluster) stoppedOnTheirOwn(iso isolation, healed time.Time) time.Duration {
 	cl.t.Helper()
 	// The lease ends at most LD after the last keep-alive that reached a

@@ -6,7 +6,7 @@ import (
 
 // claimTable is the leadership gossip as the cluster has received it:
 // every node's claims, per shard, and the highest-epoch claim (what each
-// node's table believes, DESIGN §5).
+// node's table believes, docs/design.md §5).
 //
 // Model: a node sends its claim changes to every peer at its next tick
 // (shard.Node's flush) as one packet per peer. All copies are counted, but

@@ -86,7 +86,7 @@ const (
 	// BugEarlyForward: a handoff's source tells the target to lead (with
 	// the target's own generations, which it read off the wire) as soon as
 	// the target is prepared, and sends its Transfer only after a 50 ms
-	// quiesce: step 4 of DESIGN §4 before step 3. Both lead meanwhile.
+	// quiesce: step 4 of docs/design.md §4 before step 3. Both lead meanwhile.
 	BugEarlyForward
 )
 

@@ -14,8 +14,8 @@
 // still MaxConcurrentHandoffs transferring; the plan's next move started
 // as soon as a handoff ends; JoinSettle;
 // session-expiry news from the voters taking a node out of the plan) and
-// the handoff steps of DESIGN §4 (prepare, transfer, forward the outcome,
-// Expect on the target, aborts, retries with backoff). The planner is
+// the handoff steps of docs/design.md §4 (prepare, transfer, forward the
+// outcome, Expect on the target, aborts, retries with backoff). The planner is
 // rebalance.Plan with the configured Policy. Message sizes use the real
 // encodings: proto/voter/v1 and proto/peer/v1 conversions for RPCs,
 // shard.LeadershipMessages for leadership gossip (see wire.go).

@@ -2,7 +2,7 @@
 // records, per shard, which billing periods have been charged, and accepts
 // a write only from the shard's current leader — the writer whose token
 // (shard, epoch) is at least the highest the store has seen for the
-// shard. It is the resource side of Tenure's fencing (DESIGN §3) made
+// shard. It is the resource side of Tenure's fencing (docs/design.md §3) made
 // concrete: a deposed leader that keeps writing after a pause is refused
 // here, whatever it believes.
 //
