@@ -13,7 +13,17 @@
 // cannot change between restarts). A store of another cluster or voter is
 // left alone; tenured refuses it at start with exit code 3.
 //
-// Exit codes: 0 done (or nothing to do), 1 failed, 2 usage.
+// Creating a store creates a NEW voter identity with none of the cluster's
+// records, which is safe only at the cluster's first start, or once the
+// voter's records have been copied from a majority of the other voters;
+// init-voter says so on stderr every time it creates one. It refuses (exit
+// code 3) when the data directory's marker (voter.db.created) says a store
+// was created there before but the store is gone: the volume lost its
+// store, and a voter that forgot its records could grant an epoch twice.
+// -reinit creates the store anyway; pass it once, for that start only.
+//
+// Exit codes: 0 done (or nothing to do), 1 failed, 2 usage, 3 refused: the
+// data directory held a voter store that is gone (see -reinit).
 package main
 
 import (
@@ -35,14 +45,25 @@ func main() {
 }
 
 const usage = `Usage:
-  tenure-box init-voter [-node-id ID] [-cluster NAME] [-data-dir DIR]
+  tenure-box init-voter [-node-id ID] [-cluster NAME] [-data-dir DIR] [-reinit]
   tenure-box probe URL
+
+Exit codes: 0 done, 1 failed, 2 usage, 3 init-voter refused: the data
+directory held a voter store that is gone (see -reinit).
 `
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailed  = 1
+	exitUsage   = 2
+	exitRefused = 3 // init-voter: the store was created here before and is gone
+)
 
 func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return 2
+		return exitUsage
 	}
 	switch args[0] {
 	case "init-voter":
@@ -50,19 +71,19 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 	case "probe":
 		if len(args) != 2 {
 			fmt.Fprint(stderr, "tenure-box probe: want one URL\n"+usage)
-			return 2
+			return exitUsage
 		}
 		if err := probe(args[1], 2*time.Second); err != nil {
 			fmt.Fprintf(stderr, "tenure-box probe: %v\n", err)
-			return 1
+			return exitFailed
 		}
-		return 0
+		return exitOK
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
-		return 0
+		return exitOK
 	}
 	fmt.Fprintf(stderr, "tenure-box: unknown command %q\n%s", args[0], usage)
-	return 2
+	return exitUsage
 }
 
 func initVoter(args []string, getenv func(string) (string, bool), stdout, stderr io.Writer) int {
@@ -77,35 +98,47 @@ func initVoter(args []string, getenv func(string) (string, bool), stdout, stderr
 	nodeID := fs.String("node-id", env("TENURE_NODE_ID", ""), "the voter's node ID (env TENURE_NODE_ID)")
 	cluster := fs.String("cluster", env("TENURE_CLUSTER", membership.DefaultCluster), "the cluster's name (env TENURE_CLUSTER)")
 	dataDir := fs.String("data-dir", env("TENURE_DATA_DIR", ""), "the voter's data directory (env TENURE_DATA_DIR)")
+	// No environment variable: one left set would re-initialise silently
+	// at every later loss.
+	reinit := fs.Bool("reinit", false, "create the store even though the data directory held one that is gone: "+
+		"a new voter identity without the cluster's records; for one start only")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return exitUsage
 	}
 	switch {
 	case fs.NArg() > 0:
 		fmt.Fprintf(stderr, "tenure-box init-voter: unexpected argument %q\n", fs.Arg(0))
-		return 2
+		return exitUsage
 	case *nodeID == "":
 		fmt.Fprintln(stderr, "tenure-box init-voter: -node-id (or TENURE_NODE_ID) is required")
-		return 2
+		return exitUsage
 	case *dataDir == "":
 		fmt.Fprintln(stderr, "tenure-box init-voter: -data-dir (or TENURE_DATA_DIR) is required")
-		return 2
+		return exitUsage
 	}
-	st, err := voterstore.Open(voterstore.Options{Dir: *dataDir, Cluster: *cluster, VoterID: *nodeID, Init: true})
+	st, err := voterstore.Open(voterstore.Options{Dir: *dataDir, Cluster: *cluster, VoterID: *nodeID, Init: true, Reinit: *reinit})
 	switch {
 	case errors.Is(err, voterstore.ErrExists):
 		fmt.Fprintf(stdout, "tenure-box: voter %s: the store in %s exists; keeping it\n", *nodeID, *dataDir)
-		return 0
+		return exitOK
+	case errors.Is(err, voterstore.ErrReinit):
+		fmt.Fprintf(stderr, "tenure-box init-voter: REFUSED: %v\n"+
+			"tenure-box init-voter: pass -reinit, for this start only, to create a new store anyway\n", err)
+		return exitRefused
 	case err != nil:
 		fmt.Fprintf(stderr, "tenure-box init-voter: %v\n", err)
-		return 1
+		return exitFailed
 	}
+	boot := st.Boot()
 	if err := st.Close(); err != nil {
 		fmt.Fprintf(stderr, "tenure-box init-voter: %v\n", err)
-		return 1
+		return exitFailed
 	}
+	fmt.Fprintf(stderr, "tenure-box init-voter: WARNING: voter %s: created a NEW voter identity in %s (boot %d) "+
+		"that has none of the cluster's records; this is safe only at the cluster's first start, "+
+		"or after the voter's records were copied from a majority of the other voters\n", *nodeID, *dataDir, boot)
 	fmt.Fprintf(stdout, "tenure-box: voter %s: created the store in %s for cluster %s\n", *nodeID, *dataDir, *cluster)
-	return 0
+	return exitOK
 }
 
 // probe GETs url and reports an error unless it answers 2xx within
