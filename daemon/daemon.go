@@ -297,6 +297,9 @@ func classifyStartError(o options, err error) error {
 		return exitWith(exitDataDir, "%w\n(on this voter's very first start, pass -init)", err)
 	case errors.Is(err, voterstore.ErrExists):
 		return exitWith(exitDataDir, "%w\n(-init is for a voter's very first start only: drop it, and TENURE_INIT, on restarts)", err)
+	case errors.Is(err, voterstore.ErrReinit):
+		return exitWith(exitDataDir, "%w\n(-data-dir %s held this voter's store, which is gone: the voter lost its records. "+
+			"Delete %s only to re-initialise it as a NEW voter, and only when that is safe)", err, o.DataDir, voterstore.MarkerFileName)
 	case errors.Is(err, voterstore.ErrWrongCluster), errors.Is(err, voterstore.ErrWrongVoter):
 		return exitWith(exitDataDir, "-data-dir %s belongs to another voter or cluster: %w", o.DataDir, err)
 	case errors.Is(err, voterstore.ErrLocked):

@@ -21,6 +21,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+
+	"github.com/tenurehq/tenure/membership"
+	"github.com/tenurehq/tenure/voterstore"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -227,6 +230,18 @@ func TestStartErrors(t *testing.T) {
 	if code := runQuiet(t, common(initialised, "-init", "-join-timeout", "1s"), func(sig chan os.Signal) { sig <- syscall.SIGTERM }); code != exitOK {
 		t.Fatalf("first start with -init: exit %d", code)
 	}
+	// A data directory whose store was lost: its marker remains.
+	lost := t.TempDir()
+	st, err := voterstore.Open(voterstore.Options{Dir: lost, Cluster: membership.DefaultCluster, VoterID: "n1", Init: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(lost, voterstore.FileName)); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name     string
 		args     []string
@@ -234,6 +249,7 @@ func TestStartErrors(t *testing.T) {
 		want     string
 	}{
 		{name: "no store without -init", args: common(t.TempDir()), wantCode: exitDataDir, want: "pass -init"},
+		{name: "-init where the store was lost", args: common(lost, "-init"), wantCode: exitDataDir, want: "Delete " + voterstore.MarkerFileName + " only"},
 		{name: "missing data dir without -init", args: common(filepath.Join(t.TempDir(), "nope")), wantCode: exitDataDir, want: "pass -init"},
 		{name: "-init over a store", args: common(initialised, "-init"), wantCode: exitDataDir, want: "drop it"},
 		{name: "data dir is a file", args: common(file), wantCode: exitDataDir, want: "is not a directory"},

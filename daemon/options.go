@@ -610,7 +610,8 @@ Exit codes:
   0  stopped after a signal and a drain
   1  runtime failure (a listener, the node or a forced exit on a second signal)
   2  bad flags, environment or config file
-  3  data directory or voter store problem (unwritable, missing store without -init, -init over a store)
+  3  data directory or voter store problem (unwritable, missing store without -init, -init over a store,
+     -init where a store was lost, a damaged store)
   4  no seed answered within -join-timeout (wrong address, firewall, or another gossip key)
   5  refused by the cluster: another shard count, cluster name or protocol version
 `

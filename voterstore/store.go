@@ -409,7 +409,7 @@ func readMarker(marker string) (string, bool) {
 	defer f.Close()
 	b, _ := io.ReadAll(io.LimitReader(f, 512))
 	line, _, _ := strings.Cut(string(b), "\n")
-	return strings.TrimSpace(line), true
+	return strings.TrimSuffix(strings.TrimSpace(line), "."), true
 }
 
 // writeMarker writes the marker file: to a temporary file first, fsynced,

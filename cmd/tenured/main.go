@@ -9,7 +9,10 @@
 //	tenured -node-id n1 -shards 1024 -seeds h1,h2,h3 \
 //	    -voters n1=h1:7000,n2=h2:7000,n3=h3:7000 -data-dir /var/lib/tenure -init
 //
-// and the same without -init on every later start. Every flag can come
+// and the same without -init on every later start. -init makes a NEW voter
+// identity, with none of the cluster's records, and logs a warning saying
+// so; it refuses (exit code 3) a data directory whose store was lost, which
+// its marker file voter.db.created still shows. Every flag can come
 // from the environment (TENURE_NODE_ID, ...) or a JSON file (-config).
 // SIGTERM drains the node (its shards are handed off first) and exits 0.
 // Run tenured -h for the flags and the exit codes.
