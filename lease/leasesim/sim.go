@@ -1,49 +1,17 @@
-// Package leasesim runs the lease protocol of package lease on a simulated
-// network, from a seed, so that any run replays exactly. Nodes and voters
-// have drifting clocks; the network delays, drops, duplicates and reorders
-// messages and partitions processes (symmetric and one-way); nodes crash,
-// restart and pause for longer than a lease; voters crash and restart from
-// their persisted records. A checker runs after every event:
-//
-//   - never two nodes that each consider themselves leader of one shard at
-//     the same simulated instant (each judged by its own clock);
-//   - never two nodes leading one (shard, epoch);
-//   - the epochs of successive leaders of a shard strictly increase;
-//   - once faults stop, every shard is led again within a bound;
-//   - once faults stop, a planned move (a handoff, a drain) leaves its
-//     shard without a leader for less than a lease: less than a crash
-//     failover would.
-//
-// Handoffs follow DESIGN §4: the source asks the target to prepare (the
-// target expects the shard and names the lowest epoch it can lead at),
-// then transfers; the forward of the outcome is a message too, so every
-// step can be dropped, delayed, duplicated or cut off by a crash. Nodes
-// drain — they leave the desired set, hand everything off, stop and come
-// back — and, once faults stop, the run drains a node and moves shards by
-// plan to measure the gaps of planned moves.
-//
-// Canonical use:
-//
-//	res, err := leasesim.Run(leasesim.Config{Seed: 42})
-//	if err != nil { ... } // a *Violation names the seed, time and rule
 package leasesim
 
 import (
 	"container/heap"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"time"
-
-	"github.com/cespare/xxhash/v2"
 
 	"github.com/tenurehq/tenure/lease"
 )
 
 // Faults sets how hostile the simulated world is while faults are on. Rates
-// are per message, or per node/voter per second.
+// are per message or per write, or per node, voter or process per second.
 type Faults struct {
 	DelayMin, DelayMax time.Duration // per message, uniform
 	LongDelayRate      float64       // fraction of messages held for up to LongDelay
@@ -53,13 +21,59 @@ type Faults struct {
 	PartitionRate      float64 // new partitions per second
 	PartitionFor       time.Duration
 	OneWayRate         float64 // fraction of partitions that cut one direction only
-	CrashRate          float64 // node crashes per node per second
-	DownFor            time.Duration
-	PauseRate          float64 // node pauses per node per second
-	PauseFor           time.Duration
-	VoterCrashRate     float64
-	TransferRate       float64 // fraction of unwanted leaderships handed off rather than released
-	DrainRate          float64 // node drains per node per second
+	// SplitViews makes a two-way partition split the nodes' gossip views
+	// as memberlist does: after a random lag of up to Config.GossipLag
+	// each node marks the members across the cut down, and after the
+	// heal, another lag later, up again. A node then plans a live
+	// leader's shards to itself or to a peer on its side, so the lease
+	// is contested by the nodes it exists to hold off.
+	SplitViews     bool
+	CrashRate      float64 // node crashes per node per second
+	DownFor        time.Duration
+	PauseRate      float64 // node pauses per node per second: no ticks or deliveries, the clock runs
+	PauseFor       time.Duration
+	BusyRate       float64 // a node's loop falls behind, per node per second: like a pause, shorter
+	BusyFor        time.Duration
+	VoterCrashRate float64
+	TransferRate   float64 // fraction of unwanted leaderships handed off rather than released
+	DrainRate      float64 // node drains per node per second
+	// TwinRate starts, per node per second, a new process with the same
+	// NodeID and a newer incarnation beside the running one (an
+	// orchestrator's replacement). Half the twins want nothing for up to
+	// TwinSettle, as a starting shard.Node; the rest plan from their first
+	// tick. The old process runs on until a voter tells it it is
+	// superseded, or crashes; it is never restarted.
+	TwinRate   float64
+	TwinSettle time.Duration
+	// StaleIncRate is the fraction of restarts whose incarnation is lower
+	// than the previous process's: its wall clock stepped back.
+	StaleIncRate float64
+	// FreezeRate freezes processes (nodes and voters), per process per
+	// second, for up to FreezeFor: a VM freeze, in which the process
+	// neither runs nor its monotonic clock advances.
+	FreezeRate float64
+	FreezeFor  time.Duration
+	// ClockStepRate moves a node's monotonic clock forward, per node per
+	// second, by up to ClockStep (a voter's too with Config.BeyondDrift).
+	ClockStepRate float64
+	ClockStep     time.Duration
+	// RateChangeRate draws a process's clock rate anew, per process per
+	// second: within ±ρ, or up to WildRate away from 1 with
+	// Config.BeyondDrift.
+	RateChangeRate float64
+	WildRate       float64
+	// DiskMin and DiskMax bound a voter's write (fsync) latency, uniform;
+	// a reply leaves only once every write queued before it is durable.
+	// These apply without faults too.
+	DiskMin, DiskMax time.Duration
+	// DiskStallRate is the fraction of writes, while faults last, that
+	// take up to DiskStall instead.
+	DiskStallRate float64
+	DiskStall     time.Duration
+	// DiskFailRate is the fraction of writes, while faults last, that
+	// fail: the voter stops, answers nothing more, and is restarted from
+	// its store later.
+	DiskFailRate float64
 }
 
 // DefaultFaults is a hostile but realistic mix for a 1 s lease.
@@ -69,11 +83,21 @@ func DefaultFaults() Faults {
 		LongDelayRate: 0.01, LongDelay: 1500 * time.Millisecond,
 		DropRate: 0.05, DupRate: 0.02,
 		PartitionRate: 0.15, PartitionFor: 3 * time.Second, OneWayRate: 0.3,
-		CrashRate: 0.02, DownFor: 3 * time.Second,
+		SplitViews: true,
+		CrashRate:  0.02, DownFor: 3 * time.Second,
 		PauseRate: 0.02, PauseFor: 2500 * time.Millisecond,
+		BusyRate: 0.1, BusyFor: 300 * time.Millisecond,
 		VoterCrashRate: 0.01,
 		TransferRate:   0.5,
 		DrainRate:      0.02,
+		TwinRate:       0.01, TwinSettle: 2 * time.Second,
+		StaleIncRate: 0.2,
+		FreezeRate:   0.01, FreezeFor: 2500 * time.Millisecond,
+		ClockStepRate: 0.01, ClockStep: 2 * time.Second,
+		RateChangeRate: 0.05, WildRate: 0.3,
+		DiskMin: 100 * time.Microsecond, DiskMax: 10 * time.Millisecond,
+		DiskStallRate: 0.01, DiskStall: 300 * time.Millisecond,
+		DiskFailRate: 0.002,
 	}
 }
 
@@ -94,12 +118,20 @@ type Config struct {
 	// fast, the worst case for the lease rule (a node's lease lasts
 	// longest in real time while voters forget it soonest).
 	ExtremeDrift bool
+	// BeyondDrift lets clocks break the drift bound while faults last:
+	// rates up to Faults.WildRate away from 1, and voters' clocks stepping
+	// forward. DESIGN §2 promises no safety then, so the checker enforces
+	// only one holder per (shard, epoch), which rests on majorities alone,
+	// and liveness: once faults stop (and clocks are back within ±ρ) every
+	// shard is led again. The overlaps it sees are counted in
+	// Result.Overlaps.
+	BeyondDrift bool
 	// FaultsFor is how long faults are injected; then the network heals,
 	// crashed processes restart, and the run goes on for Settle. Defaults
 	// 20 s and 8 s.
 	FaultsFor, Settle time.Duration
-	// GossipLag bounds how late each node learns of a crash or restart.
-	// Default 500 ms.
+	// GossipLag bounds how late each node learns of a crash, a restart,
+	// a partition or its heal. Default 500 ms.
 	GossipLag time.Duration
 	// Tick is the nodes' tick interval; default 10 ms.
 	Tick    time.Duration
@@ -112,10 +144,19 @@ type Config struct {
 	// ReuseGens makes restarted voters keep their boot counter, so that
 	// generations repeat: a deliberately broken store, for checker tests.
 	ReuseGens bool
+	// ReplyBeforeSync makes voters send each reply as soon as they handle
+	// the request, before its records are durable: a deliberately broken
+	// voter driver, for checker tests. A write that then fails, or a
+	// crash before it completes, takes back what the reply promised.
+	ReplyBeforeSync bool
 	// StopDrainEarly makes a draining node stop as soon as it leads
 	// nothing, before the voters answered its transfers: a deliberately
 	// broken drain, for checker tests.
 	StopDrainEarly bool
+	// Unfenced makes the checker hold a frozen node's stale lease against
+	// it as if no fence existed: for checker tests that show freezes
+	// produce paused leaders (see the package doc).
+	Unfenced bool
 	// Script, if set, runs instead of random faults: directed scenarios.
 	// The script decides which node wants which shard (Want); nothing is
 	// released or transferred unless it says so.
@@ -181,23 +222,46 @@ type Result struct {
 	Handoffs      int
 	PlannedMoves  int
 	MaxHandoffGap time.Duration
+	// Contests counts the times a node set out to acquire a shard that
+	// another node led at that moment.
+	Contests int
+	// Twins counts processes started beside a live one with its NodeID;
+	// Superseded, processes that learned of a newer one and stopped.
+	Twins, Superseded int
+	// Freezes counts process freezes; FencedOverlaps, the instants at
+	// which a node that had been frozen still led by its own clock next to
+	// a newer epoch's leader (the fence's case, see the package doc).
+	Freezes, FencedOverlaps int
+	// DiskFailures counts voter writes that failed (the voter stopped).
+	DiskFailures int
+	// Overlaps counts instants with two leaders that BeyondDrift excused.
+	Overlaps int
 }
 
-type clock struct{ rate, offset float64 }
-
-func (c clock) at(t time.Duration) lease.Time { return lease.Time(c.offset + c.rate*float64(t)) }
-
 type node struct {
-	id       string
-	inc      uint64
-	h        *lease.Holder
-	clk      clock
-	up       bool
-	pausedT  time.Duration // paused until this global time
-	deferred []*event
-	view     map[string]bool // nodes this node believes up
-	was      map[uint32]uint64
-	wants    map[uint32]bool // scripted desires, kept across restarts
+	id   string
+	inc  uint64 // the process's incarnation (the holder may raise it), kept after a crash
+	life uint64 // starts of this process slot; events carry the life they are for
+	h    *lease.Holder
+	clk  clock
+	up   bool
+	// zombie: a twin replaced this process. It runs until a voter says so
+	// or it crashes, and is never restarted.
+	zombie     bool
+	superseded bool          // it heard so
+	pausedT    time.Duration // neither ticks nor receives until after this global time
+	deferred   []*event
+	// frozen says the process froze at least once; frozeAt is the reading
+	// its clock stood still at the last time.
+	frozen  bool
+	frozeAt lease.Time
+	view    map[string]bool               // NodeIDs this node believes up
+	news    map[string]map[string]session // NodeID → voter → latest notice
+	was     map[uint32]uint64
+	wants   map[uint32]bool // scripted desires, kept across restarts
+	desire  []bool          // what the node last told its holder, per shard
+	contest []bool          // contesting another's leadership now, per shard
+	quietT  time.Duration   // wants nothing before this global time (a settling twin)
 	// preparing holds handoffs this node started: the target asked to
 	// prepare, the reply not yet in.
 	preparing map[uint32]prep
@@ -205,14 +269,20 @@ type node struct {
 	// time): it wants them whatever its own view says, as shard.Node does.
 	expect   map[uint32]time.Duration
 	draining bool
-	// pref holds planned owners this node has heard of (shard → node),
+	// pref holds planned owners this node has heard of (shard → NodeID),
 	// prefV their versions.
-	pref  map[uint32]int
+	pref  map[uint32]string
 	prefV map[uint32]int
 }
 
+// session is a node's latest news of another node's session at one voter.
+type session struct {
+	gen     uint64
+	expired bool
+}
+
 type prep struct {
-	to    int
+	to    string
 	epoch uint64
 	at    time.Duration
 }
@@ -222,8 +292,15 @@ type voter struct {
 	v         *lease.Voter
 	clk       clock
 	up        bool
+	life      uint64
 	boot      uint32
 	persisted map[uint32]lease.Record
+	// diskFree is when the writes queued so far are durable.
+	diskFree time.Duration
+	failNext bool          // the next write fails (scripts)
+	diskSlow time.Duration // added to every write (scripts)
+	pausedT  time.Duration
+	deferred []*event
 }
 
 type eventKind uint8
@@ -233,29 +310,34 @@ const (
 	evToVoter
 	evToNode
 	evForward
-	evView
 	evFault
 	evPrepare  // source → target: get ready for shard
 	evPrepared // target → source: ready, with the lowest epoch it can lead at
+	evWrite    // a voter's write completes
+	evReplyOut // a voter's reply leaves, its writes durable
+	evResume   // a frozen voter runs again
 )
 
 type event struct {
 	at    time.Duration
 	seq   uint64
 	kind  eventKind
-	node  int
+	node  int    // node process
+	life  uint64 // the life of the node process the event is for
 	voter int
+	vlife uint64 // the life of the voter process the event is for
 	req   lease.Request
 	rep   lease.Reply
 	fwd   lease.Change
-	inc   uint64 // recipient incarnation for messages to nodes
+	recs  []lease.ShardRecord
 	fn    func()
 	// prepare and prepared messages
 	shard    uint32
 	from     int
-	epoch    uint64 // the source's epoch; for evPrepared, the minimum
-	fromInc  uint64
-	minEpoch uint64
+	fromLife uint64
+	epoch    uint64 // the source's epoch
+	minEpoch uint64 // prepared: the lowest epoch the target can lead at
+	toInc    uint64 // prepared: the target's incarnation
 }
 
 type queue []*event
@@ -271,6 +353,12 @@ func (q queue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
 func (q *queue) Push(x any)   { *q = append(*q, x.(*event)) }
 func (q *queue) Pop() any     { old := *q; e := old[len(old)-1]; *q = old[:len(old)-1]; return e }
 
+// voterBase is voter 0's process number. Node processes are numbered from
+// 0 in the order they start (a restart keeps its number, a twin takes the
+// next), so voters sit far above them: numbers a script holds never change
+// meaning.
+const voterBase = 1 << 16
+
 // Sim is one simulated world. Scripts drive it through its methods.
 type Sim struct {
 	cfg    Config
@@ -280,14 +368,17 @@ type Sim struct {
 	seq    uint64
 	nodes  []*node
 	voters []*voter
-	// cut[a][b] drops traffic from process a to b; processes are nodes
-	// 0..N-1 then voters N..N+V-1.
+	// primary maps each NodeID to its newest process; incs to the highest
+	// incarnation any of its processes used.
+	primary map[string]int
+	incs    map[string]uint64
+	// cut[a][b] drops traffic from process a to b (see voterBase).
 	cut     map[[2]int]bool
 	slow    map[[2]int]time.Duration
 	faults  bool
 	err     *Violation
 	res     Result
-	holders map[[2]uint64]string // (shard, epoch) → node that led it
+	holders map[[2]uint64]string // (shard, epoch) → process that led it
 	top     map[uint32]uint64    // highest epoch led per shard
 	hist    map[uint32][]string  // leadership starts per shard, "n1@3"
 	unled   map[uint32]time.Duration
@@ -296,6 +387,10 @@ type Sim struct {
 	// plannedFrom is when the cluster has recovered from the faults and
 	// planned moves must be short; 0 while faults last.
 	plannedFrom time.Duration
+	ids         []string            // every NodeID, in order of first start
+	hashes      map[string][]uint64 // NodeID → rendezvous hash per shard
+	voterIdx    map[string]int
+	leads       []leading // the checker's scratch
 }
 
 // Run simulates cfg and returns the first violation as a *Violation.
@@ -311,30 +406,33 @@ func Run(cfg Config) (Result, error) {
 func New(cfg Config) (*Sim, error) {
 	cfg = cfg.withDefaults()
 	s := &Sim{
-		cfg:     cfg,
-		rng:     rand.New(rand.NewPCG(cfg.Seed, 0x7e4e)),
-		cut:     make(map[[2]int]bool),
-		slow:    make(map[[2]int]time.Duration),
-		holders: make(map[[2]uint64]string),
-		top:     make(map[uint32]uint64),
-		hist:    make(map[uint32][]string),
-		unled:   make(map[uint32]time.Duration),
-		moving:  make(map[uint32]time.Duration),
+		cfg:      cfg,
+		rng:      rand.New(rand.NewPCG(cfg.Seed, 0x7e4e)),
+		primary:  make(map[string]int),
+		incs:     make(map[string]uint64),
+		cut:      make(map[[2]int]bool),
+		slow:     make(map[[2]int]time.Duration),
+		holders:  make(map[[2]uint64]string),
+		top:      make(map[uint32]uint64),
+		hist:     make(map[uint32][]string),
+		unled:    make(map[uint32]time.Duration),
+		moving:   make(map[uint32]time.Duration),
+		hashes:   make(map[string][]uint64),
+		voterIdx: make(map[string]int),
 	}
 	for i := range cfg.Voters {
-		vt := &voter{id: fmt.Sprintf("v%d", i+1), clk: s.newClock(false), boot: 1, persisted: map[uint32]lease.Record{}}
+		vt := &voter{id: fmt.Sprintf("v%d", i+1), boot: 1, persisted: map[uint32]lease.Record{}}
 		s.voters = append(s.voters, vt)
+		s.voterIdx[vt.id] = i
 		if err := s.startVoter(i, false); err != nil {
 			return nil, err
 		}
 	}
 	for i := range cfg.Nodes {
-		n := &node{id: fmt.Sprintf("n%d", i+1), clk: s.newClock(true), view: map[string]bool{}, was: map[uint32]uint64{},
-			wants: map[uint32]bool{}, preparing: map[uint32]prep{}, expect: map[uint32]time.Duration{}, pref: map[uint32]int{}, prefV: map[uint32]int{}}
-		s.nodes = append(s.nodes, n)
+		s.nodes = append(s.nodes, s.newNode(fmt.Sprintf("n%d", i+1)))
 	}
 	for i := range s.nodes {
-		if err := s.startNode(i); err != nil {
+		if err := s.startNode(i, s.incs[s.nodes[i].id]+1); err != nil {
 			return nil, err
 		}
 		for _, m := range s.nodes {
@@ -347,7 +445,22 @@ func New(cfg Config) (*Sim, error) {
 	return s, nil
 }
 
+func (s *Sim) newNode(id string) *node {
+	if !slices.Contains(s.ids, id) {
+		s.ids = append(s.ids, id)
+	}
+	return &node{id: id, view: map[string]bool{}, news: map[string]map[string]session{}, was: map[uint32]uint64{},
+		wants: map[uint32]bool{}, preparing: map[uint32]prep{}, expect: map[uint32]time.Duration{},
+		pref: map[uint32]string{}, prefV: map[uint32]int{}}
+}
+
+// newClock returns a clock with a random origin and a rate within ±ρ (at
+// the extreme that suits the worst case with ExtremeDrift).
 func (s *Sim) newClock(isNode bool) clock {
+	return clock{rate: s.driftRate(isNode), v0: float64(s.rng.Int64N(int64(time.Hour))), t0: s.now}
+}
+
+func (s *Sim) driftRate(isNode bool) float64 {
 	rho := s.cfg.MaxClockDrift
 	rate := 1 - rho + 2*rho*s.rng.Float64()
 	if s.cfg.ExtremeDrift {
@@ -356,7 +469,7 @@ func (s *Sim) newClock(isNode bool) clock {
 			rate = 1 - rho
 		}
 	}
-	return clock{rate: rate, offset: float64(s.rng.Int64N(int64(time.Hour)))}
+	return rate
 }
 
 func (s *Sim) trace(format string, args ...any) {
@@ -373,31 +486,43 @@ func (s *Sim) voterIDs() []string {
 	return ids
 }
 
-func (s *Sim) startNode(i int) error {
-	n := s.nodes[i]
-	n.inc++
-	margin := s.cfg.SafetyMargin
-	if margin < 0 {
-		margin = time.Nanosecond // 0 means default in HolderConfig
+// margin is the SafetyMargin the holders get.
+func (s *Sim) margin() time.Duration {
+	if s.cfg.SafetyMargin < 0 {
+		return time.Nanosecond // 0 means default in HolderConfig
 	}
+	return s.cfg.SafetyMargin
+}
+
+// startNode starts a new process in node slot i with incarnation inc; it
+// becomes its NodeID's newest process.
+func (s *Sim) startNode(i int, inc uint64) error {
+	n := s.nodes[i]
 	h, err := lease.NewHolder(lease.HolderConfig{
-		ID: n.id, Inc: n.inc, Voters: s.voterIDs(),
-		LeaseDuration: s.cfg.LeaseDuration, MaxClockDrift: s.cfg.MaxClockDrift, SafetyMargin: margin,
+		ID: n.id, Inc: inc, Voters: s.voterIDs(),
+		LeaseDuration: s.cfg.LeaseDuration, MaxClockDrift: s.cfg.MaxClockDrift, SafetyMargin: s.margin(),
 		Rand:      rand.New(rand.NewPCG(s.rng.Uint64(), s.rng.Uint64())),
 		Mutations: s.cfg.NodeMu,
 	})
 	if err != nil {
 		return err
 	}
+	n.life, n.inc = n.life+1, inc
+	n.clk = s.newClock(true)
 	n.h, n.up, n.pausedT, n.deferred = h, true, 0, nil
-	n.draining = false
+	n.frozen, n.zombie, n.superseded, n.draining = false, false, false, false
 	n.view[n.id] = true
 	clear(n.was)
 	clear(n.preparing)
 	clear(n.expect)
+	clear(n.news)
+	clear(n.desire)
+	clear(n.contest)
+	s.primary[n.id] = i
+	s.incs[n.id] = max(s.incs[n.id], inc)
 	s.refreshDesired(i)
-	s.schedule(&event{at: s.now + time.Duration(s.rng.Int64N(int64(s.cfg.Tick))), kind: evTick, node: i, inc: n.inc})
-	s.trace("%s starts, incarnation %d", n.id, n.inc)
+	s.schedule(&event{at: s.now + time.Duration(s.rng.Int64N(int64(s.cfg.Tick))), kind: evTick, node: i, life: n.life})
+	s.trace("%s starts, incarnation %d (process %d)", n.id, inc, i)
 	return nil
 }
 
@@ -415,13 +540,16 @@ func (s *Sim) startVoter(i int, restarted bool) error {
 	for k, r := range vt.persisted {
 		recs[k] = r
 	}
+	// A new process reads a new monotonic clock: its origin is arbitrary.
+	vt.clk = s.newClock(false)
 	v, err := lease.NewVoter(lease.VoterConfig{
 		ID: vt.id, LeaseDuration: s.cfg.LeaseDuration, Boot: vt.boot, Restarted: restarted, Mutations: s.cfg.VoterMu,
 	}, recs, vt.clk.at(s.now))
 	if err != nil {
 		return err
 	}
-	vt.v, vt.up = v, true
+	vt.life++
+	vt.v, vt.up, vt.diskFree, vt.pausedT, vt.deferred, vt.failNext = v, true, s.now, 0, nil, false
 	s.trace("%s starts, boot %d", vt.id, vt.boot)
 	return nil
 }
@@ -516,33 +644,21 @@ func (s *Sim) handle(e *event) {
 		}
 	case evTick:
 		n := s.nodes[e.node]
-		if !n.up || n.inc != e.inc {
+		if !n.up || n.life != e.life {
 			return
 		}
-		s.schedule(&event{at: s.now + s.cfg.Tick, kind: evTick, node: e.node, inc: e.inc})
+		s.schedule(&event{at: s.now + s.cfg.Tick, kind: evTick, node: e.node, life: e.life})
 		if s.paused(e.node) {
 			return
 		}
 		s.tickNode(e.node)
-	case evToVoter:
-		vt := s.voters[e.voter]
-		if !vt.up {
-			return
-		}
-		rep, dirty := vt.v.Handle(e.req, vt.clk.at(s.now))
-		if s.cfg.Trace != nil {
-			for _, r := range rep.Results {
-				s.trace("%s: %s %s shard %d epoch %d: %s (record %d %s)", vt.id, e.req.From, r.Op.Kind, r.Op.Shard, r.Op.Epoch, r.Refusal, r.Record.Epoch, r.Record.Holder)
-			}
-		}
-		// Persist before the reply leaves: both happen in this event.
-		for _, r := range dirty {
-			vt.persisted[r.Shard] = r.Record
-		}
-		s.send(len(s.nodes)+e.voter, e.node, &event{kind: evToNode, node: e.node, rep: rep, inc: e.inc})
+	case evToVoter, evReplyOut, evResume:
+		s.handleVoter(e)
+	case evWrite:
+		s.written(e)
 	case evToNode, evForward, evPrepare, evPrepared:
 		n := s.nodes[e.node]
-		if !n.up || n.inc != e.inc {
+		if !n.up || n.life != e.life {
 			return
 		}
 		if s.paused(e.node) {
@@ -553,182 +669,21 @@ func (s *Sim) handle(e *event) {
 	}
 }
 
-func (s *Sim) paused(i int) bool { return s.now < s.nodes[i].pausedT }
+func (s *Sim) paused(i int) bool { return s.now <= s.nodes[i].pausedT }
 
-func (s *Sim) deliver(i int, e *event) {
-	n := s.nodes[i]
-	now := n.clk.at(s.now)
-	switch e.kind {
-	case evForward:
-		n.h.AcceptTransfer(e.fwd.Shard, e.fwd.Epoch, e.fwd.Gens, now)
-	case evPrepare:
-		// The target expects the shard for the handoff's timeout and
-		// names the lowest epoch it can lead it at. A draining node
-		// refuses (it does not answer).
-		if !n.draining {
-			n.expect[e.shard] = s.now + handoffTimeout
-			n.h.Expect(e.shard, now.Add(handoffTimeout))
-			s.send(i, e.from, &event{kind: evPrepared, node: e.from, inc: e.fromInc, shard: e.shard, from: i, epoch: e.epoch, minEpoch: n.h.MinTransferEpoch(e.shard)})
-		}
-	case evPrepared:
-		p, ok := n.preparing[e.shard]
-		if !ok || p.to != e.from || p.epoch != e.epoch {
-			break
-		}
-		delete(n.preparing, e.shard)
-		if ep, led := n.h.Leads(e.shard, now); !led || ep != e.epoch || s.desired(i, e.shard) != e.from {
-			break
-		}
-		to := s.nodes[e.from]
-		n.h.SetDesired(e.shard, false)
-		if err := n.h.TransferAt(e.shard, to.id, to.inc, e.minEpoch, now); err == nil {
-			s.trace("%s transfers shard %d to %s (at least epoch %d)", n.id, e.shard, to.id, e.minEpoch)
-		}
-	default:
-		n.h.Step(e.rep, now)
-	}
-	s.drainChanges(i)
-}
-
-func (s *Sim) tickNode(i int) {
-	n := s.nodes[i]
-	if len(n.deferred) > 0 {
-		d := n.deferred
-		n.deferred = nil
-		for _, e := range d {
-			s.deliver(i, e)
-		}
-	}
-	now := n.clk.at(s.now)
-	// Shards this node leads but no longer wants go to their desired
-	// owner, by handoff (prepare, then transfer) or release. A draining
-	// node, and every node once faults stop, always hands off.
-	led := n.h.Led(now)
-	for _, sh := range led {
-		if s.cfg.Script != nil {
-			break
-		}
-		owner := s.desired(i, sh)
-		if owner == i {
-			continue
-		}
-		if p, ok := n.preparing[sh]; ok {
-			if s.now-p.at < prepareTimeout {
-				continue // waiting for the target
-			}
-			delete(n.preparing, sh)
-		}
-		handoff := n.draining || !s.faults || s.rng.Float64() < s.cfg.Faults.TransferRate
-		if handoff && owner >= 0 {
-			e, _ := n.h.Leads(sh, now)
-			n.preparing[sh] = prep{to: owner, epoch: e, at: s.now}
-			s.trace("%s asks %s to prepare for shard %d", n.id, s.nodes[owner].id, sh)
-			s.send(i, owner, &event{kind: evPrepare, node: owner, inc: s.nodes[owner].inc, shard: sh, from: i, epoch: e, fromInc: n.inc})
-		} else if owner >= 0 || n.draining {
-			n.h.Release(sh, now)
-			s.trace("%s releases shard %d", n.id, sh)
-		}
-	}
-	busy := len(n.preparing) > 0 || len(n.h.Transferring()) > 0
-	if n.draining && len(led) == 0 && (!busy || s.cfg.StopDrainEarly) && s.cfg.Script == nil {
-		// Drained: leave, and come back a little later.
-		s.trace("%s drained", n.id)
-		s.Crash(i)
-		s.At(s.now+time.Second, func() { s.Restart(i) })
-		return
-	}
-	for _, env := range n.h.Tick(now) {
-		v := slices.Index(s.voterIDs(), env.To)
-		s.send(i, len(s.nodes)+v, &event{kind: evToVoter, voter: v, node: i, req: env.Req, inc: n.inc})
-	}
-	s.drainChanges(i)
-}
-
-func (s *Sim) drainChanges(i int) {
-	n := s.nodes[i]
-	for _, c := range n.h.TakeChanges() {
-		s.trace("%s %s shard %d epoch %d %s", n.id, kindName(c.Kind), c.Shard, c.Epoch, reasonName(c))
-		if c.Kind == lease.Transferred {
-			to := slices.IndexFunc(s.nodes, func(m *node) bool { return m.id == c.To && m.up })
-			if to < 0 {
-				to = slices.IndexFunc(s.nodes, func(m *node) bool { return m.id == c.To })
-			}
-			s.res.Handoffs++
-			s.send(i, to, &event{kind: evForward, node: to, fwd: c, inc: s.nodes[to].inc})
-		}
-		if c.Kind == lease.Lost && c.Reason == lease.ReasonHandoff && s.plannedFrom > 0 && s.now >= s.plannedFrom {
-			if _, ok := s.moving[c.Shard]; !ok {
-				s.moving[c.Shard] = s.now
-				s.res.PlannedMoves++
-			}
-		}
-	}
-	n.h.TakeNotices()
-}
-
-func kindName(k lease.ChangeKind) string {
-	return [...]string{"?", "gains", "renews", "loses", "transferred", "transfer failed"}[k]
-}
-
-func reasonName(c lease.Change) string {
-	if c.Kind == lease.Lost {
-		return "(" + c.Reason.String() + ")"
-	}
-	return ""
-}
-
-// desired returns the desired owner of shard sh in node i's view: a
-// planned owner it heard of, if up in its view, else the highest
-// rendezvous hash among the nodes it believes up.
-func (s *Sim) desired(i int, sh uint32) int {
-	if j, ok := s.nodes[i].pref[sh]; ok && s.nodes[i].view[s.nodes[j].id] {
-		return j
-	}
-	best, bestH := -1, uint64(0)
-	for j, m := range s.nodes {
-		if !s.nodes[i].view[m.id] {
-			continue
-		}
-		h := xxhash.Sum64String(fmt.Sprintf("%d/%s", sh, m.id))
-		if best < 0 || h > bestH {
-			best, bestH = j, h
-		}
-	}
-	return best
-}
-
-func (s *Sim) refreshDesired(i int) {
-	n := s.nodes[i]
-	if n.h == nil {
-		return
-	}
-	if s.cfg.Script != nil {
-		for sh, want := range n.wants {
-			n.h.SetDesired(sh, want)
-		}
-		return
-	}
-	for sh := range s.cfg.Shards {
-		until, expected := n.expect[uint32(sh)]
-		n.h.SetDesired(uint32(sh), s.desired(i, uint32(sh)) == i || expected && s.now < until)
+func (s *Sim) fail(rule, what string) {
+	if s.err == nil {
+		s.err = &Violation{Seed: s.cfg.Seed, At: s.now, Rule: rule, What: what}
 	}
 }
 
-// learn tells every other node, after a random gossip lag, that node j is
-// up or down.
-func (s *Sim) learn(j int, up bool) {
-	id := s.nodes[j].id
-	for i := range s.nodes {
-		if i == j {
-			continue
-		}
-		lag := time.Duration(s.rng.Int64N(int64(s.cfg.GossipLag) + 1))
-		s.At(s.now+lag, func() {
-			s.nodes[i].view[id] = up
-			s.refreshDesired(i)
-		})
-	}
-}
+// Handoff timing of the simulated nodes.
+const (
+	handoffTimeout = time.Second
+	prepareTimeout = 300 * time.Millisecond
+)
+
+// ---- The script API ----
 
 // Drain makes node i leave the desired set (peers learn it after their
 // gossip lag), hand every shard off, stop, and start again a second later.
@@ -740,8 +695,8 @@ func (s *Sim) Drain(i int) {
 	n.draining = true
 	n.view[n.id] = false
 	s.refreshDesired(i)
-	s.trace("%s drains", n.id)
-	s.learn(i, false)
+	s.trace("%s drains", n.label())
+	s.learn(n.id)
 }
 
 // Plan makes node j the planned owner of shard sh; nodes learn it after
@@ -749,6 +704,7 @@ func (s *Sim) Drain(i int) {
 func (s *Sim) Plan(sh uint32, j int) {
 	s.plans++
 	version := s.plans
+	owner := s.nodes[j].id
 	for i := range s.nodes {
 		lag := time.Duration(s.rng.Int64N(int64(s.cfg.GossipLag) + 1))
 		s.At(s.now+lag, func() {
@@ -756,14 +712,14 @@ func (s *Sim) Plan(sh uint32, j int) {
 			// they arrive in.
 			n := s.nodes[i]
 			if version > n.prefV[sh] {
-				n.pref[sh], n.prefV[sh] = j, version
+				n.pref[sh], n.prefV[sh] = owner, version
 				s.refreshDesired(i)
 			}
 		})
 	}
 }
 
-// Crash stops node i; peers learn of it after their gossip lag.
+// Crash stops node process i; peers learn of it after their gossip lag.
 func (s *Sim) Crash(i int) {
 	n := s.nodes[i]
 	if !n.up {
@@ -771,27 +727,34 @@ func (s *Sim) Crash(i int) {
 	}
 	n.up, n.h, n.deferred = false, nil, nil
 	n.draining = false
-	s.trace("%s crashes", n.id)
-	s.learn(i, false)
+	s.trace("%s crashes (process %d)", n.label(), i)
+	s.learn(n.id)
 }
 
-// Restart starts a new incarnation of node i.
+// Restart starts a new process in node slot i, with an incarnation above
+// every earlier one of its NodeID. It becomes the NodeID's newest process.
 func (s *Sim) Restart(i int) {
+	s.RestartWith(i, s.incs[s.nodes[i].id]+1)
+}
+
+// RestartWith is Restart with incarnation inc, which may be lower than an
+// earlier process's: a restart after the wall clock stepped back.
+func (s *Sim) RestartWith(i int, inc uint64) {
 	if s.nodes[i].up {
 		return
 	}
-	if err := s.startNode(i); err != nil {
+	if err := s.startNode(i, inc); err != nil {
 		s.fail("restart", err.Error())
 	}
-	s.learn(i, true)
+	s.learn(s.nodes[i].id)
 }
 
-// Want sets whether node i wants shard sh (scripts only).
+// Want sets whether node process i wants shard sh (scripts only).
 func (s *Sim) Want(i int, sh uint32, want bool) {
 	n := s.nodes[i]
 	n.wants[sh] = want
 	if n.h != nil {
-		n.h.SetDesired(sh, want)
+		s.setDesired(n, sh, want)
 	}
 }
 
@@ -804,7 +767,7 @@ func (s *Sim) Transfer(i int, sh uint32, j int) bool {
 	}
 	s.Want(i, sh, false)
 	err := n.h.Transfer(sh, to.id, to.inc, n.clk.at(s.now))
-	s.trace("%s transfers shard %d to %s: %v", n.id, sh, to.id, err)
+	s.trace("%s transfers shard %d to %s: %v", n.label(), sh, to.id, err)
 	s.drainChanges(i)
 	return err == nil
 }
@@ -830,26 +793,88 @@ func (s *Sim) Slow(a, b int, d time.Duration) {
 
 // Twin starts a second process with node i's ID and a newer incarnation
 // while the first keeps running, as when an orchestrator starts a
-// replacement before the old process is dead. It returns the twin's index.
+// replacement before the old process is dead. It returns the twin's
+// process number; every other process keeps its number. The twin wants
+// what node i wanted (scripts change that with Want).
 func (s *Sim) Twin(i int) int {
 	old := s.nodes[i]
-	n := &node{id: old.id, inc: old.inc, clk: s.newClock(true), view: maps.Clone(old.view),
-		was: map[uint32]uint64{}, wants: maps.Clone(old.wants)}
+	n := s.newNode(old.id)
+	for k, v := range old.view {
+		n.view[k] = v
+	}
+	for k, v := range old.wants {
+		n.wants[k] = v
+	}
 	s.nodes = append(s.nodes, n)
 	j := len(s.nodes) - 1
-	if err := s.startNode(j); err != nil {
+	if old.up {
+		old.zombie = true
+	}
+	if err := s.startNode(j, s.incs[old.id]+1); err != nil {
 		s.fail("twin", err.Error())
 	}
+	s.res.Twins++
 	return j
 }
 
-// Pause freezes node i for d: it neither ticks nor receives until then.
+// Pause stops node i for d: it neither ticks nor receives until then, but
+// its clock runs (a GC pause, SIGSTOP, a busy loop).
 func (s *Sim) Pause(i int, d time.Duration) {
 	s.nodes[i].pausedT = max(s.nodes[i].pausedT, s.now+d)
 	s.trace("%s pauses for %v", s.nodes[i].id, d)
 }
 
-// CrashVoter stops voter i; RestartVoter starts it from its store.
+// Freeze freezes process p (a node process, or Voter(i)) for d: it
+// neither runs nor does its monotonic clock advance, as in a VM freeze.
+// It resumes just after its clock does.
+func (s *Sim) Freeze(p int, d time.Duration) {
+	s.res.Freezes++
+	if p >= voterBase {
+		vt := s.voters[p-voterBase]
+		if !vt.up {
+			return
+		}
+		vt.clk.freeze(s.now, d)
+		vt.pausedT = max(vt.pausedT, s.now+d+time.Microsecond)
+		s.schedule(&event{at: vt.pausedT, kind: evResume, voter: p - voterBase, life: vt.life})
+		s.trace("%s freezes for %v", vt.id, d)
+		return
+	}
+	n := s.nodes[p]
+	if !n.up {
+		return
+	}
+	n.frozen, n.frozeAt = true, n.clk.freeze(s.now, d)
+	n.pausedT = max(n.pausedT, s.now+d+time.Microsecond)
+	s.trace("%s freezes for %v (process %d)", n.label(), d, p)
+}
+
+// StepClock moves process p's clock forward by d.
+func (s *Sim) StepClock(p int, d time.Duration) {
+	if c := s.clockOf(p); c != nil {
+		c.step(s.now, d)
+		s.trace("process %d's clock steps %v forward", p, d)
+	}
+}
+
+// SetClockRate makes process p's clock run at rate from now on.
+func (s *Sim) SetClockRate(p int, rate float64) {
+	if c := s.clockOf(p); c != nil {
+		c.setRate(s.now, rate)
+		s.trace("process %d's clock runs at %.4f", p, rate)
+	}
+}
+
+func (s *Sim) clockOf(p int) *clock {
+	if p >= voterBase {
+		return &s.voters[p-voterBase].clk
+	}
+	return &s.nodes[p].clk
+}
+
+// CrashVoter stops voter i; RestartVoter starts it from its store. Writes
+// still in flight when it crashes are lost, with the replies that waited
+// for them.
 func (s *Sim) CrashVoter(i int) {
 	if s.voters[i].up {
 		s.voters[i].up = false
@@ -865,14 +890,21 @@ func (s *Sim) RestartVoter(i int) {
 	}
 }
 
-// Cut drops traffic from process a to process b (nodes are 0..N-1, voters
-// N..N+V-1); Heal restores every link.
+// FailDisk makes voter i's next write fail: the voter stops, as
+// package voter's Server does, until RestartVoter.
+func (s *Sim) FailDisk(i int) { s.voters[i].failNext = true }
+
+// SlowDisk adds d to every write of voter i from now on.
+func (s *Sim) SlowDisk(i int, d time.Duration) { s.voters[i].diskSlow = d }
+
+// Cut drops traffic from process a to process b (node processes are
+// numbered from 0, voters are Voter(i)); Heal restores every link.
 func (s *Sim) Cut(a, b int) { s.cut[[2]int{a, b}] = true }
 func (s *Sim) Heal()        { clear(s.cut) }
 
 // Isolate cuts process p off in both directions.
 func (s *Sim) Isolate(p int) {
-	for q := range len(s.nodes) + len(s.voters) {
+	for _, q := range s.procs() {
 		if q != p {
 			s.Cut(p, q)
 			s.Cut(q, p)
@@ -880,8 +912,21 @@ func (s *Sim) Isolate(p int) {
 	}
 }
 
-// Voter returns the process number of voter i, for Cut and Isolate.
-func (s *Sim) Voter(i int) int { return len(s.nodes) + i }
+// procs lists every process number: node processes, then voters.
+func (s *Sim) procs() []int {
+	out := make([]int, 0, len(s.nodes)+len(s.voters))
+	for i := range s.nodes {
+		out = append(out, i)
+	}
+	for i := range s.voters {
+		out = append(out, voterBase+i)
+	}
+	return out
+}
+
+// Voter returns the process number of voter i, for Cut, Slow, Isolate and
+// Freeze. It never changes, however many node processes start.
+func (s *Sim) Voter(i int) int { return voterBase + i }
 
 // History returns the leadership starts of shard sh so far, oldest first,
 // as "node@epoch" ("node#inc@epoch" for a later incarnation).
@@ -898,16 +943,23 @@ func (s *Sim) Err() error {
 // Now returns the simulated global time.
 func (s *Sim) Now() time.Duration { return s.now }
 
-// Holder returns node i's current lease state, nil while it is down.
+// Holder returns node process i's lease state, nil while it is down.
 func (s *Sim) Holder(i int) *lease.Holder { return s.nodes[i].h }
 
-// LocalNow returns node i's clock reading.
+// LocalNow returns node process i's clock reading.
 func (s *Sim) LocalNow(i int) lease.Time { return s.nodes[i].clk.at(s.now) }
 
 // VoterState returns voter i's protocol state.
 func (s *Sim) VoterState(i int) *lease.Voter { return s.voters[i].v }
 
-// Leader returns the node leading shard sh now and its epoch, or −1.
+// Persisted returns voter i's durable record of shard sh.
+func (s *Sim) Persisted(i int, sh uint32) lease.Record { return s.voters[i].persisted[sh] }
+
+// VoterUp reports whether voter i is running.
+func (s *Sim) VoterUp(i int) bool { return s.voters[i].up }
+
+// Leader returns the node process leading shard sh now (by its own clock)
+// and its epoch, or −1.
 func (s *Sim) Leader(sh uint32) (int, uint64) {
 	for i, n := range s.nodes {
 		if n.up && n.h != nil {
@@ -917,178 +969,4 @@ func (s *Sim) Leader(sh uint32) (int, uint64) {
 		}
 	}
 	return -1, 0
-}
-
-func (s *Sim) injectFaults() {
-	f := s.cfg.Faults
-	dt := 0.1 // seconds per fault step
-	procs := len(s.nodes) + len(s.voters)
-	if s.rng.Float64() < f.PartitionRate*dt {
-		var side []int
-		for p := range procs {
-			if s.rng.IntN(3) == 0 {
-				side = append(side, p)
-			}
-		}
-		oneWay := s.rng.Float64() < f.OneWayRate
-		var cuts [][2]int
-		for _, a := range side {
-			for b := range procs {
-				if !slices.Contains(side, b) {
-					cuts = append(cuts, [2]int{a, b})
-					if !oneWay {
-						cuts = append(cuts, [2]int{b, a})
-					}
-				}
-			}
-		}
-		for _, c := range cuts {
-			s.cut[c] = true
-		}
-		s.trace("partition %v (one-way %v)", side, oneWay)
-		s.At(s.now+time.Duration(s.rng.Int64N(int64(f.PartitionFor)+1)), func() {
-			for _, c := range cuts {
-				delete(s.cut, c)
-			}
-		})
-	}
-	for i, n := range s.nodes {
-		switch r := s.rng.Float64(); {
-		case n.up && r < f.CrashRate*dt:
-			s.Crash(i)
-			s.At(s.now+time.Duration(s.rng.Int64N(int64(f.DownFor)+1)), func() { s.Restart(i) })
-		case n.up && r < (f.CrashRate+f.PauseRate)*dt:
-			s.Pause(i, time.Duration(s.rng.Int64N(int64(f.PauseFor)+1)))
-		case n.up && r < (f.CrashRate+f.PauseRate+f.DrainRate)*dt:
-			s.Drain(i)
-		}
-	}
-	for i, v := range s.voters {
-		if v.up && s.rng.Float64() < f.VoterCrashRate*dt {
-			s.CrashVoter(i)
-			s.At(s.now+time.Duration(s.rng.Int64N(int64(f.DownFor)+1)), func() { s.RestartVoter(i) })
-		}
-	}
-}
-
-// calm ends the fault phase: links heal and everything down comes back.
-func (s *Sim) calm() {
-	s.faults = false
-	s.Heal()
-	for i := range s.nodes {
-		s.Restart(i)
-		s.nodes[i].pausedT = min(s.nodes[i].pausedT, s.now)
-	}
-	for i := range s.voters {
-		s.RestartVoter(i)
-	}
-	s.trace("faults stop")
-	// Planned moves on a calm cluster, once it has settled: a drain, then
-	// shards moved by plan.
-	at := s.now + s.LiveBound()/2
-	s.plannedFrom = at
-	s.At(at, func() { s.Drain(s.rng.IntN(len(s.nodes))) })
-	for k := range 4 {
-		s.At(at+2*time.Second+time.Duration(k)*300*time.Millisecond, func() {
-			s.Plan(uint32(s.rng.IntN(s.cfg.Shards)), s.rng.IntN(len(s.nodes)))
-		})
-	}
-}
-
-// Handoff timing of the simulated nodes.
-const (
-	handoffTimeout = time.Second
-	prepareTimeout = 300 * time.Millisecond
-)
-
-func (s *Sim) fail(rule, what string) {
-	if s.err == nil {
-		s.err = &Violation{Seed: s.cfg.Seed, At: s.now, Rule: rule, What: what}
-	}
-}
-
-// check runs the safety invariants at the current instant.
-func (s *Sim) check() {
-	for sh := range uint32(s.cfg.Shards) {
-		var leaders []string
-		for _, n := range s.nodes {
-			if !n.up || n.h == nil {
-				continue
-			}
-			e, ok := n.h.Leads(sh, n.clk.at(s.now))
-			if !ok {
-				delete(n.was, sh)
-				continue
-			}
-			who := n.id
-			if n.inc > 1 {
-				who = fmt.Sprintf("%s#%d", n.id, n.inc)
-			}
-			leaders = append(leaders, fmt.Sprintf("%s@%d", who, e))
-			if prev, ok := n.was[sh]; ok && prev == e {
-				continue
-			}
-			n.was[sh] = e
-			s.res.Leaderships++
-			key := [2]uint64{uint64(sh), e}
-			if h, ok := s.holders[key]; ok && h != who {
-				s.fail("one holder per (shard, epoch)", fmt.Sprintf("shard %d epoch %d led by %s and earlier by %s", sh, e, who, h))
-			}
-			if e < s.top[sh] || (e == s.top[sh] && s.holders[key] != who) {
-				s.fail("epochs increase", fmt.Sprintf("%s leads shard %d at epoch %d after epoch %d", who, sh, e, s.top[sh]))
-			}
-			s.holders[key] = who
-			s.hist[sh] = append(s.hist[sh], fmt.Sprintf("%s@%d", who, e))
-			s.trace("checker: %s leads shard %d at epoch %d", who, sh, e)
-			s.top[sh] = max(s.top[sh], e)
-		}
-		if len(leaders) > 1 {
-			s.fail("one leader at a time", fmt.Sprintf("shard %d: %s", sh, strings.Join(leaders, ", ")))
-		}
-		if since, ok := s.moving[sh]; ok {
-			gap := s.now - since
-			if len(leaders) > 0 {
-				s.res.MaxHandoffGap = max(s.res.MaxHandoffGap, gap)
-				delete(s.moving, sh)
-			} else if gap >= s.cfg.LeaseDuration {
-				s.fail("planned moves are short", fmt.Sprintf("shard %d without a leader for %v in a planned move (a crash failover takes at least %v)", sh, gap, s.cfg.LeaseDuration))
-			}
-		}
-		if !s.faults && s.cfg.Script == nil {
-			if len(leaders) == 0 {
-				if _, ok := s.unled[sh]; !ok {
-					s.unled[sh] = s.now
-				}
-			} else if since, ok := s.unled[sh]; ok {
-				s.res.MaxUnled = max(s.res.MaxUnled, s.now-since)
-				delete(s.unled, sh)
-			}
-		}
-	}
-}
-
-// LiveBound is how long after faults stop every shard must be led again:
-// held leases run out (LD), gossip views converge, voters finish their
-// grace period (LD), and acquisitions get through their backoff.
-func (s *Sim) LiveBound() time.Duration {
-	ld := s.cfg.LeaseDuration
-	return 3*ld + s.cfg.GossipLag + s.cfg.Faults.LongDelay + time.Second
-}
-
-func (s *Sim) checkLive(end time.Duration) {
-	if s.cfg.Script != nil {
-		return
-	}
-	bound := s.LiveBound()
-	for sh := range uint32(s.cfg.Shards) {
-		if l, _ := s.Leader(sh); l < 0 {
-			s.fail("led again after faults stop", fmt.Sprintf("shard %d has no leader %v after faults stopped (bound %v)", sh, end-s.cfg.FaultsFor, bound))
-		}
-		if since, ok := s.unled[sh]; ok {
-			s.res.MaxUnled = max(s.res.MaxUnled, end-since)
-		}
-	}
-	if s.res.MaxUnled > bound {
-		s.fail("led again after faults stop", fmt.Sprintf("a shard went %v without a leader after faults stopped (bound %v)", s.res.MaxUnled, bound))
-	}
 }

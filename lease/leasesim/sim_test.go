@@ -1,10 +1,14 @@
 package leasesim_test
 
 import (
+	"cmp"
 	"errors"
-	"fmt"
 	"os"
+	"runtime"
+	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,6 +33,19 @@ func seeds(t *testing.T, def int) int {
 	return def
 }
 
+// firstSeed is TENURE_SIM_FROM, or 1: where a range of seeds starts, so
+// that long runs can be split across machines.
+func firstSeed(t *testing.T) uint64 {
+	if s := os.Getenv("TENURE_SIM_FROM"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("TENURE_SIM_FROM=%q: %v", s, err)
+		}
+		return n
+	}
+	return 1
+}
+
 // variant derives a world from a seed so that seeds cover different sizes.
 func variant(seed uint64) leasesim.Config {
 	return leasesim.Config{
@@ -39,10 +56,82 @@ func variant(seed uint64) leasesim.Config {
 	}
 }
 
+// failed is one seed that broke an invariant.
+type failed struct {
+	seed uint64
+	err  error
+}
+
+// sweep runs configs of n seeds from first on every core and returns the
+// runs' results in seed order and the failing seeds, lowest first. It
+// stops handing out seeds after maxFail failures. Every seed's world is
+// its own, so the outcome does not depend on the number of cores.
+func sweep(t *testing.T, first uint64, n int, config func(uint64) leasesim.Config, maxFail int) ([]leasesim.Result, []failed) {
+	t.Helper()
+	results := make([]leasesim.Result, n)
+	var (
+		mu    sync.Mutex
+		fails []failed
+		next  = make(chan int)
+		wg    sync.WaitGroup
+		done  atomic.Int64
+	)
+	start := time.Now()
+	stopProgress := make(chan struct{})
+	if n >= 5000 {
+		go func() {
+			tick := time.NewTicker(30 * time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-tick.C:
+					d := done.Load()
+					t.Logf("%d/%d seeds, %.1f seeds/s", d, n, float64(d)/time.Since(start).Seconds())
+				case <-stopProgress:
+					return
+				}
+			}
+		}()
+	}
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for k := range next {
+				seed := first + uint64(k)
+				res, err := leasesim.Run(config(seed))
+				results[k] = res
+				done.Add(1)
+				if err != nil {
+					mu.Lock()
+					fails = append(fails, failed{seed, err})
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for k := range n {
+		mu.Lock()
+		stop := len(fails) >= maxFail
+		mu.Unlock()
+		if stop {
+			break
+		}
+		next <- k
+	}
+	close(next)
+	wg.Wait()
+	close(stopProgress)
+	d := time.Since(start)
+	t.Logf("%d seeds in %v on %d cores: %.1f seeds/s", done.Load(), d.Round(time.Millisecond), runtime.GOMAXPROCS(0), float64(done.Load())/d.Seconds())
+	slices.SortFunc(fails, func(a, b failed) int { return cmp.Compare(a.seed, b.seed) })
+	return results, fails
+}
+
 // TestRandomSeeds runs many seeded worlds with random faults. A failure
-// prints the seed; TENURE_SIM_SEED=<n> replays exactly that one with a trace.
+// prints each failing seed; TENURE_SIM_SEED=<n> replays exactly that one
+// with a trace. TENURE_SIM_SEEDS sets how many (make sim, make sim-long),
+// TENURE_SIM_FROM the first.
 func TestRandomSeeds(t *testing.T) {
-	t.Parallel() // with TestScenarioDrift: make sim's two long runs share the cores
+	t.Parallel() // with TestScenarioDrift and TestBeyondDrift: make sim's long runs share the cores
 	if s := os.Getenv("TENURE_SIM_SEED"); s != "" {
 		seed, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
@@ -50,30 +139,54 @@ func TestRandomSeeds(t *testing.T) {
 		}
 		cfg := variant(seed)
 		cfg.Trace = func(line string) { t.Log(line) }
-		if _, err := leasesim.Run(cfg); err != nil {
+		res, err := leasesim.Run(cfg)
+		if err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("%+v", res)
 		return
 	}
 	n := seeds(t, 200)
-	var maxUnled, leaderships, messages, handoffs, planned, maxGap int64
-	for seed := uint64(1); seed <= uint64(n); seed++ {
-		res, err := leasesim.Run(variant(seed))
-		if err != nil {
-			t.Fatalf("%v\nreplay: TENURE_SIM_SEED=%d go test ./lease/leasesim -run TestRandomSeeds -v", err, seed)
+	results, fails := sweep(t, firstSeed(t), n, variant, 20)
+	for _, f := range fails {
+		t.Errorf("%v\nreplay: TENURE_SIM_SEED=%d go test ./lease/leasesim -run 'TestRandomSeeds$' -v", f.err, f.seed)
+	}
+	var sum leasesim.Result
+	for _, res := range results {
+		sum.MaxUnled = max(sum.MaxUnled, res.MaxUnled)
+		sum.MaxHandoffGap = max(sum.MaxHandoffGap, res.MaxHandoffGap)
+		sum.Leaderships += res.Leaderships
+		sum.Messages += res.Messages
+		sum.Handoffs += res.Handoffs
+		sum.PlannedMoves += res.PlannedMoves
+		sum.Contests += res.Contests
+		sum.Twins += res.Twins
+		sum.Superseded += res.Superseded
+		sum.Freezes += res.Freezes
+		sum.FencedOverlaps += res.FencedOverlaps
+		sum.DiskFailures += res.DiskFailures
+	}
+	if len(fails) == 0 && n >= 50 {
+		// The world must keep producing what it exists for.
+		for _, c := range []struct {
+			what string
+			n    int
+		}{
+			{"planned moves after faults", sum.PlannedMoves},
+			{"contests of a live leader's shard", sum.Contests},
+			{"twins", sum.Twins},
+			{"superseded processes", sum.Superseded},
+			{"freezes", sum.Freezes},
+			{"disk failures", sum.DiskFailures},
+		} {
+			if c.n == 0 {
+				t.Errorf("%d seeds without any %s: the checker checked nothing there", n, c.what)
+			}
 		}
-		maxUnled = max(maxUnled, int64(res.MaxUnled))
-		leaderships += int64(res.Leaderships)
-		messages += int64(res.Messages)
-		handoffs += int64(res.Handoffs)
-		planned += int64(res.PlannedMoves)
-		maxGap = max(maxGap, int64(res.MaxHandoffGap))
 	}
-	if planned == 0 {
-		t.Fatal("no planned move happened once faults stopped: the gap check checked nothing")
-	}
-	t.Logf("%d seeds: %d leaderships, %d messages, longest unled after faults %v; %d transfers, %d planned moves after faults, longest gap in one %v",
-		n, leaderships, messages, timeString(maxUnled), handoffs, planned, timeString(maxGap))
+	t.Logf("%d seeds: %d leaderships, %d messages, %d contests, longest unled after faults %v; %d transfers, %d planned moves after faults, longest gap in one %v; %d twins (%d superseded), %d freezes (%d fenced instants), %d disk failures",
+		n, sum.Leaderships, sum.Messages, sum.Contests, sum.MaxUnled, sum.Handoffs, sum.PlannedMoves, sum.MaxHandoffGap,
+		sum.Twins, sum.Superseded, sum.Freezes, sum.FencedOverlaps, sum.DiskFailures)
 }
 
 // regressions are seeds that broke earlier versions of the protocol code;
@@ -92,8 +205,6 @@ func TestRegressionSeeds(t *testing.T) {
 		}
 	}
 }
-
-func timeString(ns int64) string { return fmt.Sprint(durationOf(ns)) }
 
 // Each planted bug breaks one rule of the protocol. The checker must catch
 // every one of them within a bounded number of random seeds: a checker that
