@@ -10,6 +10,7 @@ package lease_test
 import (
 	"maps"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,9 +81,13 @@ func contains(xs []string, x string) bool {
 	return false
 }
 
+// cNonce numbers the processes of a test, so that twins are ordered the
+// same way on every run.
+var cNonce atomic.Uint64
+
 func cHolder(t *testing.T, id string, inc uint64, mu lease.HolderMutations) *lease.Holder {
 	h, err := lease.NewHolder(lease.HolderConfig{ID: id, Inc: inc, Voters: []string{"v1", "v2", "v3"}, LeaseDuration: cLD,
-		Rand: rand.New(rand.NewPCG(1, 2)), Mutations: mu})
+		Rand: rand.New(rand.NewPCG(1, 2)), Nonce: cNonce.Add(1), Mutations: mu})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 package lease
 
 import (
+	crand "crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -44,6 +46,11 @@ type HolderConfig struct {
 	BackoffMin, BackoffMax time.Duration
 	// Rand supplies backoff jitter. Required; not shared.
 	Rand *rand.Rand
+	// Nonce identifies this process among any with the same ID and
+	// incarnation (Request.Nonce). Default: 64 bits from crypto/rand, not
+	// from Rand, which two processes may seed alike; simulations set it
+	// to replay exactly.
+	Nonce uint64
 	// Mutations deliberately break the protocol, for checker tests only.
 	Mutations HolderMutations
 }
@@ -238,6 +245,7 @@ type voterState struct {
 type sentRequest struct {
 	voter int
 	at    Time
+	inc   uint64 // the incarnation it was sent under
 }
 
 // attempt is an acquisition in progress.
@@ -327,6 +335,11 @@ func NewHolder(cfg HolderConfig) (*Holder, error) {
 	}
 	cfg = cfg.withDefaults()
 	cfg.Voters = slices.Clone(cfg.Voters)
+	for cfg.Nonce == 0 {
+		var b [8]byte
+		_, _ = crand.Read(b[:]) // never fails (crypto/rand's contract)
+		cfg.Nonce = binary.LittleEndian.Uint64(b[:])
+	}
 	h := &Holder{
 		cfg:    cfg,
 		maj:    len(cfg.Voters)/2 + 1,
@@ -765,9 +778,9 @@ func (h *Holder) Tick(now Time) []Envelope {
 			}
 		}
 		h.seq++
-		h.sent[h.seq] = sentRequest{voter: v, at: now}
+		h.sent[h.seq] = sentRequest{voter: v, at: now, inc: h.inc}
 		vs.lastSent, vs.sentAny = now, true
-		out = append(out, Envelope{To: h.cfg.Voters[v], Req: Request{From: h.cfg.ID, Inc: h.inc, Seq: h.seq, Ops: ops, NoticesSince: vs.noticesAt, LeaseDuration: h.cfg.LeaseDuration}})
+		out = append(out, Envelope{To: h.cfg.Voters[v], Req: Request{From: h.cfg.ID, Inc: h.inc, Nonce: h.cfg.Nonce, Seq: h.seq, Ops: ops, NoticesSince: vs.noticesAt, LeaseDuration: h.cfg.LeaseDuration}})
 	}
 	clear(h.queued)
 	return out
@@ -892,6 +905,11 @@ func (h *Holder) Step(rep Reply, now Time) {
 		return
 	}
 	if rep.Stale {
+		if req.inc < h.inc {
+			// Sent before the raise: whatever it was refused for, the
+			// incarnation it carried is no longer this process's.
+			return
+		}
 		if !h.granted && !h.raised && rep.Inc >= h.inc && !h.cfg.Mutations.KeepStaleInc {
 			// Nothing names this process anywhere: take an incarnation
 			// above the voter's rather than stop (Inc says why).
@@ -908,9 +926,6 @@ func (h *Holder) Step(rep Reply, now Time) {
 				}
 			}
 			return
-		}
-		if rep.Inc != 0 && rep.Inc < h.inc {
-			return // a reply to a request sent before the raise
 		}
 		h.supersede(now)
 		return

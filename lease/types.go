@@ -95,6 +95,11 @@ type Request struct {
 	// every start of the process.
 	From string
 	Inc  uint64
+	// Nonce tells apart processes that send the same From and Inc (two
+	// processes that each took an incarnation above the same stale one):
+	// a voter orders sessions by (Inc, Nonce), so one of them is stale.
+	// 0 means "not given" (older senders) and orders below every nonce.
+	Nonce uint64
 	// Seq identifies the request to its sender; replies echo it.
 	Seq uint64
 	Ops []Op

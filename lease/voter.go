@@ -56,6 +56,7 @@ func (c VoterConfig) validate() error {
 // session is what a voter knows of one node.
 type session struct {
 	inc      uint64
+	nonce    uint64
 	gen      uint64
 	began    Time // when gen began
 	lastSeen Time
@@ -146,25 +147,30 @@ func (v *Voter) newGen() uint64 {
 
 // keepAlive applies the keep-alive every request carries. It reports false
 // when the sender's incarnation is older than one already seen.
-func (v *Voter) keepAlive(n string, inc uint64, now Time) (*session, bool) {
+func (v *Voter) keepAlive(n string, inc, nonce uint64, now Time) (*session, bool) {
 	s := v.sessions[n]
 	switch {
 	case s == nil:
-		s = &session{inc: inc, gen: v.newGen(), began: now, lastSeen: now, prevKA: now}
+		s = &session{inc: inc, nonce: nonce, gen: v.newGen(), began: now, lastSeen: now, prevKA: now}
 		v.sessions[n] = s
 		return s, true
-	case inc < s.inc:
+	case inc < s.inc || inc == s.inc && nonce < s.nonce:
 		return s, false
-	case inc > s.inc:
+	case inc > s.inc || nonce > s.nonce:
 		// A new process: its predecessor's generation keeps protecting
-		// the predecessor's records until it expires by time.
-		if now < s.lastSeen.Add(v.cfg.LeaseDuration) {
+		// the predecessor's records until it expires by time. (Processes
+		// with one incarnation are ordered by nonce: without it two of
+		// them would share a session, and every generation check would
+		// take one for the other.)
+		if end := s.lastSeen.Add(v.cfg.LeaseDuration); now < end {
 			if s.older == nil {
 				s.older = make(map[uint64]Time)
 			}
 			s.older[s.gen] = s.lastSeen
+		} else {
+			s.ended = append(s.ended, endedGen{gen: s.gen, at: end})
 		}
-		s.inc, s.gen, s.began = inc, v.newGen(), now
+		s.inc, s.nonce, s.gen, s.began = inc, nonce, v.newGen(), now
 	case now >= s.lastSeen.Add(v.cfg.LeaseDuration):
 		// The session expired: whatever named the old generation is no
 		// longer protected, so it must not be revived.
@@ -198,7 +204,7 @@ func (v *Voter) Handle(req Request, now Time) (Reply, []ShardRecord) {
 		return rep, nil
 	}
 	fresh := v.sessions[req.From] == nil
-	s, ok := v.keepAlive(req.From, req.Inc, now)
+	s, ok := v.keepAlive(req.From, req.Inc, req.Nonce, now)
 	rep.Inc = s.inc
 	if !ok {
 		rep.Stale = true
@@ -226,8 +232,10 @@ func (v *Voter) Handle(req Request, now Time) (Reply, []ShardRecord) {
 	for _, op := range req.Ops {
 		res := Result{Op: op}
 		rec := v.records[op.Shard]
-		if op.Epoch == math.MaxUint64 || op.ToEpoch == math.MaxUint64 {
-			// No epoch may be granted that cannot be followed by another.
+		if op.Epoch >= LastEpoch || op.ToEpoch >= LastEpoch {
+			// Epochs near the end of uint64 are never recorded, so every
+			// record can be followed by another leadership (a transfer
+			// adds one, a holder's jump is bounded by MaxEpochJump).
 			res.Refusal, res.Record = RefusedEpoch, rec
 			rep.Results = append(rep.Results, res)
 			continue
@@ -288,6 +296,11 @@ func (v *Voter) checkGrant(op Op, rec Record, from string, gen uint64, now Time)
 	}
 	return RefusedHeld
 }
+
+// LastEpoch is the first epoch a voter never records: far beyond any real
+// history (epochs grow by one per leadership), and MaxEpochJump below the
+// end of uint64 so that nothing recorded lacks a successor.
+const LastEpoch = math.MaxUint64 - MaxEpochJump
 
 // checkRelease applies the release rule: accept iff the record is the
 // sender's at that epoch and names the sender's current generation, or the

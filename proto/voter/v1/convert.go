@@ -68,6 +68,7 @@ func RequestToPB(cluster string, r lease.Request) *CallRequest {
 		Seq:             r.Seq,
 		NoticesSince:    int64(r.NoticesSince),
 		LeaseDurationNs: int64(r.LeaseDuration),
+		Nonce:           r.Nonce,
 	}
 	if len(r.Ops) > 0 {
 		m.Ops = make([]*Op, len(r.Ops))
@@ -108,6 +109,7 @@ func RequestFromPB(m *CallRequest) (cluster string, r lease.Request, err error) 
 		Seq:           m.Seq,
 		NoticesSince:  lease.Time(m.NoticesSince),
 		LeaseDuration: time.Duration(m.LeaseDurationNs),
+		Nonce:         m.GetNonce(),
 	}
 	if len(m.Ops) > 0 {
 		r.Ops = make([]lease.Op, len(m.Ops))

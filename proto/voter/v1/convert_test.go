@@ -21,6 +21,7 @@ func fullRequest() lease.Request {
 	return lease.Request{
 		From:          "node-a",
 		Inc:           7,
+		Nonce:         1<<64 - 3,
 		Seq:           1 << 40,
 		NoticesSince:  -1 << 62,
 		LeaseDuration: 1<<63 - 1,

@@ -555,8 +555,13 @@ type CallRequest struct {
 	// a longer lease than the voters keep its session for would outlive its
 	// protection. 0 (an older sender) is not checked; negative is invalid.
 	LeaseDurationNs int64 `protobuf:"varint,8,opt,name=lease_duration_ns,json=leaseDurationNs,proto3" json:"lease_duration_ns,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// nonce is random per process: it orders two processes that send the
+	// same from and inc (each took an incarnation above the same stale one),
+	// so that one of them is stale instead of both sharing one session. 0
+	// (an older sender) orders below every other nonce.
+	Nonce         uint64 `protobuf:"varint,9,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CallRequest) Reset() {
@@ -641,6 +646,13 @@ func (x *CallRequest) GetVoterSet() uint64 {
 func (x *CallRequest) GetLeaseDurationNs() int64 {
 	if x != nil {
 		return x.LeaseDurationNs
+	}
+	return 0
+}
+
+func (x *CallRequest) GetNonce() uint64 {
+	if x != nil {
+		return x.Nonce
 	}
 	return 0
 }
@@ -835,7 +847,7 @@ const file_proto_voter_v1_voter_proto_rawDesc = "" +
 	"\x03gen\x18\x04 \x01(\x04R\x03gen\"/\n" +
 	"\aNodeGen\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x10\n" +
-	"\x03gen\x18\x02 \x01(\x04R\x03gen\"\xf4\x01\n" +
+	"\x03gen\x18\x02 \x01(\x04R\x03gen\"\x8a\x02\n" +
 	"\vCallRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12\x10\n" +
@@ -844,7 +856,8 @@ const file_proto_voter_v1_voter_proto_rawDesc = "" +
 	"\x03ops\x18\x05 \x03(\v2\x13.tenure.voter.v1.OpR\x03ops\x12#\n" +
 	"\rnotices_since\x18\x06 \x01(\x03R\fnoticesSince\x12\x1b\n" +
 	"\tvoter_set\x18\a \x01(\x04R\bvoterSet\x12*\n" +
-	"\x11lease_duration_ns\x18\b \x01(\x03R\x0fleaseDurationNs\"\x8f\x03\n" +
+	"\x11lease_duration_ns\x18\b \x01(\x03R\x0fleaseDurationNs\x12\x14\n" +
+	"\x05nonce\x18\t \x01(\x04R\x05nonce\"\x8f\x03\n" +
 	"\tCallReply\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05voter\x18\x02 \x01(\tR\x05voter\x12\x10\n" +
