@@ -153,6 +153,13 @@ type Config struct {
 	// nothing, before the voters answered its transfers: a deliberately
 	// broken drain, for checker tests.
 	StopDrainEarly bool
+	// LoopEndsLeases makes the checker judge a node's leadership as the
+	// node's loop last reported it (Gained until the loop takes a Lost
+	// change) instead of by Holder.Leads at the node's clock: an
+	// application lease context cancelled by the loop rather than by a
+	// timer at the deadline, a deliberately broken driver for checker
+	// tests. A busy loop or a pause then outlives the lease.
+	LoopEndsLeases bool
 	// Unfenced makes the checker hold a frozen node's stale lease against
 	// it as if no fence existed: for checker tests that show freezes
 	// produce paused leaders (see the package doc).
@@ -258,10 +265,11 @@ type node struct {
 	view    map[string]bool               // NodeIDs this node believes up
 	news    map[string]map[string]session // NodeID → voter → latest notice
 	was     map[uint32]uint64
-	wants   map[uint32]bool // scripted desires, kept across restarts
-	desire  []bool          // what the node last told its holder, per shard
-	contest []bool          // contesting another's leadership now, per shard
-	quietT  time.Duration   // wants nothing before this global time (a settling twin)
+	loopLed map[uint32]uint64 // shards the loop last heard it leads (LoopEndsLeases)
+	wants   map[uint32]bool   // scripted desires, kept across restarts
+	desire  []bool            // what the node last told its holder, per shard
+	contest []bool            // contesting another's leadership now, per shard
+	quietT  time.Duration     // wants nothing before this global time (a settling twin)
 	// preparing holds handoffs this node started: the target asked to
 	// prepare, the reply not yet in.
 	preparing map[uint32]prep
@@ -449,7 +457,7 @@ func (s *Sim) newNode(id string) *node {
 	if !slices.Contains(s.ids, id) {
 		s.ids = append(s.ids, id)
 	}
-	return &node{id: id, view: map[string]bool{}, news: map[string]map[string]session{}, was: map[uint32]uint64{},
+	return &node{id: id, view: map[string]bool{}, news: map[string]map[string]session{}, was: map[uint32]uint64{}, loopLed: map[uint32]uint64{},
 		wants: map[uint32]bool{}, preparing: map[uint32]prep{}, expect: map[uint32]time.Duration{},
 		pref: map[uint32]string{}, prefV: map[uint32]int{}}
 }
@@ -502,6 +510,7 @@ func (s *Sim) startNode(i int, inc uint64) error {
 		ID: n.id, Inc: inc, Voters: s.voterIDs(),
 		LeaseDuration: s.cfg.LeaseDuration, MaxClockDrift: s.cfg.MaxClockDrift, SafetyMargin: s.margin(),
 		Rand:      rand.New(rand.NewPCG(s.rng.Uint64(), s.rng.Uint64())),
+		Nonce:     s.rng.Uint64() | 1, // from the seed, so that runs replay
 		Mutations: s.cfg.NodeMu,
 	})
 	if err != nil {
@@ -513,6 +522,7 @@ func (s *Sim) startNode(i int, inc uint64) error {
 	n.frozen, n.zombie, n.superseded, n.draining = false, false, false, false
 	n.view[n.id] = true
 	clear(n.was)
+	clear(n.loopLed)
 	clear(n.preparing)
 	clear(n.expect)
 	clear(n.news)
