@@ -218,11 +218,12 @@ func (p *rpcPlane) call(c *voterClient, req lease.Request) {
 	p.metrics.voterCall(c.id, time.Since(began), err)
 	if err != nil {
 		if status.Code(err) == codes.FailedPrecondition {
-			// Wrong cluster or voter set: configuration, not the network.
+			// Wrong cluster, voter set or lease duration: configuration,
+			// not the network.
 			// It stays so until an operator acts, so say it loudly.
 			now := time.Now().UnixNano()
 			if last := c.refused.Load(); now-last >= int64(refusalLogEvery) && c.refused.CompareAndSwap(last, now) {
-				p.log.Warn("voter refuses this node; check Cluster and Voters against the voter's configuration", "voter", c.id, "err", err)
+				p.log.Warn("voter refuses this node; check Cluster, Voters and LeaseDuration against the voter's configuration", "voter", c.id, "err", err)
 			}
 			return
 		}
