@@ -22,6 +22,9 @@ func (s *Sim) check() {
 				continue
 			}
 			e, ok := n.h.Leads(sh, n.clk.at(s.now))
+			if s.cfg.LoopEndsLeases {
+				e, ok = n.loopLed[sh]
+			}
 			if !ok {
 				if _, was := n.was[sh]; was {
 					delete(n.was, sh)
@@ -198,6 +201,16 @@ func (s *Sim) checkLive(end time.Duration) {
 		}
 		if since, ok := s.unled[sh]; ok {
 			s.res.MaxUnled = max(s.res.MaxUnled, end-since)
+		}
+	}
+	// A restarted node must lead again, even one whose incarnation came
+	// from a wall clock that stepped back: nothing names a new process
+	// yet, so it takes an incarnation above the voters' rather than stay
+	// stale for good. The newest process of every NodeID must be running
+	// unsuperseded (no newer one exists to supersede it).
+	for _, id := range s.ids {
+		if n := s.nodes[s.primary[id]]; n.up && n.h.Superseded() {
+			s.fail("every node runs again after faults stop", fmt.Sprintf("%s, the newest process of %s, is superseded %v after faults stopped", n.label(), id, end-s.cfg.FaultsFor))
 		}
 	}
 	if s.res.MaxUnled > bound {

@@ -127,6 +127,12 @@ func (s *Sim) drainChanges(i int) {
 	s.incs[n.id] = max(s.incs[n.id], n.inc)
 	for _, c := range n.h.TakeChanges() {
 		s.trace("%s %s shard %d epoch %d %s", n.label(), kindName(c.Kind), c.Shard, c.Epoch, reasonName(c))
+		switch c.Kind {
+		case lease.Gained, lease.Renewed:
+			n.loopLed[c.Shard] = c.Epoch
+		case lease.Lost:
+			delete(n.loopLed, c.Shard)
+		}
 		if c.Kind == lease.Transferred {
 			// The forward goes to the process the source knows for the
 			// target: the NodeID's newest.

@@ -295,3 +295,179 @@ func TestScenarioDriftIgnoredIsCaught(t *testing.T) {
 	}
 	t.Fatal("400 seeds with drift ignored went unnoticed")
 }
+
+// new incarnation beside a live leader: n1 leads; from 995 ms on it hears
+// nothing from the voters (its keep-alives still reach them), so it never
+// learns of its replacement. At 1 s a second process with n1's NodeID
+// starts — wanting nothing yet, as a starting shard.Node, or wanting the
+// shard — and n2 becomes the desired owner. The voters list n1's records
+// in the twin's Held lists (they are keyed by NodeID); the twin must
+// neither count nor release them, and no voter may accept a release from
+// a process other than the one whose live generation the record names. n2
+// leads only once n1's generation has expired: never beside it.
+func twinBesideLeader(twin, twinWants bool, modify func(*leasesim.Config)) scenario {
+	return scenario{nodes: 2, voters: 3, length: 4 * time.Second, modify: modify, script: func(s *leasesim.Sim) {
+		s.Want(0, 0, true)
+		s.At(995*ms, func() {
+			for v := range 3 {
+				s.Cut(s.Voter(v), 0)
+			}
+		})
+		s.At(1000*ms, func() {
+			if twin {
+				// Process numbers are stable: the cuts above keep
+				// isolating the first process, not the twin.
+				s.Want(s.Twin(0), 0, twinWants)
+			}
+			s.Want(1, 0, true)
+		})
+	}}
+}
+
+// twinRelease is the review's bug: a Release that ignores the generation
+// at the voter, and a holder that takes Held records of another process of
+// its NodeID for its own.
+func twinRelease(c *leasesim.Config) {
+	c.VoterMu.ReleaseIgnoresGen = true
+	c.NodeMu.AdoptOtherGens = true
+}
+
+var twinCases = []struct {
+	name  string
+	wants bool
+}{
+	{"twin wants nothing", false},
+	{"twin wants the shard", true},
+}
+
+func TestScenarioTwinBesideLeader(t *testing.T) {
+	for _, tt := range twinCases {
+		t.Run(tt.name, func(t *testing.T) {
+			s := mustPlay(t, twinBesideLeader(true, tt.wants, nil))
+			h := s.History(0)
+			if len(h) < 2 || h[0] != "n1@1" {
+				t.Fatalf("history %v, want n1@1 and then a successor", h)
+			}
+			neverAfter(t, s, "n1", h[0])
+			if l, _ := s.Leader(0); l < 1 {
+				t.Fatalf("shard 0 led by process %d at the end, want n2 or the twin; history %v", l, h)
+			}
+		})
+	}
+}
+
+func TestScenarioTwinReleaseIsCaught(t *testing.T) {
+	for _, tt := range twinCases {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := play(t, twinBesideLeader(true, tt.wants, twinRelease))
+			wantViolation(t, err)
+		})
+	}
+}
+
+// Without a twin the same mutations break nothing: the twin is what
+// releases the live process's records.
+func TestScenarioTwinReleaseNeedsTheTwin(t *testing.T) {
+	mustPlay(t, twinBesideLeader(false, false, twinRelease))
+}
+
+// partial re-grant: n1 leads at epoch 1. v3 restarts while n1 cannot reach
+// it; when n1 reaches it again it sees a new generation and re-grants at
+// epoch 2. v1 accepts, v3 refuses (grace), v2's reply is slow (400 ms, more
+// than the request timeout), so the attempt fails with a partial grant at
+// v1 — whose only record for the shard now names epoch 2. Releasing it
+// would leave v1 protecting nothing while n1 still counts it for epoch 1.
+// The adversary watches v1: once it has accepted epoch 2 its replies to n1
+// are lost, and if n1 releases epoch 2 there, n1 is cut off from v1 and v3
+// altogether. n2 wants the shard from 2.05 s and is granted by {v1, v3}
+// as soon as they allow it, which must not be while n1 leads.
+func partialRegrant(t *testing.T, modify func(*leasesim.Config)) scenario {
+	return scenario{nodes: 2, voters: 3, length: 4 * time.Second, modify: modify, script: func(s *leasesim.Sim) {
+		s.Want(0, 0, true)
+		s.At(900*ms, func() { s.Cut(0, s.Voter(2)) })
+		s.At(1000*ms, func() { s.CrashVoter(2) })
+		s.At(1001*ms, func() { s.RestartVoter(2) })
+		s.At(1500*ms, func() { s.Slow(s.Voter(1), 0, 400*ms) })
+		s.At(1600*ms, s.Heal)
+		phase := 0
+		var poll func()
+		poll = func() {
+			r := s.VoterState(0).Record(0)
+			switch {
+			case phase == 0 && r.Epoch == 2 && r.Holder == "n1" && !r.Released:
+				phase = 1
+				s.At(s.Now()+30*ms, func() { s.Cut(s.Voter(0), 0) })
+			case phase == 1 && r.Epoch == 2 && r.Holder == "n1" && r.Released:
+				phase = 2
+				t.Logf("%v: v1's record %+v: isolating n1 from v1 and v3", s.Now(), r)
+				for _, v := range []int{0, 2} {
+					s.Cut(0, s.Voter(v))
+					s.Cut(s.Voter(v), 0)
+				}
+				return
+			}
+			if s.Now() < 3500*ms {
+				s.At(s.Now()+ms/10, poll)
+			}
+		}
+		s.At(1600*ms, poll)
+		s.At(2050*ms, func() { s.Want(1, 0, true) })
+	}}
+}
+
+func TestScenarioPartialRegrant(t *testing.T) {
+	s := mustPlay(t, partialRegrant(t, nil))
+	if h := s.History(0); len(h) == 0 || h[0] != "n1@1" {
+		t.Fatalf("history %v, want n1@1 first", h)
+	}
+}
+
+func TestScenarioPartialRegrantReleaseIsCaught(t *testing.T) {
+	_, err := play(t, partialRegrant(t, func(c *leasesim.Config) { c.NodeMu.KeepVoteAfterRelease = true }))
+	wantViolation(t, err)
+}
+
+// Without any release the mutation has nothing to keep counting.
+func TestScenarioPartialRegrantWithoutReleaseNoOverlap(t *testing.T) {
+	mustPlay(t, partialRegrant(t, func(c *leasesim.Config) {
+		c.NodeMu.KeepVoteAfterRelease = true
+		c.NodeMu.NoRelease = true
+	}))
+}
+
+// stale incarnation: n1 runs as incarnation 2, which the voters remember;
+// it crashes, and the next process starts with incarnation 1, read from a
+// wall clock that stepped back. Every voter answers "stale". Nothing names
+// the new process yet, so it takes an incarnation above the voters' and
+// leads once the old process's generation has expired — instead of being
+// stale for good.
+func staleIncarnation(modify func(*leasesim.Config)) scenario {
+	return scenario{nodes: 2, voters: 3, length: 5 * time.Second, modify: modify, script: func(s *leasesim.Sim) {
+		s.Want(0, 0, true)
+		s.At(300*ms, func() { s.Crash(0) })
+		s.At(310*ms, func() { s.Restart(0) }) // incarnation 2
+		s.At(1500*ms, func() { s.Crash(0) })
+		s.At(1600*ms, func() { s.RestartWith(0, 1) })
+	}}
+}
+
+func TestScenarioStaleIncarnation(t *testing.T) {
+	s := mustPlay(t, staleIncarnation(nil))
+	leader(t, s, 0)
+	if inc := s.Holder(0).Inc(); inc <= 2 {
+		t.Fatalf("the restarted process runs as incarnation %d, want above 2", inc)
+	}
+}
+
+func TestScenarioStaleIncarnationKeptIsCaught(t *testing.T) {
+	s, err := play(t, staleIncarnation(func(c *leasesim.Config) { c.NodeMu.KeepStaleInc = true }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := s.Leader(0); l >= 0 {
+		t.Fatalf("with a stale incarnation kept the shard should stay unled; led by %d", l)
+	}
+	if !s.Holder(0).Superseded() {
+		t.Fatal("the restarted process was never told it is stale")
+	}
+}
