@@ -338,13 +338,43 @@ func (m *Membership) SetState(ctx context.Context, s State) error {
 	if s < Joining || s > Leaving {
 		return fmt.Errorf("membership: unknown state %d", s)
 	}
+	return m.update(ctx, "state "+s.String(), func(meta *Meta) (bool, error) {
+		meta.State = s
+		return true, nil
+	})
+}
+
+// SetIncarnation advertises a new incarnation for this process and waits
+// like SetState. Incarnations order the processes that run under one
+// NodeID, so they only grow: a lower one than advertised is refused, and
+// the same one changes nothing. A process raises its incarnation when the
+// voters know a higher one than it started with (its wall clock stepped
+// back): peers name handoff targets by the incarnation they see here.
+func (m *Membership) SetIncarnation(ctx context.Context, inc uint64) error {
+	return m.update(ctx, fmt.Sprintf("incarnation %d", inc), func(meta *Meta) (bool, error) {
+		switch {
+		case inc < meta.Incarnation:
+			return false, fmt.Errorf("membership: incarnation %d is below the advertised %d: incarnations only grow", inc, meta.Incarnation)
+		case inc == meta.Incarnation:
+			return false, nil
+		}
+		meta.Incarnation = inc
+		return true, nil
+	})
+}
+
+// update changes the local metadata with change and, if it changed
+// anything, broadcasts it: what names the change in errors.
+func (m *Membership) update(ctx context.Context, what string, change func(*Meta) (bool, error)) error {
 	m.metaMu.Lock()
 	defer m.metaMu.Unlock()
 	if m.isStopping() {
 		return ErrStopped
 	}
 	meta := *m.local.Load()
-	meta.State = s
+	if changed, err := change(&meta); err != nil || !changed {
+		return err
+	}
 	wire, err := meta.Encode()
 	if err != nil {
 		return fmt.Errorf("membership: %w", err)
@@ -352,7 +382,7 @@ func (m *Membership) SetState(ctx context.Context, s State) error {
 	m.local.Store(&meta)
 	m.wire.Store(&wire)
 	if err := m.ml.UpdateNode(timeoutOf(ctx)); err != nil {
-		return fmt.Errorf("membership: broadcast state %s: %w", s, err)
+		return fmt.Errorf("membership: broadcast %s: %w", what, err)
 	}
 	return nil
 }

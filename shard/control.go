@@ -64,7 +64,9 @@ type Preparer interface {
 // calls Quiesce once the target is prepared, so the application stops
 // taking new work for l and finishes what is in flight. When Quiesce
 // returns, or when ctx ends at Config.QuiesceTimeout, the lease ends (its
-// context is cancelled) and the voters are asked to transfer the shard.
+// context is cancelled) and then the voters are asked to transfer the
+// shard — unless the target can no longer receive it (a *HandoffError at
+// step "target"), and then this node goes on leading it.
 // Quiesce runs on its own goroutine, possibly concurrently with other
 // Quiesce calls and with the Handler's methods.
 type Quiescer interface {
@@ -98,12 +100,16 @@ var (
 )
 
 // HandoffError says why a handoff of Shard to To did not happen, and at
-// which step: "prepare" (the target refused or was unreachable; the source
-// still leads), "slot" (the target was ready, but MaxConcurrentHandoffs
-// other handoffs of this node held every slot until the timeout; the
-// source still leads), "quiesce" (the timeout passed while quiescing),
-// "transfer" (the voters refused; the shard was released and is acquired
-// again by its desired owner). It matches ErrHandoff.
+// which step: "prepare" (the target refused, was unreachable, or asked
+// for an epoch far above the source's; the source still leads), "slot"
+// (the target was ready, but MaxConcurrentHandoffs other handoffs of this
+// node held every slot until the timeout; the source still leads),
+// "quiesce" (the timeout passed while quiescing), "target" (after the
+// quiesce the target could no longer receive the shard — it lost its
+// sessions at the voters, drains, left or restarted — so the transfer was
+// not sent; the source still leads), "transfer" (the voters refused; the
+// shard was released and is acquired again by its desired owner). It
+// matches ErrHandoff.
 type HandoffError struct {
 	Shard uint32
 	To    string

@@ -379,9 +379,16 @@ func TestNodeWhosePlannerFailsStillPublishes(t *testing.T) {
 		s = sh
 		break
 	}
-	if err := c.Node("node-1").Transfer(context.Background(), s, "node-4"); err != nil {
-		t.Fatalf("Transfer to node-4: %v", err)
-	}
+	// node-1 hands it a shard once the voters vouch for it there: until
+	// their news of its session reaches node-1, the Transfer is refused
+	// before it starts.
+	shardtest.Eventually(t, converge, func() bool {
+		err := c.Node("node-1").Transfer(context.Background(), s, "node-4")
+		if err != nil && !errors.Is(err, shard.ErrUnknownNode) {
+			t.Fatalf("Transfer to node-4: %v", err)
+		}
+		return err == nil
+	}, "node-1 hands shard %d to node-4", s)
 	if err := n.Transfer(context.Background(), s, "node-2"); err != nil {
 		t.Fatalf("Transfer from node-4: %v", err)
 	}

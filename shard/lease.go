@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -73,24 +74,56 @@ func (e *LeaseEndedError) Error() string {
 func (e *LeaseEndedError) Is(target error) bool { return target == ErrLeaseEnded }
 
 // Lease is this node's leadership of one shard. Work done for the shard
-// runs under Context, which is cancelled the moment the lease ends (within
-// one tick of the node's loop, which SafetyMargin covers), and attaches
-// Token to every side effect so that resources can fence stale leaders. A
-// Lease is safe for concurrent use.
+// runs under Context and attaches Token to every side effect, so that
+// resources can fence stale leaders. A Lease is safe for concurrent use.
+//
+// The lease has a local deadline on this process's monotonic clock: the
+// instant it ends unless more keep-alives are answered (DESIGN §2, rule 2).
+// Context ends at that deadline by itself — a timer fires there, and
+// Context().Err() compares the deadline with the clock on every call — so
+// a node whose loop is busy (planning, publishing, a long Plan call) still
+// stops its application in time. The node moves the deadline forward as
+// the voters answer, and back when a voter stops protecting the lease; a
+// context that has ended stays ended. Context also ends before this node
+// sends a Transfer or a Release for the shard (rule 1): a handoff, a drain,
+// a leave.
+//
+// What a context cannot stop: work already past its last check. A write
+// in flight, or a pause (GC, SIGSTOP, a full disk) between checking
+// Context().Err() and sending, can reach a resource after the lease
+// ended and another node leads. Only the fence covers those: the resource
+// must check Token and refuse epochs below the highest it has seen.
 type Lease struct {
-	shard    uint32
-	epoch    atomic.Uint64
-	deadline atomic.Int64 // unix nanoseconds
-	ctx      context.Context
+	shard uint32
+	epoch atomic.Uint64
+	// origin is lease.Time 0 of the node's monotonic lease clock.
+	origin time.Time
+	// deadline is the lease's local deadline, a lease.Time on that clock.
+	deadline atomic.Int64
+	ctx      context.Context // a cancelCtx; its cause is a *LeaseEndedError
 	cancel   context.CancelCauseFunc
+
+	mu    sync.Mutex // orders deadline moves, the timer and the end
+	timer *time.Timer
+	armed lease.Time // when the timer fires
 }
 
-func newLease(shard uint32, epoch uint64) *Lease {
+// newLease returns a lease on shard at epoch that ends at deadline on the
+// monotonic clock that started at origin, unless setDeadline moves it.
+func newLease(shard uint32, epoch uint64, origin time.Time, deadline lease.Time) *Lease {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	l := &Lease{shard: shard, ctx: ctx, cancel: cancel}
+	l := &Lease{shard: shard, origin: origin, ctx: ctx, cancel: cancel}
 	l.epoch.Store(epoch)
+	l.deadline.Store(int64(deadline))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.armed = deadline
+	l.timer = time.AfterFunc(deadline.Sub(l.now()), l.fire)
 	return l
 }
+
+// now reads the node's monotonic lease clock.
+func (l *Lease) now() lease.Time { return lease.Time(time.Since(l.origin)) }
 
 // Shard returns the leased shard.
 func (l *Lease) Shard() uint32 { return l.shard }
@@ -104,17 +137,136 @@ func (l *Lease) Epoch() uint64 { return l.epoch.Load() }
 // and the current epoch.
 func (l *Lease) Token() lease.Token { return lease.Token{Shard: l.shard, Epoch: l.epoch.Load()} }
 
-// Deadline returns when the lease ends unless keep-alives keep being
-// answered; the node moves it forward every tick while the voters answer.
-// No other node can lead the shard before it.
-func (l *Lease) Deadline() time.Time { return time.Unix(0, l.deadline.Load()) }
+// Deadline returns the lease's current local deadline: the instant on this
+// process's monotonic clock when the lease ends unless more keep-alives are
+// answered; no other node can lead the shard before it. The node moves it
+// forward while the voters answer. The time carries a monotonic clock
+// reading, so time.Until and time.Since measure it correctly in this
+// process even if the wall clock steps; its wall-clock fields are the
+// node's start time plus monotonic time elapsed, meaningless on another
+// machine. Once Context has ended it says nothing more.
+func (l *Lease) Deadline() time.Time { return l.origin.Add(time.Duration(l.deadline.Load())) }
 
-// Context is cancelled when the lease ends; context.Cause then returns a
-// *LeaseEndedError.
-func (l *Lease) Context() context.Context { return l.ctx }
+// Context returns the lease's context. It ends when the lease ends — at
+// the local deadline at the latest, and before any Transfer or Release of
+// the shard leaves this node — and context.Cause then returns a
+// *LeaseEndedError. Its Err is exact at the deadline (two atomic loads and
+// a monotonic clock reading); Done, and contexts derived from it, end
+// when the lease's timer fires there (or when Err or Done is called
+// after the deadline, whichever is first). Its Deadline method reports no
+// deadline: the lease's deadline moves with every renewal (see
+// Lease.Deadline).
+func (l *Lease) Context() context.Context { return leaseContext{l} }
 
-func (l *Lease) end(r Reason) {
+// setDeadline moves the lease's deadline to d, forward or back. A lease
+// whose current deadline has already passed has ended: it is not revived,
+// whatever d says.
+func (l *Lease) setDeadline(d lease.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ctx.Err() != nil {
+		return
+	}
+	now := l.now()
+	if now >= lease.Time(l.deadline.Load()) || now >= d {
+		l.endLocked(ReasonLeaseExpired)
+		return
+	}
+	l.deadline.Store(int64(d))
+	if d < l.armed {
+		// A later deadline needs no reset: the timer finds it when it
+		// fires. An earlier one does.
+		l.armed = d
+		l.timer.Reset(d.Sub(now))
+	}
+}
+
+// fire runs on the timer: it ends the lease if its deadline has passed,
+// and waits for the deadline again if it moved forward.
+func (l *Lease) fire() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ctx.Err() != nil {
+		return
+	}
+	d, now := lease.Time(l.deadline.Load()), l.now()
+	if now >= d {
+		l.endLocked(ReasonLeaseExpired)
+		return
+	}
+	l.armed = d
+	l.timer.Reset(d.Sub(now))
+}
+
+// expired ends the lease if its deadline has passed and reports whether
+// the lease has ended.
+func (l *Lease) expired() bool {
+	if l.ctx.Err() != nil {
+		return true
+	}
+	if l.now() < lease.Time(l.deadline.Load()) {
+		return false
+	}
+	l.end(ReasonLeaseExpired)
+	return true
+}
+
+// end ends the lease for reason r, unless it has ended already, and
+// returns the reason it ended for.
+func (l *Lease) end(r Reason) Reason {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.endLocked(r)
+	return l.reason()
+}
+
+func (l *Lease) endLocked(r Reason) {
+	if l.ctx.Err() != nil {
+		return
+	}
+	l.timer.Stop()
 	l.cancel(&LeaseEndedError{Shard: l.shard, Epoch: l.epoch.Load(), Reason: r})
+}
+
+// reason returns why the lease ended, or 0 while it has not.
+func (l *Lease) reason() Reason {
+	var e *LeaseEndedError
+	if errors.As(context.Cause(l.ctx), &e) {
+		return e.Reason
+	}
+	return 0
+}
+
+// leaseContext is a Lease's context: its own cancelCtx, with Err and Done
+// that also check the lease's deadline against the monotonic clock, so
+// that the context never outlives the lease however late the timer or the
+// node's loop runs.
+type leaseContext struct{ l *Lease }
+
+// Deadline reports none: the lease's deadline moves (see Lease.Deadline).
+func (c leaseContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+
+// Done returns a channel closed when the lease ends.
+func (c leaseContext) Done() <-chan struct{} {
+	c.l.expired()
+	return c.l.ctx.Done()
+}
+
+// Err returns context.Canceled once the lease has ended, nil before: from
+// the instant the deadline passes, whatever any goroutine is doing.
+func (c leaseContext) Err() error {
+	if c.l.expired() {
+		return c.l.ctx.Err()
+	}
+	return nil
+}
+
+// Value returns the lease's cancelCtx values: context.Cause finds the
+// *LeaseEndedError there.
+func (c leaseContext) Value(key any) any { return c.l.ctx.Value(key) }
+
+func (c leaseContext) String() string {
+	return fmt.Sprintf("shard.Lease(shard %d).Context", c.l.shard)
 }
 
 // Handler is told when this node gains and loses shards. Both methods run

@@ -19,7 +19,8 @@ type metrics struct {
 	voterCommits prometheus.Histogram
 	members      *prometheus.GaugeVec
 	// handoffs counts handoffs this node ran as the source, by outcome:
-	// done, failed_prepare, failed_slot, failed_quiesce, failed_transfer.
+	// done, failed_prepare, failed_slot, failed_quiesce, failed_target,
+	// failed_transfer.
 	handoffs       *prometheus.CounterVec
 	handoffSeconds prometheus.Histogram
 	// failoverSeconds: from a shard's leader failing in this node's view
@@ -66,7 +67,7 @@ func newMetrics(reg prometheus.Registerer, node string, voters []string) (*metri
 		}, []string{"state"}),
 		handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "tenure", Name: "handoffs_total", ConstLabels: labels,
-			Help: "Graceful handoffs this node ran as the source, by outcome (done, failed_prepare, failed_slot, failed_quiesce, failed_transfer).",
+			Help: "Graceful handoffs this node ran as the source, by outcome (done, failed_prepare, failed_slot, failed_quiesce, failed_target, failed_transfer).",
 		}, []string{"outcome"}),
 		handoffSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "tenure", Name: "handoff_seconds", ConstLabels: labels,

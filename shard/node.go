@@ -94,8 +94,14 @@ type Config struct {
 	// KeepAliveInterval is how often each voter hears from the node.
 	// Default LD/4.
 	KeepAliveInterval time.Duration
-	// DataDir holds the voter store when this node is a voter. Required
-	// then.
+	// DataDir holds the voter store when this node is a voter (required
+	// then), and on every node that has one the file DataDir/incarnation:
+	// the last incarnation a process of this node took, written and
+	// fsynced before use, so that the next start takes a higher one even
+	// if the wall clock stepped back meanwhile. Optional on other nodes:
+	// without it the incarnation is the wall clock at start, and a node
+	// that restarts after a backward step takes one above what the
+	// voters report (once; see lease.Holder.Inc).
 	DataDir string
 	// InitVoterStore creates the voter store: required on a voter's very
 	// first start, refused when a store exists (see package voterstore).
@@ -155,6 +161,10 @@ type Config struct {
 	// membership/faultnet). Optional.
 	Listen func(addr string) (net.Listener, error)
 	Dial   func(ctx context.Context, addr string) (net.Conn, error)
+
+	// wallClock replaces time.Now where the node reads the wall clock for
+	// its incarnation (tests step it back). Default time.Now.
+	wallClock func() time.Time
 }
 
 func (c Config) membership() membership.Config {
@@ -181,7 +191,7 @@ func (c Config) membership() membership.Config {
 
 func (n *Node) membershipConfig() membership.Config {
 	mc := n.cfg.membership()
-	mc.Gossip, mc.Incarnation = n.gossip, n.inc
+	mc.Gossip, mc.Incarnation = n.gossip, n.inc.Load()
 	return mc
 }
 
@@ -247,6 +257,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.QuiesceTimeout == 0 {
 		c.QuiesceTimeout = time.Second
+	}
+	if c.wallClock == nil {
+		c.wallClock = time.Now
 	}
 	c.Seeds = slices.Clone(c.Seeds)
 	c.Voters = slices.Clone(c.Voters)
@@ -317,7 +330,12 @@ type Node struct {
 	log   *slog.Logger
 	dir   Directory
 	start time.Time // origin of the node's monotonic lease clock
-	inc   uint64
+	// inc is the incarnation this process advertises (gossip, handoffs):
+	// taken at Start, raised with the holder's (see afterStep).
+	inc atomic.Uint64
+	// superseded is set once a voter reported a newer process with this
+	// NodeID: this one leads nothing again and refuses handoffs.
+	superseded atomic.Bool
 	// holderRand is the lease holder's own jitter source: cfg.Rand belongs
 	// to gossip's rejoin goroutine.
 	holderRand *rand.Rand
@@ -368,7 +386,6 @@ func New(cfg Config) (*Node, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		start:   time.Now(),
-		inc:     uint64(time.Now().UnixNano()),
 		changed: make(chan struct{}),
 		leases:  make(map[uint32]*Lease),
 		stop:    make(chan struct{}),
@@ -402,10 +419,14 @@ func (n *Node) now() lease.Time { return lease.Time(time.Since(n.start)) }
 // version); unreachable seeds are retried in the background. Start must be
 // called once; Stop releases the node even if Start failed.
 func (n *Node) Start(ctx context.Context) error {
+	inc, err := takeIncarnation(n.cfg.DataDir, n.cfg.wallClock())
+	if err != nil {
+		return fmt.Errorf("shard: node %s: %w", n.cfg.NodeID, err)
+	}
+	n.inc.Store(inc)
 	var h *lease.Holder
 	if len(n.cfg.Voters) > 0 {
-		var err error
-		if h, err = lease.NewHolder(n.cfg.holder(n.inc, n.holderRand)); err != nil {
+		if h, err = lease.NewHolder(n.cfg.holder(inc, n.holderRand)); err != nil {
 			return fmt.Errorf("shard: node %s: %w", n.cfg.NodeID, err)
 		}
 	}
@@ -451,6 +472,17 @@ type loopState struct {
 	// sessions[node][voter] is the latest session news a voter gave of
 	// node: the generation and whether it expired.
 	sessions map[string]map[string]sessionNews
+	// answered[voter] is when this node last received a reply from voter
+	// that kept its own session there (not stale, not refused): at a
+	// majority within vouchWindow, the voters vouch for this node.
+	answered map[string]lease.Time
+	// vouched: a majority of voters answered this node lately, so it may
+	// be planned shards (see vouched); superseded: a voter reported a
+	// newer process with this NodeID.
+	vouched, superseded bool
+	// replanNow asks for a plan once what the loop is doing is sent;
+	// publishNow for a publish within the budget (see followUp).
+	replanNow, publishNow bool
 	planState
 }
 
@@ -460,7 +492,8 @@ type loopState struct {
 func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 	defer n.loopWG.Done()
 	st := &loopState{view: make(map[string]membership.Member), holder: h,
-		sessions: make(map[string]map[string]sessionNews), planState: newPlanState()}
+		sessions: make(map[string]map[string]sessionNews), answered: make(map[string]lease.Time),
+		planState: newPlanState()}
 	st.since[n.cfg.NodeID] = time.Now()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -499,13 +532,13 @@ func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 				n.sendNow(st, replies)
 			}
 		case rep := <-replies:
-			h.Step(rep, n.now())
-			n.afterStep(st)
+			n.step(st, rep)
 		case <-tick.C:
 			if h != nil {
-				n.rpc.send(h.Tick(n.now()))
-				n.afterStep(st)
+				n.reconcile(st)
+				n.send(st)
 				n.refreshDeadlines(h)
+				n.checkVouched(st)
 			}
 			msgs := n.gossip.flush()
 			if time.Since(lastRefresh) >= claimRefresh {
@@ -537,7 +570,47 @@ func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 			n.endAll(st, ReasonShutdown)
 			return
 		}
+		n.followUp(st)
 	}
+}
+
+// followUp plans or publishes when what the loop just did asked for it:
+// after the loop's requests have left, so that a slow planner delays no
+// keep-alive.
+func (n *Node) followUp(st *loopState) {
+	switch {
+	case st.replanNow:
+		n.plan(st)
+	case st.publishNow && !time.Now().Before(st.nextPublish):
+		// This node's own leases changed: its table says so now,
+		// within the publish budget, rather than at the next tick.
+		n.publish(st)
+	}
+	st.publishNow = false
+}
+
+// step applies a voter's reply.
+func (n *Node) step(st *loopState, rep lease.Reply) {
+	h := st.holder
+	now := n.now()
+	h.Step(rep, now)
+	if !rep.Stale && rep.Mismatch == "" && rep.Gen != 0 && !h.Superseded() {
+		st.answered[rep.Voter] = now
+	}
+	n.afterStep(st)
+	n.refreshDeadlines(h)
+	n.checkVouched(st)
+}
+
+// send runs the holder's Tick and sends the requests it returns — after
+// applying the changes that the Tick and the calls before it reported: a
+// lease that a Transfer or a Release ends has its context cancelled
+// before the request leaves (DESIGN §2, rule 1: the lease ends when the
+// node sends).
+func (n *Node) send(st *loopState) {
+	envs := st.holder.Tick(n.now())
+	n.afterStep(st)
+	n.rpc.send(envs)
 }
 
 // coalesceLimit bounds how many waiting calls and replies the loop
@@ -558,8 +631,7 @@ func (n *Node) sendNow(st *loopState, replies <-chan lease.Reply) {
 			f(st)
 			continue
 		case rep := <-replies:
-			h.Step(rep, n.now())
-			n.afterStep(st)
+			n.step(st, rep)
 			continue
 		default:
 		}
@@ -569,8 +641,7 @@ func (n *Node) sendNow(st *loopState, replies <-chan lease.Reply) {
 	if h == nil {
 		return
 	}
-	n.rpc.send(h.Tick(n.now()))
-	n.afterStep(st)
+	n.send(st)
 }
 
 func (n *Node) apply(st *loopState, ev membership.Event) {
@@ -618,6 +689,66 @@ func (n *Node) leaseDead(st *loopState, id string) bool {
 	return expired > len(n.cfg.Voters)/2
 }
 
+// vouched reports whether the voters vouch for member id: for a majority
+// of them, the latest news of id is a session that started and has not
+// expired (for this node itself: a majority answered its own keep-alives
+// lately, see checkVouched). Only such members may be planned shards
+// (DESIGN §2, liveness). "No news" is not "alive": a member that cannot
+// reach the voters, or a process superseded by a newer one with its
+// NodeID, would be planned shards that every Transfer to it is refused,
+// for as long as it stays in gossip. Without voters every member is
+// vouched for.
+//
+// News of another member comes in the holder's notices: a voter lists
+// every live session in its first reply to this node, and the sessions
+// that start and expire after it in later ones.
+func (n *Node) vouched(st *loopState, id string) bool {
+	switch {
+	case len(n.cfg.Voters) == 0:
+		return true
+	case id == n.cfg.NodeID:
+		return st.vouched
+	}
+	live := 0
+	for _, news := range st.sessions[id] {
+		if !news.expired {
+			live++
+		}
+	}
+	return live > len(n.cfg.Voters)/2
+}
+
+// checkVouched updates whether the voters vouch for this node: it becomes
+// so when a majority answered it, and stops being so when fewer did within
+// vouchWindow (time alone ends it) or a newer process took its NodeID. A
+// change replans.
+func (n *Node) checkVouched(st *loopState) {
+	h := st.holder
+	if h == nil {
+		return
+	}
+	now := n.now()
+	answered := 0
+	for _, at := range st.answered {
+		if now.Sub(at) < vouchWindow*n.cfg.LeaseDuration {
+			answered++
+		}
+	}
+	v := !h.Superseded() && answered > len(n.cfg.Voters)/2
+	if v != st.vouched {
+		st.vouched, st.replanNow = v, true
+		n.log.Info("voters vouch for this node", "vouched", v, "answered", answered)
+	}
+}
+
+// vouchWindow, in LeaseDurations, is how long this node counts a voter's
+// answer as the voter vouching for it. Peers stop counting it one
+// LeaseDuration after the voter last heard from it; this node lets the
+// answers of a loaded or briefly cut-off moment age twice as long before
+// it plans itself out of its own shards (its leases end on their own, by
+// the lease rule, and peers plan by what the voters tell them).
+const vouchWindow = 2
+
 type sessionNews struct {
 	gen     uint64
 	expired bool
@@ -635,13 +766,14 @@ func (n *Node) countMembers(st *loopState) {
 }
 
 // afterStep acts on what the holder reported: lease transitions go to the
-// Handler, the table and the rebalancer, session notices to the plan.
+// leases, the Handler, the table and the rebalancer, session notices to the
+// plan, a raised incarnation to gossip. It neither plans nor publishes: it
+// asks followUp to, so that its callers send first.
 func (n *Node) afterStep(st *loopState) {
 	h := st.holder
 	if h == nil {
 		return
 	}
-	changed := false
 	for _, c := range h.TakeChanges() {
 		switch c.Kind {
 		case lease.Gained:
@@ -652,15 +784,17 @@ func (n *Node) afterStep(st *loopState) {
 			}
 			n.gossip.lead(c.Shard, c.Epoch)
 			n.metrics.transitions.WithLabelValues("acquired", "").Inc()
-			l := newLease(c.Shard, c.Epoch)
-			if d, ok := h.Deadline(c.Shard, n.now()); ok {
-				l.deadline.Store(n.start.Add(time.Duration(d)).UnixNano())
+			now := n.now()
+			d, ok := h.Deadline(c.Shard, now)
+			if !ok {
+				d = now // it is over already: the lease starts ended
 			}
+			l := newLease(c.Shard, c.Epoch, n.start, d)
 			n.setLease(c.Shard, l)
 			n.history.add(Transition{Shard: c.Shard, Epoch: c.Epoch, Event: "acquired"})
 			n.log.Info("leading shard", "shard", c.Shard, "epoch", c.Epoch)
 			n.handlers.push(func(hd Handler) { hd.Acquired(l) })
-			changed = true
+			st.dirty, st.republish, st.publishNow = true, true, true
 		case lease.Renewed:
 			n.gossip.lead(c.Shard, c.Epoch)
 			n.metrics.transitions.WithLabelValues("renewed", "").Inc()
@@ -669,7 +803,7 @@ func (n *Node) afterStep(st *loopState) {
 			}
 			n.history.add(Transition{Shard: c.Shard, Epoch: c.Epoch, Event: "renewed"})
 			n.log.Info("lease renewed at a higher epoch", "shard", c.Shard, "epoch", c.Epoch)
-			changed = true
+			st.dirty, st.republish, st.publishNow = true, true, true
 		case lease.Lost:
 			n.gossip.unlead(c.Shard, c.Epoch)
 			r, peer := reasonOf(c.Reason), ""
@@ -680,20 +814,18 @@ func (n *Node) afterStep(st *loopState) {
 				}
 			}
 			n.endLease(c.Shard, r, peer)
-			changed = true
+			st.dirty, st.republish, st.publishNow = true, true, true
 		case lease.Transferred:
 			n.transferred(st, c)
 		case lease.TransferFailed:
 			n.transferFailed(st, c)
 		}
 	}
-	notices := h.TakeNotices()
-	replan := false
-	for _, x := range notices {
+	for _, x := range h.TakeNotices() {
 		if x.Node == n.cfg.NodeID {
 			continue
 		}
-		dead := n.leaseDead(st, x.Node)
+		dead, vouched := n.leaseDead(st, x.Node), n.vouched(st, x.Node)
 		if st.sessions[x.Node] == nil {
 			st.sessions[x.Node] = make(map[string]sessionNews)
 		}
@@ -703,34 +835,134 @@ func (n *Node) afterStep(st *loopState) {
 			st.sessions[x.Node][x.Voter] = sessionNews{gen: x.Gen, expired: x.Expired}
 		}
 		if n.leaseDead(st, x.Node) != dead {
+			// A dead leader's shards are failed over now, not at the
+			// next tick.
 			n.log.Info("voters report a node's session", "member", x.Node, "expired", !dead)
-			replan = true
+			st.replanNow = true
+		}
+		if v := n.vouched(st, x.Node); v != vouched {
+			n.log.Info("voters vouch for a member", "member", x.Node, "vouched", v)
+			st.replanNow = true
+			if m, ok := st.view[x.Node]; v && ok && m.State == membership.Active {
+				// It settles again before it receives shards, so that a
+				// member whose sessions come and go does not make
+				// shards flap.
+				st.since[x.Node] = time.Now()
+			}
 		}
 	}
-	if changed {
-		st.dirty, st.republish = true, true
-		if !time.Now().Before(st.nextPublish) {
-			// This node's own leases changed: its table says so now,
-			// within the publish budget, rather than at the next tick.
-			n.publish(st)
-		}
+	if h.Superseded() && !st.superseded {
+		n.supersede(st)
 	}
-	if replan {
-		// A dead leader's shards are failed over now, not at the next tick.
-		n.plan(st)
+	if inc := h.Inc(); inc != n.inc.Load() {
+		n.raiseIncarnation(inc)
 	}
 }
 
-// refreshDeadlines publishes each lease's current deadline on the wall
-// clock, for Lease.Deadline.
+// supersede reacts to a voter's report that a newer process with this
+// NodeID runs: the holder has ended every lease and sends nothing again.
+// This process refuses handoffs (it could not lead them) and advertises
+// that it drains, so that peers plan nothing onto it while gossip shows it
+// rather than its successor.
+func (n *Node) supersede(st *loopState) {
+	st.superseded = true
+	n.superseded.Store(true)
+	n.ready.Store(false)
+	n.log.Warn("a newer process with this node's ID runs; this one leads nothing again", "incarnation", n.inc.Load())
+	mem := n.membership()
+	if mem == nil {
+		return
+	}
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		ctx, cancel := context.WithTimeout(n.runCtx, n.cfg.LeaseDuration)
+		defer cancel()
+		if err := mem.SetState(ctx, membership.Draining); err != nil {
+			n.log.Warn("advertising the draining state of a superseded process", "err", err)
+		}
+	}()
+}
+
+// raiseIncarnation follows the holder, which took an incarnation above one
+// a voter reported for this NodeID (this process's own was read from a
+// wall clock that stepped back): handoff targets are named by the
+// incarnation gossip shows, so gossip must show the new one, and the
+// data directory remembers it for the next start.
+func (n *Node) raiseIncarnation(inc uint64) {
+	old := n.inc.Swap(inc)
+	n.log.Warn("incarnation raised above the one the voters know for this node's ID (the wall clock stepped back?)", "from", old, "to", inc)
+	mem := n.membership()
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		if n.cfg.DataDir != "" {
+			if err := raiseIncarnationFile(n.cfg.DataDir, inc); err != nil {
+				n.log.Error("persisting the raised incarnation", "err", err)
+			}
+		}
+		if mem == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(n.runCtx, n.cfg.LeaseDuration)
+		defer cancel()
+		if err := mem.SetIncarnation(ctx, inc); err != nil {
+			n.log.Warn("advertising the raised incarnation", "incarnation", inc, "err", err)
+		}
+	}()
+}
+
+// refreshDeadlines moves each lease's deadline to the holder's: forward
+// as keep-alives are answered, back when a voter stopped protecting it.
+// A lease the holder no longer counts ends now; the holder's Lost change
+// follows at the next Tick.
 func (n *Node) refreshDeadlines(h *lease.Holder) {
 	now := n.now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for s, l := range n.leases {
 		if d, ok := h.Deadline(s, now); ok {
-			l.deadline.Store(n.start.Add(time.Duration(d)).UnixNano())
+			l.setDeadline(d)
+		} else if !l.expired() {
+			l.end(ReasonQuorumLost)
 		}
+	}
+}
+
+// reconcile replaces the leases whose context ended at their deadline
+// while the holder still leads the shard: the node ran late (its loop, or
+// the whole process, starved), the deadline passed, and replies handled
+// since renewed the lease in the holder. A context cannot be revived, so
+// the Handler hears that the old lease expired and then receives a new
+// Lease at the holder's epoch. No other node can have led the shard in
+// between: a voter that still counts for this node now refuses every
+// other grant until after this node's renewed deadline (DESIGN §2, why it
+// is safe, 3), and such voters are a majority.
+func (n *Node) reconcile(st *loopState) {
+	h := st.holder
+	now := n.now()
+	n.mu.Lock()
+	var ended []uint32
+	for s, l := range n.leases {
+		if l.expired() {
+			ended = append(ended, s)
+		}
+	}
+	n.mu.Unlock()
+	slices.Sort(ended)
+	for _, s := range ended {
+		e, ok := h.Leads(s, now)
+		d, _ := h.Deadline(s, now)
+		if !ok {
+			continue // the holder's Lost change follows
+		}
+		n.log.Info("lease ended at its deadline, then renewed: a new lease for the application", "shard", s, "epoch", e)
+		n.endLease(s, ReasonLeaseExpired, "")
+		l := newLease(s, e, n.start, d)
+		n.setLease(s, l)
+		n.metrics.transitions.WithLabelValues("acquired", "").Inc()
+		n.history.add(Transition{Shard: s, Epoch: e, Event: "acquired"})
+		n.handlers.push(func(hd Handler) { hd.Acquired(l) })
 	}
 }
 
@@ -749,7 +981,9 @@ func (n *Node) getLease(s uint32) *Lease {
 	return n.leases[s]
 }
 
-// endLease cancels the lease's context at once, then tells the Handler.
+// endLease cancels the lease's context at once, unless its deadline or
+// the node did already (the reason it ended for first is the one the
+// Handler hears), then tells the Handler.
 func (n *Node) endLease(s uint32, r Reason, peer string) {
 	n.mu.Lock()
 	l := n.leases[s]
@@ -758,7 +992,7 @@ func (n *Node) endLease(s uint32, r Reason, peer string) {
 	if l == nil {
 		return
 	}
-	l.end(r)
+	r = l.end(r)
 	n.history.add(Transition{Shard: s, Epoch: l.Epoch(), Event: "released", Reason: r, Peer: peer})
 	n.metrics.transitions.WithLabelValues("released", r.String()).Inc()
 	n.log.Info("stopped leading shard", "shard", s, "epoch", l.Epoch(), "reason", r.String())
@@ -766,7 +1000,8 @@ func (n *Node) endLease(s uint32, r Reason, peer string) {
 }
 
 // releaseAll gives every led shard up at the voters, so that the desired
-// owners take over at once instead of after a lease.
+// owners take over at once instead of after a lease. The contexts end
+// before the releases leave.
 func (n *Node) releaseAll(st *loopState, r Reason) {
 	if st.holder == nil {
 		return
@@ -785,8 +1020,8 @@ func (n *Node) releaseAll(st *loopState, r Reason) {
 		st.holder.Release(s, now)
 	}
 	st.holder.TakeChanges()
-	n.rpc.send(st.holder.Tick(now))
 	n.endAll(st, r)
+	n.rpc.send(st.holder.Tick(now))
 }
 
 func (n *Node) endAll(st *loopState, r Reason) {

@@ -101,8 +101,8 @@ func (ps peerServer) check(cluster, to string, inc uint64, s uint32) error {
 		return status.Errorf(codes.FailedPrecondition, "cluster %q, this node is of %q", cluster, n.cfg.Cluster)
 	case to != n.cfg.NodeID:
 		return status.Errorf(codes.FailedPrecondition, "handoff for node %q reached %q", to, n.cfg.NodeID)
-	case inc != n.inc:
-		return status.Errorf(codes.FailedPrecondition, "handoff for incarnation %d of %s, this is %d", inc, to, n.inc)
+	case inc != n.inc.Load():
+		return status.Errorf(codes.FailedPrecondition, "handoff for incarnation %d of %s, this is %d", inc, to, n.inc.Load())
 	case int(s) >= n.cfg.Shards:
 		return status.Errorf(codes.InvalidArgument, "shard %d: %v (P = %d)", s, ErrUnknownShard, n.cfg.Shards)
 	}
@@ -121,6 +121,10 @@ func (ps peerServer) Prepare(ctx context.Context, req *peerv1.PrepareRequest) (*
 	}
 	if n.draining.Load() {
 		return nil, status.Error(codes.Unavailable, ErrDraining.Error())
+	}
+	if n.superseded.Load() {
+		// The voters refuse this process a session: it could never lead.
+		return nil, status.Errorf(codes.FailedPrecondition, "incarnation %d of %s is superseded by a newer process", n.inc.Load(), n.cfg.NodeID)
 	}
 	if p, ok := n.cfg.Handler.(Preparer); ok {
 		pctx, cancel := context.WithTimeout(ctx, timeout)

@@ -93,21 +93,30 @@ func newPlanState() planState {
 	}
 }
 
-// alive reports whether node id is in the view with a live lease session:
-// its claims are believed, so nobody else may acquire its shards.
+// alive reports whether node id is in the view and the voters have not
+// reported its session expired: its claims are believed, so nobody else
+// may acquire its shards. (Receiving shards takes more: see vouched.)
 func (n *Node) alive(st *loopState, id string) bool {
 	_, ok := st.view[id]
 	return ok && !n.leaseDead(st, id)
 }
 
-// eligible returns the members that may receive shards: active, alive,
-// not draining, and settled (active for JoinSettle, or leading already).
-// It also notes when the next unsettled member settles.
+// target reports whether member id may receive shards: active, not
+// draining, and vouched for by the voters.
+func (n *Node) target(st *loopState, id string) bool {
+	m, ok := st.view[id]
+	return ok && m.State == membership.Active && !st.drainsPeer(id) && n.vouched(st, id)
+}
+
+// eligible returns the members that may receive shards: active, vouched
+// for by a majority of voters, not draining, and settled (active and
+// vouched for JoinSettle, or leading already). It also notes when the
+// next unsettled member settles.
 func (n *Node) eligible(st *loopState, now time.Time, leads map[string]int) []Member {
 	st.settleAt = time.Time{}
 	var out []Member
 	for id, m := range st.view {
-		if m.State != membership.Active || !n.alive(st, id) || st.drainsPeer(id) {
+		if !n.target(st, id) {
 			continue
 		}
 		if id == n.cfg.NodeID && st.draining {
@@ -159,7 +168,7 @@ func (n *Node) want(st *loopState, now time.Time) (cur, target []string, err err
 // plan recomputes every shard's target from the node's view and acts on
 // it: desires what it should acquire and starts the handoffs it should run.
 func (n *Node) plan(st *loopState) {
-	st.dirty, st.lastPlan = false, time.Now()
+	st.dirty, st.replanNow, st.lastPlan = false, false, time.Now()
 	now := time.Now()
 	P := n.cfg.Shards
 	h := st.holder
@@ -185,7 +194,7 @@ func (n *Node) plan(st *loopState) {
 		}
 	}
 	st.current, st.target = cur, target
-	n.ready.Store(n.membership() != nil && !st.draining && !now.Before(st.since[n.cfg.NodeID].Add(n.cfg.JoinSettle)))
+	n.ready.Store(n.membership() != nil && !st.draining && !st.superseded && !now.Before(st.since[n.cfg.NodeID].Add(n.cfg.JoinSettle)))
 	if h != nil {
 		n.act(st, now)
 	}
@@ -257,8 +266,13 @@ func (n *Node) startHandoff(st *loopState, s uint32, to string, waiter chan erro
 		return n.notLeader(s)
 	}
 	m, ok := st.view[to]
-	if !ok || m.State != membership.Active || st.drainsPeer(to) || !n.alive(st, to) {
+	if !ok || m.State != membership.Active || st.drainsPeer(to) {
 		return fmt.Errorf("shard: %w: %q is not an active member", ErrUnknownNode, to)
+	}
+	if !n.vouched(st, to) {
+		// The voters would refuse the Transfer, and this node's lease
+		// would end when it sent it: the shard would be left unled.
+		return fmt.Errorf("shard: %w: %q has no live session at a majority of voters", ErrUnknownNode, to)
 	}
 	if hf := st.handoffs[s]; hf != nil {
 		if hf.to != to {
@@ -303,6 +317,9 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 		})
 	}
 	minEpoch, err := n.peers.prepare(ctx, hf, n.cfg)
+	if err == nil {
+		err = checkMinEpoch(hf.epoch, minEpoch)
+	}
 	if err != nil {
 		fail("prepare", err)
 		return
@@ -349,6 +366,18 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 			hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "transfer", Err: fmt.Errorf("lease on shard %d ended before the transfer", hf.shard)})
 			return
 		}
+		if m := st.view[hf.to]; !n.target(st, hf.to) || m.Incarnation != hf.toInc {
+			// The target lost its sessions at the voters, drains, left or
+			// restarted since it prepared: the voters would refuse the
+			// Transfer, and this lease would end when it was sent. Keep
+			// leading and plan again.
+			delete(st.handoffs, hf.shard)
+			st.retryAt[hf.shard] = time.Now().Add(n.handoffBackoff())
+			st.dirty = true
+			n.metrics.handoffs.WithLabelValues("failed_target").Inc()
+			hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "target", Err: fmt.Errorf("%s may no longer receive shards (no longer active, or without a live session at a majority of voters)", hf.to)})
+			return
+		}
 		h.SetDesired(hf.shard, false)
 		if err := h.TransferAt(hf.shard, hf.to, hf.toInc, minEpoch, now); err != nil {
 			delete(st.handoffs, hf.shard)
@@ -357,6 +386,20 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 		}
 		st.sendNow = true // now, not at the next tick: this is the gap
 	})
+}
+
+// checkMinEpoch checks the lowest epoch a handoff's target asks to lead
+// at (its Prepare reply's min_epoch), against the epoch e the source
+// leads: the transfer makes the target lead at max(e+1, min). A min far
+// above e is a corrupt or hostile reply, and honouring it could run the
+// shard's epochs to the end of uint64, where e+1 wraps to 0 and every
+// fence breaks. Epochs grow by one per leadership, so lease.MaxEpochJump
+// (2^32) leaves room for any real history.
+func checkMinEpoch(e, min uint64) error {
+	if min > e && min-e > lease.MaxEpochJump {
+		return fmt.Errorf("target asks to lead at epoch %d (min_epoch), more than %d above the led epoch %d", min, uint64(lease.MaxEpochJump), e)
+	}
+	return nil
 }
 
 // transferred runs step 4: the voters accepted, so tell the target. If the
