@@ -355,37 +355,43 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 		fail("quiesce", ctx.Err())
 		return
 	}
-	n.do(func(st *loopState) {
-		h := st.holder
-		if st.handoffs[hf.shard] != hf {
-			return
-		}
-		now := n.now()
-		if e, ok := h.Leads(hf.shard, now); !ok || e != hf.epoch {
-			delete(st.handoffs, hf.shard)
-			hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "transfer", Err: fmt.Errorf("lease on shard %d ended before the transfer", hf.shard)})
-			return
-		}
-		if m := st.view[hf.to]; !n.target(st, hf.to) || m.Incarnation != hf.toInc {
-			// The target lost its sessions at the voters, drains, left or
-			// restarted since it prepared: the voters would refuse the
-			// Transfer, and this lease would end when it was sent. Keep
-			// leading and plan again.
-			delete(st.handoffs, hf.shard)
-			st.retryAt[hf.shard] = time.Now().Add(n.handoffBackoff())
-			st.dirty = true
-			n.metrics.handoffs.WithLabelValues("failed_target").Inc()
-			hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "target", Err: fmt.Errorf("%s may no longer receive shards (no longer active, or without a live session at a majority of voters)", hf.to)})
-			return
-		}
-		h.SetDesired(hf.shard, false)
-		if err := h.TransferAt(hf.shard, hf.to, hf.toInc, minEpoch, now); err != nil {
-			delete(st.handoffs, hf.shard)
-			hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "transfer", Err: err})
-			return
-		}
-		st.sendNow = true // now, not at the next tick: this is the gap
-	})
+	n.do(func(st *loopState) { n.switchOver(st, hf, minEpoch) })
+}
+
+// switchOver runs step 3 of hf on the loop: unless the lease or the target
+// changed since the prepare, it transfers the shard at the voters (at
+// least at minEpoch, the target's floor). TransferAt ends the lease in
+// the holder; send cancels its context before the Transfer leaves.
+func (n *Node) switchOver(st *loopState, hf *handoff, minEpoch uint64) {
+	h := st.holder
+	if st.handoffs[hf.shard] != hf {
+		return
+	}
+	now := n.now()
+	if e, ok := h.Leads(hf.shard, now); !ok || e != hf.epoch {
+		delete(st.handoffs, hf.shard)
+		hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "transfer", Err: fmt.Errorf("lease on shard %d ended before the transfer", hf.shard)})
+		return
+	}
+	if m := st.view[hf.to]; !n.target(st, hf.to) || m.Incarnation != hf.toInc {
+		// The target lost its sessions at the voters, drains, left or
+		// restarted since it prepared: the voters would refuse the
+		// Transfer, and this lease would end when it was sent. Keep
+		// leading and plan again.
+		delete(st.handoffs, hf.shard)
+		st.retryAt[hf.shard] = time.Now().Add(n.handoffBackoff())
+		st.dirty = true
+		n.metrics.handoffs.WithLabelValues("failed_target").Inc()
+		hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "target", Err: fmt.Errorf("%s may no longer receive shards (no longer active, or without a live session at a majority of voters)", hf.to)})
+		return
+	}
+	h.SetDesired(hf.shard, false)
+	if err := h.TransferAt(hf.shard, hf.to, hf.toInc, minEpoch, now); err != nil {
+		delete(st.handoffs, hf.shard)
+		hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "transfer", Err: err})
+		return
+	}
+	st.sendNow = true // now, not at the next tick: this is the gap
 }
 
 // checkMinEpoch checks the lowest epoch a handoff's target asks to lead

@@ -43,6 +43,8 @@ type rpcPlane struct {
 	clients []*voterClient
 	byID    map[string]*voterClient
 	replies chan lease.Reply
+	// observe, when set, sees every request as send queues it (tests).
+	observe func(lease.Envelope)
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -162,6 +164,9 @@ func startRPC(cfg Config, log *slog.Logger, m *metrics, register func(*grpc.Serv
 // send queues requests for their voters without blocking.
 func (p *rpcPlane) send(envs []lease.Envelope) {
 	for _, e := range envs {
+		if p.observe != nil {
+			p.observe(e)
+		}
 		c := p.byID[e.To]
 		if c == nil {
 			continue
