@@ -316,11 +316,12 @@ type Holder struct {
 	seq    uint64
 	// superseded is set when a voter reports a newer incarnation.
 	superseded bool
-	// inc is the incarnation sent; raised says it was raised above a
-	// voter's (once only); granted says a voter has granted or
-	// transferred this process something, after which it never raises.
+	// inc is the incarnation sent; raises counts how often it was
+	// raised above a voter's (at most once per voter); granted says a
+	// voter has granted or transferred this process something, after
+	// which it never raises.
 	inc      uint64
-	raised   bool
+	raises   int
 	granted  bool
 	mismatch string
 	changes  []Change
@@ -361,9 +362,12 @@ func NewHolder(cfg HolderConfig) (*Holder, error) {
 func (h *Holder) ID() string { return h.cfg.ID }
 
 // Inc returns the incarnation this process sends. It starts at
-// HolderConfig.Inc and grows at most once: when a voter answers Stale
-// naming a higher incarnation of this NodeID before any voter granted this
-// process anything, the process takes one above it instead of stopping.
+// HolderConfig.Inc and grows when a voter answers Stale naming a higher
+// incarnation of this NodeID before any voter granted this process
+// anything: the process takes one above it instead of stopping. Voters may
+// know different incarnations (some missed the newest), so it may grow
+// again on another voter's higher report, but at most once per voter: two
+// live processes with one NodeID cannot outbid each other for ever.
 // Such a process leads nothing and no record names it, so the only
 // question is which of two processes with one NodeID runs on; the one
 // that has led something stops (the other way round, a process whose
@@ -404,6 +408,20 @@ func (h *Holder) counts(st *shardState, e uint64, v int, now Time) bool {
 	g, ok := st.votes[e][v]
 	vs := &h.voters[v]
 	return ok && g == vs.gen && vs.hasFresh && now.Sub(vs.fresh) < h.eff
+}
+
+// regrantEpoch returns the highest epoch above the led epoch e that a
+// re-grant of st asked or asks voters for (e if none): voters that granted
+// it record this node there, and refuse a Transfer of e.
+func (st *shardState) regrantEpoch(e uint64) uint64 {
+	top := e
+	if st.acq != nil {
+		top = max(top, st.acq.epoch)
+	}
+	for ep := range st.votes {
+		top = max(top, ep)
+	}
+	return top
 }
 
 func (h *Holder) valid(st *shardState, e uint64, now Time) bool {
@@ -568,8 +586,9 @@ func (h *Holder) endLease(st *shardState, s uint32, r Reason, now Time) {
 
 // Transfer hands shard s to node to (incarnation toInc) in one voter round.
 // The lease ends now, before the request leaves; Transferred or
-// TransferFailed reports the outcome. It returns an error if s is not led.
-// Call SetDesired(s, false) first: a node that still wants s acquires it
+// TransferFailed reports the outcome. It returns an error if s is not led,
+// and one wrapping ErrRegranting while the holder re-grants s above the led
+// epoch (the lease goes on; try again shortly). Call SetDesired(s, false) first: a node that still wants s acquires it
 // again once the transfer is over.
 func (h *Holder) Transfer(s uint32, to string, toInc uint64, now Time) error {
 	return h.TransferAt(s, to, toInc, 0, now)
@@ -589,21 +608,16 @@ func (h *Holder) TransferAt(s uint32, to string, toInc, toEpoch uint64, now Time
 		return fmt.Errorf("transfer of shard %d: target's lowest epoch %d is more than %d above the led epoch %d", s, toEpoch, uint64(MaxEpochJump), e)
 	}
 	st := h.shards[s]
+	if top := st.regrantEpoch(e); top > e {
+		return fmt.Errorf("transfer of shard %d at epoch %d: %w at epoch %d", s, e, ErrRegranting, top)
+	}
 	h.endLease(st, s, ReasonHandoff, now)
-	// The transfer gives e up at every voter; partial grants above e are
-	// released, and the floor keeps the node from ever leading either.
-	for ep, vs := range st.votes {
-		if ep > e {
-			for v := range vs {
-				h.queueRelease(st, v, ep)
-			}
-		}
+	// The transfer gives e up at every voter (no re-grant above it is
+	// asked for or held, see regrantEpoch); the floor keeps the node from
+	// ever leading it again.
+	for ep := range st.votes {
 		st.floor = max(st.floor, ep)
 		delete(st.votes, ep)
-	}
-	if st.acq != nil {
-		st.floor = max(st.floor, st.acq.epoch)
-		st.acq = nil
 	}
 	op := Op{Kind: OpTransfer, Shard: s, Epoch: e, To: to, ToInc: toInc}
 	if toEpoch > e+1 {
@@ -910,10 +924,11 @@ func (h *Holder) Step(rep Reply, now Time) {
 			// incarnation it carried is no longer this process's.
 			return
 		}
-		if !h.granted && !h.raised && rep.Inc >= h.inc && !h.cfg.Mutations.KeepStaleInc {
+		if !h.granted && h.raises < len(h.voters) && rep.Inc >= h.inc && !h.cfg.Mutations.KeepStaleInc {
 			// Nothing names this process anywhere: take an incarnation
 			// above the voter's rather than stop (Inc says why).
-			h.inc, h.raised = rep.Inc+1, true
+			h.inc = rep.Inc + 1
+			h.raises++
 			// Everything sent so far went out under the old incarnation
 			// and is refused or about to be: send again at the next Tick.
 			// Nothing was granted, so nothing needs releasing.

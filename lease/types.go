@@ -200,4 +200,11 @@ type Reply struct {
 var (
 	// ErrConfig is wrapped by every configuration error.
 	ErrConfig = errors.New("invalid lease configuration")
+
+	// ErrRegranting is wrapped by a Transfer refused because the holder
+	// is re-granting the shard above the led epoch: some voters may
+	// already record the higher epoch, and would refuse a Transfer of the
+	// led one. The lease goes on; try again once the re-grant settles
+	// (within a round trip to the voters, or the lease ends).
+	ErrRegranting = errors.New("re-grant in flight")
 )

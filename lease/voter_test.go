@@ -12,7 +12,7 @@ import (
 	"github.com/tenurehq/tenure/lease"
 )
 
-// The voter rules of DESIGN.md §2 ("Voter operations"), one table row per
+// The voter rules of docs/design.md §2.3, one table row per
 // rule. Every row runs a script of requests against one voter (ID "v1",
 // LeaseDuration 10 s, Boot 1) and compares the reply to the last request
 // in full. The script persists the records each Handle returns, as a

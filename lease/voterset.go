@@ -14,7 +14,7 @@ import (
 // voters: two nodes that count majorities over different sets can each
 // win one, and then both lead a shard. Nodes advertise the ID in gossip
 // and send it with every voter request, so that a peer or voter configured
-// with another set refuses them (DESIGN §2: a voter set changes only
+// with another set refuses them (docs/design.md §9: a voter set changes only
 // through a reconfiguration protocol, never by restarting with a new
 // list).
 func VoterSetID(ids []string) uint64 {

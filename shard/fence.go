@@ -37,7 +37,7 @@ func (e *StaleTokenError) Error() string {
 // Is reports whether target is ErrStaleEpoch.
 func (e *StaleTokenError) Is(target error) bool { return target == ErrStaleEpoch }
 
-// Fence is the token check of an in-process resource (DESIGN §3). A leader
+// Fence is the token check of an in-process resource (docs/design.md §3). A leader
 // attaches a lease.Token to every side effect; the resource passes it to
 // Check before applying the effect and applies it only if Check returns
 // nil. Check accepts a token iff its epoch is at least the highest epoch

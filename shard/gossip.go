@@ -14,7 +14,7 @@ import (
 // leaderGossip spreads who leads what. Each node sends its own leadership
 // changes to every peer as they happen, resends its whole set every few
 // seconds, and carries it in gossip push/pull; each keeps every peer's
-// claims and, per shard, believes the highest epoch (DESIGN §5). Claims are the leaders' own, never voter records. A peer's claims
+// claims and, per shard, believes the highest epoch (docs/design.md §5). Claims are the leaders' own, never voter records. A peer's claims
 // go when it leaves or fails, when it restarts, and when a newer epoch
 // appears. The memberlist callbacks (NotifyMsg, LocalState,
 // MergeRemoteState) run on memberlist's goroutines: they only take the

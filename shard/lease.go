@@ -78,7 +78,7 @@ func (e *LeaseEndedError) Is(target error) bool { return target == ErrLeaseEnded
 // resources can fence stale leaders. A Lease is safe for concurrent use.
 //
 // The lease has a local deadline on this process's monotonic clock: the
-// instant it ends unless more keep-alives are answered (DESIGN §2, rule 2).
+// instant it ends unless more keep-alives are answered (docs/design.md §2.4, rule 2).
 // Context ends at that deadline by itself — a timer fires there, and
 // Context().Err() compares the deadline with the clock on every call — so
 // a node whose loop is busy (planning, publishing, a long Plan call) still

@@ -605,7 +605,7 @@ func (n *Node) step(st *loopState, rep lease.Reply) {
 // send runs the holder's Tick and sends the requests it returns — after
 // applying the changes that the Tick and the calls before it reported: a
 // lease that a Transfer or a Release ends has its context cancelled
-// before the request leaves (DESIGN §2, rule 1: the lease ends when the
+// before the request leaves (docs/design.md §2.4, rule 1: the lease ends when the
 // node sends).
 func (n *Node) send(st *loopState) {
 	envs := st.holder.Tick(n.now())
@@ -693,7 +693,7 @@ func (n *Node) leaseDead(st *loopState, id string) bool {
 // of them, the latest news of id is a session that started and has not
 // expired (for this node itself: a majority answered its own keep-alives
 // lately, see checkVouched). Only such members may be planned shards
-// (DESIGN §2, liveness). "No news" is not "alive": a member that cannot
+// (docs/design.md §2.6). "No news" is not "alive": a member that cannot
 // reach the voters, or a process superseded by a newer one with its
 // NodeID, would be planned shards that every Transfer to it is refused,
 // for as long as it stays in gossip. Without voters every member is
@@ -936,7 +936,7 @@ func (n *Node) refreshDeadlines(h *lease.Holder) {
 // the Handler hears that the old lease expired and then receives a new
 // Lease at the holder's epoch. No other node can have led the shard in
 // between: a voter that still counts for this node now refuses every
-// other grant until after this node's renewed deadline (DESIGN §2, why it
+// other grant until after this node's renewed deadline (docs/design.md §2.5, why it
 // is safe, 3), and such voters are a majority.
 func (n *Node) reconcile(st *loopState) {
 	h := st.holder

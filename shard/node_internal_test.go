@@ -102,7 +102,7 @@ func (d *drivenNode) handled() []string {
 }
 
 // A node's lease on a shard ends when it sends a Transfer or a Release for
-// it (DESIGN §2, rule 1): the application's context is cancelled before
+// it (docs/design.md §2.4, rule 1): the application's context is cancelled before
 // the request leaves, not after.
 func TestTransferCancelsContextBeforeSending(t *testing.T) {
 	const s = 2

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -10,7 +11,7 @@ import (
 	"github.com/tenurehq/tenure/membership"
 )
 
-// The rebalancer runs inside the node's loop (DESIGN §4). There is no
+// The rebalancer runs inside the node's loop (docs/design.md §4). There is no
 // central controller: every node plans from its own view and acts only on
 // what it is sure of — the shards it leads (it hands them to their targets)
 // and the shards nobody alive leads (it acquires those whose target it is).
@@ -355,23 +356,47 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 		fail("quiesce", ctx.Err())
 		return
 	}
-	n.do(func(st *loopState) { n.switchOver(st, hf, minEpoch) })
+	// A re-grant in flight holds the transfer back for a round trip to
+	// the voters; the target expects the shard until the handoff's
+	// deadline.
+	for {
+		again := false
+		n.do(func(st *loopState) { again = n.switchOver(st, hf, minEpoch) })
+		if !again {
+			return
+		}
+		t := time.NewTimer(regrantWait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			fail("transfer", fmt.Errorf("shard %d was still being re-granted at the handoff's timeout: %w", hf.shard, ctx.Err()))
+			return
+		}
+	}
 }
+
+// regrantWait is how long a handoff waits before trying its transfer again
+// when the holder is re-granting the shard (lease.ErrRegranting).
+const regrantWait = 10 * time.Millisecond
 
 // switchOver runs step 3 of hf on the loop: unless the lease or the target
 // changed since the prepare, it transfers the shard at the voters (at
 // least at minEpoch, the target's floor). TransferAt ends the lease in
-// the holder; send cancels its context before the Transfer leaves.
-func (n *Node) switchOver(st *loopState, hf *handoff, minEpoch uint64) {
+// the holder; send cancels its context before the Transfer leaves. It
+// reports whether to try again shortly: the holder is re-granting the
+// shard above the led epoch, and the voters that granted the higher epoch
+// would refuse a Transfer of the led one.
+func (n *Node) switchOver(st *loopState, hf *handoff, minEpoch uint64) (again bool) {
 	h := st.holder
 	if st.handoffs[hf.shard] != hf {
-		return
+		return false
 	}
 	now := n.now()
 	if e, ok := h.Leads(hf.shard, now); !ok || e != hf.epoch {
 		delete(st.handoffs, hf.shard)
 		hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "transfer", Err: fmt.Errorf("lease on shard %d ended before the transfer", hf.shard)})
-		return
+		return false
 	}
 	if m := st.view[hf.to]; !n.target(st, hf.to) || m.Incarnation != hf.toInc {
 		// The target lost its sessions at the voters, drains, left or
@@ -383,15 +408,23 @@ func (n *Node) switchOver(st *loopState, hf *handoff, minEpoch uint64) {
 		st.dirty = true
 		n.metrics.handoffs.WithLabelValues("failed_target").Inc()
 		hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "target", Err: fmt.Errorf("%s may no longer receive shards (no longer active, or without a live session at a majority of voters)", hf.to)})
-		return
+		return false
 	}
 	h.SetDesired(hf.shard, false)
 	if err := h.TransferAt(hf.shard, hf.to, hf.toInc, minEpoch, now); err != nil {
+		// The lease goes on; the plan sets the shard's desire again.
+		if errors.Is(err, lease.ErrRegranting) {
+			return true
+		}
 		delete(st.handoffs, hf.shard)
+		st.retryAt[hf.shard] = time.Now().Add(n.handoffBackoff())
+		st.dirty = true
+		n.metrics.handoffs.WithLabelValues("failed_transfer").Inc()
 		hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "transfer", Err: err})
-		return
+		return false
 	}
 	st.sendNow = true // now, not at the next tick: this is the gap
+	return false
 }
 
 // checkMinEpoch checks the lowest epoch a handoff's target asks to lead

@@ -2,8 +2,11 @@ package leasesim
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"time"
+
+	"github.com/tenurehq/tenure/lease"
 )
 
 // leading is one node process that leads a shard at the instant checked.
@@ -13,24 +16,62 @@ type leading struct {
 	e uint64
 }
 
+// cachedLease is a node's lease on one shard as of its holder's last
+// step: epoch e until its clock reads until.
+type cachedLease struct {
+	ok    bool
+	e     uint64
+	until lease.Time
+}
+
+// refreshLeases asks node n's holder afresh which shards it leads and
+// until when. Between two steps of the holder its leases only run out:
+// Leads holds while a majority of voters count, each until its freshest
+// keep-alive's send time plus the usable lease, so exactly until Deadline.
+func (s *Sim) refreshLeases(n *node) {
+	n.stale = false
+	if len(n.leases) != s.cfg.Shards {
+		n.leases = make([]cachedLease, s.cfg.Shards)
+	}
+	now := n.clk.at(s.now)
+	for sh := range uint32(s.cfg.Shards) {
+		c := cachedLease{}
+		if s.cfg.LoopEndsLeases {
+			c.e, c.ok = n.loopLed[sh]
+			c.until = math.MaxInt64
+		} else if c.e, c.ok = n.h.Leads(sh, now); c.ok {
+			c.until, _ = n.h.Deadline(sh, now)
+		}
+		n.leases[sh] = c
+	}
+}
+
 // check runs the safety invariants at the current instant.
 func (s *Sim) check() {
+	if cap(s.owns) < len(s.nodes) {
+		s.owns = make([]lease.Time, len(s.nodes))
+	}
+	s.owns = s.owns[:len(s.nodes)]
+	for i, n := range s.nodes {
+		if n.up && n.h != nil {
+			if n.stale {
+				s.refreshLeases(n)
+			}
+			s.owns[i] = n.clk.at(s.now)
+		}
+	}
 	for sh := range uint32(s.cfg.Shards) {
 		s.leads = s.leads[:0]
 		for i, n := range s.nodes {
 			if !n.up || n.h == nil {
 				continue
 			}
-			e, ok := n.h.Leads(sh, n.clk.at(s.now))
-			if s.cfg.LoopEndsLeases {
-				e, ok = n.loopLed[sh]
-			}
-			if !ok {
-				if _, was := n.was[sh]; was {
-					delete(n.was, sh)
-				}
+			c := n.leases[sh]
+			if !c.ok || s.owns[i] >= c.until {
+				delete(n.was, sh)
 				continue
 			}
+			e := c.e
 			s.leads = append(s.leads, leading{n: n, i: i, e: e})
 			if prev, ok := n.was[sh]; ok && prev == e {
 				continue
@@ -98,7 +139,7 @@ func (s *Sim) started(sh uint32, i int, n *node, e uint64) {
 // by its own clock. Only the paused leader is excused: a node whose lease
 // rests on keep-alives it sent before its clock stood still in a freeze,
 // next to a leader of a newer epoch. By real time its lease is over; by its
-// own clock it is not, and the fence (DESIGN §3) rejects its writes, since
+// own clock it is not, and the fence (docs/design.md §3) rejects its writes, since
 // its epoch is below one the resource sees from the newer leader.
 func (s *Sim) overlap(sh uint32) {
 	top, atTop := uint64(0), 0
@@ -141,8 +182,8 @@ func (s *Sim) fenced(l leading, sh uint32) bool {
 	if s.cfg.Unfenced || !n.frozen {
 		return false
 	}
-	d, ok := n.h.Deadline(sh, n.clk.at(s.now))
-	return ok && d.Add(-s.usable()) <= n.frozeAt
+	c := n.leases[sh]
+	return c.ok && c.until.Add(-s.usable()) <= n.frozeAt
 }
 
 // usable is how long after sending a keep-alive a holder counts on it,

@@ -40,7 +40,7 @@
 // answering nothing, and later restarts from what its store holds, with a
 // new boot counter and its grace period.
 //
-// Handoffs follow DESIGN §4: the source asks the target to prepare (the
+// Handoffs follow docs/design.md §4: the source asks the target to prepare (the
 // target expects the shard and names the lowest epoch it can lead at),
 // then transfers; the forward of the outcome is a message too, so every
 // step can be dropped, delayed, duplicated or cut off by a crash. Once
@@ -53,14 +53,14 @@
 // one at every start) and a rate within ±ρ (MaxClockDrift). While faults
 // last, rates are drawn anew, a node's clock steps forward, and processes
 // freeze: a VM freeze, in which the process neither runs nor its clock
-// advances. These are the clocks DESIGN §2 argues about, and the checker
+// advances. These are the clocks docs/design.md §2.5 argues about, and the checker
 // holds them to every invariant, with one exception, forced by what a
 // stopped clock is.
 //
 // A node that froze while it led resumes with its clock where it stopped,
 // so by its own clock its lease is still valid, though in real time it ran
 // out and another node may lead. No local rule can see that: it is the
-// paused leader of DESIGN §3, and what protects the shard is the fence —
+// paused leader of docs/design.md §3, and what protects the shard is the fence —
 // its epoch is below the new leader's, so a resource that has seen the new
 // leader's token rejects its writes. The checker therefore excuses exactly
 // that overlap: a node whose lease rests on keep-alives it sent before its
@@ -74,7 +74,7 @@
 // the lease ends on time by the node's own clock.
 //
 // A voter's clock that steps forward, and rates beyond ±ρ, break the
-// assumption the lease rests on, and DESIGN promises nothing then. They
+// assumption the lease rests on, and docs/design.md promises nothing then. They
 // happen only with Config.BeyondDrift, which checks what still holds: one
 // holder per (shard, epoch), which rests on majorities alone, and
 // liveness — once faults stop and clocks are back within ±ρ, every shard is

@@ -1,6 +1,7 @@
 package leasesim
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -42,8 +43,21 @@ func (s *Sim) deliver(i int, e *event) {
 			break
 		}
 		s.setDesired(n, e.shard, false)
-		if err := n.h.TransferAt(e.shard, to.id, e.toInc, e.minEpoch, now); err == nil {
+		err := n.h.TransferAt(e.shard, to.id, e.toInc, e.minEpoch, now)
+		switch {
+		case err == nil:
 			s.trace("%s transfers shard %d to %s#%d (at least epoch %d)", n.label(), e.shard, to.id, e.toInc, e.minEpoch)
+		case errors.Is(err, lease.ErrRegranting):
+			// As shard.Node does: try again shortly, the target still
+			// prepared.
+			s.trace("%s holds the transfer of shard %d back: %v", n.label(), e.shard, err)
+			n.preparing[e.shard] = p
+			life := n.life
+			s.At(s.now+regrantWait, func() {
+				if n.up && n.life == life {
+					s.deliver(i, e)
+				}
+			})
 		}
 	default:
 		n.h.Step(e.rep, now)
@@ -123,8 +137,18 @@ func (s *Sim) drainChanges(i int) {
 	if n.h == nil {
 		return
 	}
+	n.stale = true
 	n.inc = n.h.Inc()
 	s.incs[n.id] = max(s.incs[n.id], n.inc)
+	if p := s.primary[n.id]; p != i && n.inc > s.nodes[p].inc && !n.h.Superseded() {
+		// An older process that nothing named yet took an incarnation
+		// above a replacement's (its own came from a clock that stepped
+		// back): it is the NodeID's newest now, and the replacement
+		// will hear it is superseded.
+		s.nodes[p].zombie, n.zombie = true, false
+		s.primary[n.id] = i
+		s.trace("%s (process %d) is now the newest process of %s", n.label(), i, n.id)
+	}
 	for _, c := range n.h.TakeChanges() {
 		s.trace("%s %s shard %d epoch %d %s", n.label(), kindName(c.Kind), c.Shard, c.Epoch, reasonName(c))
 		switch c.Kind {
@@ -200,7 +224,7 @@ func reasonName(c lease.Change) string {
 
 // eligible reports whether node i plans shards to member id: it believes
 // it up (gossip) and a majority of voters report a live session for it
-// (DESIGN §2: "no news" is not "alive"). Every node counts itself while it
+// (docs/design.md §2.6: "no news" is not "alive"). Every node counts itself while it
 // is not draining.
 func (s *Sim) eligible(i int, id string) bool {
 	n := s.nodes[i]
@@ -255,6 +279,7 @@ func (s *Sim) hash(id string, sh uint32) uint64 {
 
 func (s *Sim) setDesired(n *node, sh uint32, want bool) {
 	n.h.SetDesired(sh, want)
+	n.stale = true
 	for int(sh) >= len(n.desire) {
 		n.desire = append(n.desire, false)
 		n.contest = append(n.contest, false)

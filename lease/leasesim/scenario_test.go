@@ -10,7 +10,7 @@ import (
 	"github.com/tenurehq/tenure/lease/leasesim"
 )
 
-// The directed scenarios of DESIGN.md §2: each broke an earlier draft of
+// The directed scenarios of docs/design.md §2.5: each broke an earlier draft of
 // the rules. They run as transcripts on the simulator (nodes n1.., voters
 // v1..; one shard, 0) and check the safety invariants at every step.
 
@@ -469,5 +469,79 @@ func TestScenarioStaleIncarnationKeptIsCaught(t *testing.T) {
 	}
 	if !s.Holder(0).Superseded() {
 		t.Fatal("the restarted process was never told it is stale")
+	}
+}
+
+// stale incarnation, voters disagreeing: incarnation 2 of n1 reached every
+// voter, 3 and 4 only v1 and v3 (v2 was cut off). The next process starts
+// as incarnation 1, from a wall clock that stepped back, and hears v2's
+// "stale, 2 seen" first. It must still end up above every incarnation the
+// voters know, and lead.
+func TestScenarioStaleIncarnationVotersDisagree(t *testing.T) {
+	s := mustPlay(t, scenario{nodes: 1, voters: 3, length: 5 * time.Second, script: func(s *leasesim.Sim) {
+		s.Want(0, 0, true)
+		s.At(300*ms, func() { s.Crash(0) })
+		s.At(310*ms, func() { s.Restart(0) }) // incarnation 2, at every voter
+		s.At(600*ms, func() {
+			s.Crash(0)
+			s.Cut(0, s.Voter(1))
+			s.Cut(s.Voter(1), 0)
+		})
+		s.At(610*ms, func() { s.Restart(0) }) // 3, at v1 and v3 only
+		s.At(700*ms, func() { s.Crash(0) })
+		s.At(710*ms, func() { s.Restart(0) }) // 4, at v1 and v3 only
+		s.At(900*ms, func() {
+			s.Crash(0)
+			s.Heal()
+			s.Slow(s.Voter(0), 0, 50*ms) // v2's answer comes first
+			s.Slow(s.Voter(2), 0, 50*ms)
+		})
+		s.At(1000*ms, func() { s.RestartWith(0, 1) })
+		s.At(1500*ms, func() {
+			s.Slow(s.Voter(0), 0, 0)
+			s.Slow(s.Voter(2), 0, 0)
+		})
+	}})
+	if s.Holder(0).Superseded() {
+		t.Fatalf("the restarted process (incarnation %d) is stale for good", s.Holder(0).Inc())
+	}
+	leader(t, s, 0)
+}
+
+// transfer during a re-grant: n1 leads at epoch 1; v3 restarts, so n1
+// re-grants at epoch 2, and v1 and v2 accept. Before their replies are in,
+// a planned handoff transfers the shard at epoch 1, the epoch n1 leads at.
+// Every voter refuses: v1 and v2 record n1 at epoch 2 now, v3 an older
+// session's epoch 1. The handoff must not fail for that: when it does, the
+// target, which prepared for the shard, waits out its hold-off before
+// acquiring it itself, and the planned move leaves the shard unled for
+// longer than a crash failover would.
+func TestScenarioTransferDuringRegrant(t *testing.T) {
+	s := mustPlay(t, scenario{nodes: 2, voters: 3, length: 3 * time.Second, script: func(s *leasesim.Sim) {
+		s.Want(0, 0, true)
+		s.At(900*ms, func() { s.Cut(0, s.Voter(2)) })
+		s.At(1000*ms, func() { s.CrashVoter(2) })
+		s.At(1001*ms, func() { s.RestartVoter(2) })
+		s.At(1500*ms, func() { s.Slow(s.Voter(1), 0, 400*ms) })
+		s.At(1600*ms, s.Heal)
+		s.At(1700*ms, func() { s.Slow(s.Voter(1), 0, 0) })
+		// As shard.Node does, the transfer waits while the re-grant is in
+		// flight (lease.ErrRegranting).
+		var transfer func()
+		transfer = func() {
+			err := s.TransferErr(0, 0, 1)
+			switch {
+			case errors.Is(err, lease.ErrRegranting):
+				s.At(s.Now()+10*ms, transfer)
+			case err != nil:
+				t.Errorf("transfer at %v: %v", s.Now(), err)
+			default:
+				s.Want(1, 0, true)
+			}
+		}
+		s.At(1900*ms, transfer)
+	}})
+	if r := s.Result(); r.Handoffs != 1 {
+		t.Fatalf("the handoff failed (%d transfers accepted); history %v", r.Handoffs, s.History(0))
 	}
 }

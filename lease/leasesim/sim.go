@@ -120,7 +120,7 @@ type Config struct {
 	ExtremeDrift bool
 	// BeyondDrift lets clocks break the drift bound while faults last:
 	// rates up to Faults.WildRate away from 1, and voters' clocks stepping
-	// forward. DESIGN §2 promises no safety then, so the checker enforces
+	// forward. docs/design.md §2.5 promises no safety then, so the checker enforces
 	// only one holder per (shard, epoch), which rests on majorities alone,
 	// and liveness: once faults stop (and clocks are back within ±ρ) every
 	// shard is led again. The overlaps it sees are counted in
@@ -266,10 +266,15 @@ type node struct {
 	news    map[string]map[string]session // NodeID → voter → latest notice
 	was     map[uint32]uint64
 	loopLed map[uint32]uint64 // shards the loop last heard it leads (LoopEndsLeases)
-	wants   map[uint32]bool   // scripted desires, kept across restarts
-	desire  []bool            // what the node last told its holder, per shard
-	contest []bool            // contesting another's leadership now, per shard
-	quietT  time.Duration     // wants nothing before this global time (a settling twin)
+	// leases caches, per shard, what Holder.Leads and Deadline said after
+	// the holder last handled anything (stale says it has since): until
+	// then a lease can only end, at its deadline on the node's clock.
+	leases  []cachedLease
+	stale   bool
+	wants   map[uint32]bool // scripted desires, kept across restarts
+	desire  []bool          // what the node last told its holder, per shard
+	contest []bool          // contesting another's leadership now, per shard
+	quietT  time.Duration   // wants nothing before this global time (a settling twin)
 	// preparing holds handoffs this node started: the target asked to
 	// prepare, the reply not yet in.
 	preparing map[uint32]prep
@@ -398,7 +403,8 @@ type Sim struct {
 	ids         []string            // every NodeID, in order of first start
 	hashes      map[string][]uint64 // NodeID → rendezvous hash per shard
 	voterIdx    map[string]int
-	leads       []leading // the checker's scratch
+	leads       []leading    // the checker's scratch
+	owns        []lease.Time // each node's clock reading, for the checker
 }
 
 // Run simulates cfg and returns the first violation as a *Violation.
@@ -518,7 +524,7 @@ func (s *Sim) startNode(i int, inc uint64) error {
 	}
 	n.life, n.inc = n.life+1, inc
 	n.clk = s.newClock(true)
-	n.h, n.up, n.pausedT, n.deferred = h, true, 0, nil
+	n.h, n.up, n.pausedT, n.deferred, n.stale = h, true, 0, nil, true
 	n.frozen, n.zombie, n.superseded, n.draining = false, false, false, false
 	n.view[n.id] = true
 	clear(n.was)
@@ -691,6 +697,7 @@ func (s *Sim) fail(rule, what string) {
 const (
 	handoffTimeout = time.Second
 	prepareTimeout = 300 * time.Millisecond
+	regrantWait    = 10 * time.Millisecond // shard's wait for a re-grant to settle before a transfer
 )
 
 // ---- The script API ----
@@ -771,15 +778,20 @@ func (s *Sim) Want(i int, sh uint32, want bool) {
 // Transfer makes node i hand shard sh to node j now (scripts only). It
 // reports whether i led sh.
 func (s *Sim) Transfer(i int, sh uint32, j int) bool {
+	return s.TransferErr(i, sh, j) == nil
+}
+
+// TransferErr is Transfer returning the holder's error.
+func (s *Sim) TransferErr(i int, sh uint32, j int) error {
 	n, to := s.nodes[i], s.nodes[j]
 	if n.h == nil {
-		return false
+		return fmt.Errorf("%s is down", n.label())
 	}
 	s.Want(i, sh, false)
 	err := n.h.Transfer(sh, to.id, to.inc, n.clk.at(s.now))
 	s.trace("%s transfers shard %d to %s: %v", n.label(), sh, to.id, err)
 	s.drainChanges(i)
-	return err == nil
+	return err
 }
 
 // Release makes node i give shard sh up now (scripts only).
@@ -949,6 +961,9 @@ func (s *Sim) Err() error {
 	}
 	return s.err
 }
+
+// Result returns the run's summary so far.
+func (s *Sim) Result() Result { return s.res }
 
 // Now returns the simulated global time.
 func (s *Sim) Now() time.Duration { return s.now }

@@ -2,6 +2,7 @@ package scalesim
 
 import (
 	"cmp"
+	"errors"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -61,6 +62,10 @@ type node struct {
 
 type memberState uint8
 
+// regrantWait is how long a transfer waits for a re-grant to settle
+// (lease.ErrRegranting), as in shard.Node.
+const regrantWait = 10 * time.Millisecond
+
 const (
 	stateNone memberState = iota
 	stateActive
@@ -88,8 +93,9 @@ type handoff struct {
 	toInc     uint64
 	draining  bool
 	prepared  bool
-	switching bool   // holds one of the source's switching slots
-	minEpoch  uint64 // the target's MinTransferEpoch, from its prepare
+	switching bool          // holds one of the source's switching slots
+	minEpoch  uint64        // the target's MinTransferEpoch, from its prepare
+	until     time.Duration // the handoff's timeout
 }
 
 // addNode creates the next node, not yet in anyone's view but its own,
@@ -109,6 +115,7 @@ func (s *Sim) addNode() (*node, error) {
 	h, err := lease.NewHolder(lease.HolderConfig{
 		ID: n.id, Inc: n.inc, Voters: s.vids, LeaseDuration: s.cfg.LeaseDuration,
 		MaxClockDrift: s.cfg.MaxClockDrift, Rand: rand.New(rand.NewPCG(s.rng.Uint64(), s.rng.Uint64())),
+		Nonce: s.rng.Uint64() | 1, // from the seed, so that runs replay exactly
 	})
 	if err != nil {
 		return nil, err
@@ -342,7 +349,7 @@ func (s *Sim) startHandoff(n *node, sh uint32, to int32) {
 		return
 	}
 	s.hids++
-	hf := &handoff{id: s.hids, shard: sh, epoch: e, to: to, toInc: t.inc, draining: n.draining}
+	hf := &handoff{id: s.hids, shard: sh, epoch: e, to: to, toInc: t.inc, draining: n.draining, until: s.now + s.cfg.HandoffTimeout}
 	n.handoffs[sh] = hf
 	s.inflight++
 	req, _ := prepareBytes(sh, e, n.id, t.id, t.inc, n.draining, s.cfg.HandoffTimeout)
@@ -427,9 +434,23 @@ func (s *Sim) transfer(n *node, hf *handoff, minEpoch uint64) {
 	delete(n.desired, hf.shard)
 	t := s.nodes[hf.to]
 	if err := n.h.TransferAt(hf.shard, t.id, hf.toInc, minEpoch, local); err != nil {
+		if errors.Is(err, lease.ErrRegranting) && s.now+regrantWait < hf.until {
+			// As shard.Node does: wait for the re-grant to settle (the
+			// handoff's own timeout still ends it).
+			s.after(regrantWait, func() {
+				if n.up && n.handoffs[hf.shard] == hf {
+					s.transfer(n, hf, minEpoch)
+				}
+			})
+			return
+		}
 		s.endHandoff(n, hf)
 		return
 	}
+	// The target may adopt the voters' records (its own keep-alives'
+	// Held lists) before this node hears the voters accepted: count its
+	// gain as a handoff from the send on.
+	s.viaTransfer[[2]uint64{uint64(hf.shard), max(hf.epoch+1, minEpoch)}] = true
 	s.sendToVoters(n, n.h.Tick(local)) // now, not at the next tick: this is the gap
 	s.afterStep(n, false)
 }
@@ -452,6 +473,7 @@ func (s *Sim) transferFailed(n *node, c lease.Change) {
 	if hf == nil {
 		return
 	}
+	delete(s.viaTransfer, [2]uint64{uint64(hf.shard), max(hf.epoch+1, hf.minEpoch)})
 	s.failHandoff(n, hf)
 	s.sendLead(n, hf, c)
 }

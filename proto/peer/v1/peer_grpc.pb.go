@@ -1,4 +1,4 @@
-// The node-to-node protocol of graceful handoffs (DESIGN §4): the source of
+// The node-to-node protocol of graceful handoffs (docs/design.md §4): the source of
 // a handoff asks the target to prepare, then, once a majority of voters
 // accepted the transfer, tells it to lead. Internal to a cluster; clients
 // use tenure.v1.
