@@ -373,3 +373,83 @@ func TestTransferRefusesAnEpochJumpBeyondTheBound(t *testing.T) {
 		})
 	}
 }
+
+// TestRestartedVoterResetsItsSessionNews: a voter that restarted forgot
+// every session, so its first reply is a whole list and the holder says
+// so (a Reset notice before the list): a member it reported live before
+// and no longer lists is not live there any more.
+func TestRestartedVoterResetsItsSessionNews(t *testing.T) {
+	w := newCWorld(t, lease.VoterMutations{}, "v1", "v2", "v3")
+	a, b := cHolder(t, "a", 1, lease.HolderMutations{}), cHolder(t, "b", 1, lease.HolderMutations{})
+	w.roundTrip(b, ms(0))
+	w.roundTrip(a, ms(10))
+	news := func() (reset bool, live []string) {
+		for _, x := range a.TakeNotices() {
+			if x.Voter != "v1" {
+				continue
+			}
+			switch {
+			case x.Reset:
+				reset, live = true, nil
+			case !x.Expired:
+				live = append(live, x.Node)
+			}
+		}
+		return reset, live
+	}
+	if reset, live := news(); !reset || len(live) != 1 || live[0] != "b" {
+		t.Fatalf("a's first news from v1: reset %v, live %v; want a whole list naming b", reset, live)
+	}
+	w.roundTrip(a, ms(200))
+	if reset, _ := news(); reset {
+		t.Fatal("a later reply from v1 reset its news")
+	}
+	// b falls silent; v1 restarts and forgets it.
+	w.restart("v1", ms(300))
+	w.roundTrip(a, ms(400))
+	if reset, live := news(); !reset || len(live) != 0 {
+		t.Fatalf("a's first news from v1 after its restart: reset %v, live %v; want a whole, empty list", reset, live)
+	}
+}
+
+// TestUndesiredLeadKeepsItsPartialRegrant: a failed re-grant while leading
+// keeps its partial grant (v1 records epoch 2), and v1 still protects the
+// lease at epoch 1. The node's plan then moves the shard away (desired
+// false, a handoff about to start): v1's Held list must not make the
+// holder release the epoch-2 record, which would withdraw v1's vote and
+// end a lease that v1 and v2 still protect.
+func TestUndesiredLeadKeepsItsPartialRegrant(t *testing.T) {
+	w := newCWorld(t, lease.VoterMutations{}, "v1", "v2", "v3")
+	a, err := lease.NewHolder(lease.HolderConfig{ID: "a", Inc: 1, Voters: []string{"v1", "v2", "v3"}, LeaseDuration: cLD,
+		RequestTimeout: 100 * time.Millisecond, BackoffMin: time.Minute, BackoffMax: time.Minute,
+		Rand: rand.New(rand.NewPCG(1, 2)), Nonce: cNonce.Add(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.SetDesired(0, true)
+	w.roundTrip(a, 0)
+	w.restart("v3", ms(100))
+	w.roundTrip(a, ms(250)) // v3 answers with a new gen: re-grant
+	// The re-grant reaches v1 and v3 (in its grace period, it refuses);
+	// v2's copy is lost.
+	w.roundTrip(a, ms(260), "v2")
+	if r := w.voters["v1"].Record(0); r.Epoch != 2 || r.Holder != "a" {
+		t.Fatalf("v1 did not accept the re-grant at epoch 2: %+v", r)
+	}
+	for at := 270; at <= 400; at += 10 {
+		a.Tick(ms(at)) // the attempt times out; its partial grant is kept
+	}
+	if _, ok := a.Leads(0, ms(400)); !ok {
+		t.Fatal("setup: the lease ended with the failed re-grant")
+	}
+	a.SetDesired(0, false)
+	for at := 410; at <= 600; at += 10 {
+		w.roundTrip(a, ms(at), "v3") // keep-alives; v1's Held list names epoch 2
+	}
+	if _, ok := a.Leads(0, ms(601)); !ok {
+		t.Fatalf("the lease ended though v1 (epoch 2 record of a's session) and v2 (epoch 1) protect it; v1 %+v", w.voters["v1"].Record(0))
+	}
+	if r := w.voters["v1"].Record(0); r.Released {
+		t.Fatalf("a released its epoch-2 record at v1 while leading: %+v", r)
+	}
+}

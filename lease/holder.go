@@ -489,12 +489,15 @@ func (h *Holder) TakeChanges() []Change {
 }
 
 // Notice is a voter's news about another node's session: it expired (the
-// node's leases are provably over at that voter) or began.
+// node's leases are provably over at that voter) or began. A Notice with
+// Reset set names no node: forget which sessions Voter reported live; the
+// notices after it list every session live there now.
 type Notice struct {
 	Voter   string
 	Node    string
 	Gen     uint64
 	Expired bool
+	Reset   bool
 }
 
 // TakeNotices returns the session notices voters sent since the last call.
@@ -972,6 +975,12 @@ func (h *Holder) Step(rep Reply, now Time) {
 	if current && rep.NoticesAt > vs.noticesAt {
 		vs.noticesAt = rep.NoticesAt
 	}
+	if rep.AllStarted && current && rep.NoticesAt == vs.noticesAt {
+		// The newest list this voter sent, and a complete one: a session
+		// it reported live before and does not list is gone (the voter
+		// restarted, or forgot this node and with it what it was told).
+		h.notices = append(h.notices, Notice{Voter: rep.Voter, Reset: true})
+	}
 	for _, x := range rep.Expired {
 		h.notices = append(h.notices, Notice{Voter: rep.Voter, Node: x.Node, Gen: x.Gen, Expired: true})
 	}
@@ -1140,7 +1149,11 @@ func (h *Holder) applyHeld(v int, sentAt, now Time, held []ShardRecord) {
 			// of; it protects us all the same.
 		case st.acq != nil && r.Epoch == st.acq.epoch:
 			h.vote(st, r.Epoch, v, r.HolderGen)
-		case st.desired && r.Epoch > st.floor && st.xfer == nil:
+		case (st.desired || st.led) && r.Epoch > st.floor && st.xfer == nil:
+			// A record this node may lead by, or, above a led epoch, a
+			// re-grant's partial grant kept while leading (§2.4): it
+			// protects the lease whether or not the node still wants the
+			// shard, and releasing it would end the lease.
 			h.vote(st, r.Epoch, v, r.HolderGen)
 			st.estab[v] = max(st.estab[v], now)
 		default:

@@ -223,7 +223,7 @@ func (v *Voter) Handle(req Request, now Time) (Reply, []ShardRecord) {
 		// or this voter restarted and forgot it): changes alone would not
 		// tell it who is alive, so list every live session. A member is
 		// eligible for shards only on such positive news.
-		rep.Started = v.liveSessions(req.From, now)
+		rep.Started, rep.AllStarted = v.liveSessions(req.From, now), true
 	}
 	rep.NoticesAt = now
 	s.prevKA = now

@@ -616,6 +616,7 @@ func TestVoter(t *testing.T) {
 			if !got.Stale {
 				want.NoticesAt = lease.Time(last.at) // the voter's clock at the request
 			}
+			want.AllStarted = got.AllStarted // TestVoterListsAllLiveSessionsWhenItForgotTheSender
 			want.Results = slices.Clone(want.Results)
 			for i := range want.Results {
 				if i < len(last.ops) {
@@ -719,5 +720,38 @@ func TestVoterRepeatsNoticesOfALostReply(t *testing.T) {
 	done, _ := v.Handle(lease.Request{From: "n1", Inc: 1, Seq: 4, NoticesSince: again.NoticesAt}, at(1500*time.Millisecond))
 	if len(done.Expired) != 0 {
 		t.Fatalf("expiry repeated after it was processed: %+v", done.Expired)
+	}
+}
+
+// TestVoterListsAllLiveSessionsWhenItForgotTheSender: a reply lists every
+// live session (AllStarted) to a sender that has heard nothing from this
+// voter, and after the voter restarted; otherwise only the changes.
+func TestVoterListsAllLiveSessionsWhenItForgotTheSender(t *testing.T) {
+	store := map[uint32]lease.Record{}
+	v, err := lease.NewVoter(lease.VoterConfig{ID: "v1", LeaseDuration: ld, Boot: 1}, store, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ask := func(v *lease.Voter, from string, since, at lease.Time) lease.Reply {
+		rep, _ := v.Handle(lease.Request{From: from, Inc: 1, Seq: 1, NoticesSince: since}, at)
+		return rep
+	}
+	ask(v, "n2", 0, 10)
+	first := ask(v, "n1", 0, 20)
+	if !first.AllStarted || len(first.Started) != 1 || first.Started[0].Node != "n2" {
+		t.Fatalf("first reply to n1: AllStarted %v, Started %v; want every live session (n2)", first.AllStarted, first.Started)
+	}
+	if next := ask(v, "n1", first.NoticesAt, 30); next.AllStarted {
+		t.Fatalf("second reply to n1 lists every session (Started %v); want only changes", next.Started)
+	}
+	// Restarted, the voter forgot every session: n1's next reply is whole
+	// again, and n2, silent since, is not in it.
+	v, err = lease.NewVoter(lease.VoterConfig{ID: "v1", LeaseDuration: ld, Boot: 2, Restarted: true}, store, 40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := ask(v, "n1", 30, 50)
+	if !again.AllStarted || len(again.Started) != 0 {
+		t.Fatalf("first reply after the voter's restart: AllStarted %v, Started %v; want a whole, empty list", again.AllStarted, again.Started)
 	}
 }

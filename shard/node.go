@@ -333,6 +333,9 @@ type Node struct {
 	// inc is the incarnation this process advertises (gossip, handoffs):
 	// taken at Start, raised with the holder's (see afterStep).
 	inc atomic.Uint64
+	// raising serialises persisting and advertising raised incarnations,
+	// so that neither the file nor gossip ever goes back to an older one.
+	raising sync.Mutex
 	// superseded is set once a voter reported a newer process with this
 	// NodeID: this one leads nothing again and refuses handoffs.
 	superseded atomic.Bool
@@ -700,8 +703,73 @@ func (n *Node) leaseDead(st *loopState, id string) bool {
 // vouched for.
 //
 // News of another member comes in the holder's notices: a voter lists
-// every live session in its first reply to this node, and the sessions
-// that start and expire after it in later ones.
+// every live session in its first reply to this node (and again whenever
+// it forgot this node, as after its restart), and the sessions that start
+// and expire after it in later ones.
+// applyNotices records the voters' news of other members' sessions, and
+// acts on members whose standing changed over the whole batch: a dead
+// leader's shards fail over now, and a member the voters vouch for again
+// settles before it receives shards.
+//
+// A Reset notice drops what its voter said of live sessions: the notices
+// after it list every session live there now. A member it no longer lists
+// (say one cut off from the voters across the voter's restart) would
+// otherwise stay vouched for on news nobody renews. Expiries stay: they
+// are final for their generation.
+func (n *Node) applyNotices(st *loopState, notices []lease.Notice) {
+	if len(notices) == 0 {
+		return
+	}
+	type standing struct{ dead, vouched bool }
+	before := make(map[string]standing)
+	remember := func(id string) {
+		if _, ok := before[id]; !ok {
+			before[id] = standing{n.leaseDead(st, id), n.vouched(st, id)}
+		}
+	}
+	for _, x := range notices {
+		if x.Reset {
+			for id, byVoter := range st.sessions {
+				if news, ok := byVoter[x.Voter]; ok && !news.expired {
+					remember(id)
+					delete(byVoter, x.Voter)
+				}
+			}
+			continue
+		}
+		if x.Node == n.cfg.NodeID {
+			continue
+		}
+		remember(x.Node)
+		if st.sessions[x.Node] == nil {
+			st.sessions[x.Node] = make(map[string]sessionNews)
+		}
+		// Generations only grow at a voter, so the news of the highest
+		// one is the latest, whatever order the notices came in.
+		if cur, ok := st.sessions[x.Node][x.Voter]; !ok || x.Gen > cur.gen || (x.Gen == cur.gen && x.Expired) {
+			st.sessions[x.Node][x.Voter] = sessionNews{gen: x.Gen, expired: x.Expired}
+		}
+	}
+	for id, b := range before {
+		if n.leaseDead(st, id) != b.dead {
+			// A dead leader's shards are failed over now, not at the
+			// next tick.
+			n.log.Info("voters report a node's session", "member", id, "expired", !b.dead)
+			st.replanNow = true
+		}
+		if v := n.vouched(st, id); v != b.vouched {
+			n.log.Info("voters vouch for a member", "member", id, "vouched", v)
+			st.replanNow = true
+			if m, ok := st.view[id]; v && ok && m.State == membership.Active {
+				// It settles again before it receives shards, so that a
+				// member whose sessions come and go does not make
+				// shards flap.
+				st.since[id] = time.Now()
+			}
+		}
+	}
+}
+
 func (n *Node) vouched(st *loopState, id string) bool {
 	switch {
 	case len(n.cfg.Voters) == 0:
@@ -821,36 +889,7 @@ func (n *Node) afterStep(st *loopState) {
 			n.transferFailed(st, c)
 		}
 	}
-	for _, x := range h.TakeNotices() {
-		if x.Node == n.cfg.NodeID {
-			continue
-		}
-		dead, vouched := n.leaseDead(st, x.Node), n.vouched(st, x.Node)
-		if st.sessions[x.Node] == nil {
-			st.sessions[x.Node] = make(map[string]sessionNews)
-		}
-		// Generations only grow at a voter, so the news of the highest
-		// one is the latest, whatever order the notices came in.
-		if cur, ok := st.sessions[x.Node][x.Voter]; !ok || x.Gen > cur.gen || (x.Gen == cur.gen && x.Expired) {
-			st.sessions[x.Node][x.Voter] = sessionNews{gen: x.Gen, expired: x.Expired}
-		}
-		if n.leaseDead(st, x.Node) != dead {
-			// A dead leader's shards are failed over now, not at the
-			// next tick.
-			n.log.Info("voters report a node's session", "member", x.Node, "expired", !dead)
-			st.replanNow = true
-		}
-		if v := n.vouched(st, x.Node); v != vouched {
-			n.log.Info("voters vouch for a member", "member", x.Node, "vouched", v)
-			st.replanNow = true
-			if m, ok := st.view[x.Node]; v && ok && m.State == membership.Active {
-				// It settles again before it receives shards, so that a
-				// member whose sessions come and go does not make
-				// shards flap.
-				st.since[x.Node] = time.Now()
-			}
-		}
-	}
+	n.applyNotices(st, h.TakeNotices())
 	if h.Superseded() && !st.superseded {
 		n.supersede(st)
 	}
@@ -896,7 +935,13 @@ func (n *Node) raiseIncarnation(inc uint64) {
 	n.bg.Add(1)
 	go func() {
 		defer n.bg.Done()
+		n.raising.Lock()
+		defer n.raising.Unlock()
+		// A later raise may have overtaken this one: take the newest.
+		inc := n.inc.Load()
 		if n.cfg.DataDir != "" {
+			// Under the lock, raiseIncarnationFile's read and write are
+			// one step: the file only grows.
 			if err := raiseIncarnationFile(n.cfg.DataDir, inc); err != nil {
 				n.log.Error("persisting the raised incarnation", "err", err)
 			}

@@ -317,6 +317,7 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 			hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: step, Err: err})
 		})
 	}
+	asked := time.Now()
 	minEpoch, err := n.peers.prepare(ctx, hf, n.cfg)
 	if err == nil {
 		err = checkMinEpoch(hf.epoch, minEpoch)
@@ -357,12 +358,18 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 		return
 	}
 	// A re-grant in flight holds the transfer back for a round trip to
-	// the voters; the target expects the shard until the handoff's
-	// deadline.
+	// the voters, while the target still expects the shard: it holds off
+	// its own acquisition for QuiesceTimeout + LeaseDuration (at most the
+	// handoff's timeout) from the Prepare, which came after asked.
+	expected := asked.Add(n.cfg.QuiesceTimeout + n.cfg.LeaseDuration)
 	for {
 		again := false
 		n.do(func(st *loopState) { again = n.switchOver(st, hf, minEpoch) })
 		if !again {
+			return
+		}
+		if time.Now().Add(regrantWait).After(expected) {
+			fail("transfer", fmt.Errorf("shard %d was still being re-granted when the target stopped expecting it", hf.shard))
 			return
 		}
 		t := time.NewTimer(regrantWait)
@@ -394,8 +401,17 @@ func (n *Node) switchOver(st *loopState, hf *handoff, minEpoch uint64) (again bo
 	}
 	now := n.now()
 	if e, ok := h.Leads(hf.shard, now); !ok || e != hf.epoch {
+		err := fmt.Errorf("lease on shard %d ended before the transfer", hf.shard)
+		if ok {
+			// A re-grant the transfer waited for moved the lease to a
+			// new epoch (and token): the application quiesced the old
+			// one. Plan the move again at once.
+			err = fmt.Errorf("shard %d was re-granted at epoch %d during the handoff of epoch %d", hf.shard, e, hf.epoch)
+		}
 		delete(st.handoffs, hf.shard)
-		hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "transfer", Err: fmt.Errorf("lease on shard %d ended before the transfer", hf.shard)})
+		st.dirty = true
+		n.metrics.handoffs.WithLabelValues("failed_transfer").Inc()
+		hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "transfer", Err: err})
 		return false
 	}
 	if m := st.view[hf.to]; !n.target(st, hf.to) || m.Incarnation != hf.toInc {

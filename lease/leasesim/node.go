@@ -179,6 +179,17 @@ func (s *Sim) drainChanges(i int) {
 	// notices until the next reply repeats them.
 	changed := false
 	for _, x := range n.h.TakeNotices() {
+		if x.Reset {
+			// The voter lists every live session next: forget what it
+			// said of live ones before (expiries stay).
+			for _, m := range n.news {
+				if cur, ok := m[x.Voter]; ok && !cur.expired {
+					delete(m, x.Voter)
+					changed = true
+				}
+			}
+			continue
+		}
 		if x.Node == n.id {
 			continue
 		}

@@ -126,14 +126,15 @@ func RequestFromPB(m *CallRequest) (cluster string, r lease.Request, err error) 
 // ReplyToPB returns the wire form of r sent by a voter of cluster.
 func ReplyToPB(cluster string, r lease.Reply) *CallReply {
 	m := &CallReply{
-		Cluster:   cluster,
-		Voter:     r.Voter,
-		Seq:       r.Seq,
-		Stale:     r.Stale,
-		Inc:       r.Inc,
-		Mismatch:  r.Mismatch,
-		Gen:       r.Gen,
-		NoticesAt: int64(r.NoticesAt),
+		Cluster:    cluster,
+		Voter:      r.Voter,
+		Seq:        r.Seq,
+		Stale:      r.Stale,
+		Inc:        r.Inc,
+		Mismatch:   r.Mismatch,
+		Gen:        r.Gen,
+		NoticesAt:  int64(r.NoticesAt),
+		AllStarted: r.AllStarted,
 	}
 	if len(r.Results) > 0 {
 		m.Results = make([]*Result, len(r.Results))
@@ -215,13 +216,14 @@ func ReplyFromPB(m *CallReply) (cluster string, r lease.Reply, err error) {
 		return "", lease.Reply{}, fe
 	}
 	r = lease.Reply{
-		Voter:     m.Voter,
-		Seq:       m.Seq,
-		Stale:     m.Stale,
-		Inc:       m.Inc,
-		Mismatch:  m.Mismatch,
-		Gen:       m.Gen,
-		NoticesAt: lease.Time(m.NoticesAt),
+		Voter:      m.Voter,
+		Seq:        m.Seq,
+		Stale:      m.Stale,
+		Inc:        m.Inc,
+		Mismatch:   m.Mismatch,
+		Gen:        m.Gen,
+		NoticesAt:  lease.Time(m.NoticesAt),
+		AllStarted: m.AllStarted,
 	}
 	if len(m.Results) > 0 {
 		r.Results = make([]lease.Result, len(m.Results))

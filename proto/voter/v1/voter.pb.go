@@ -700,7 +700,12 @@ type CallReply struct {
 	// the sender's configuration disagrees with its own (a different lease
 	// duration), naming both values. At most 1024 bytes
 	// (voterv1.MaxMismatchLen).
-	Mismatch      string `protobuf:"bytes,12,opt,name=mismatch,proto3" json:"mismatch,omitempty"`
+	Mismatch string `protobuf:"bytes,12,opt,name=mismatch,proto3" json:"mismatch,omitempty"`
+	// all_started says started lists every live session at this voter, not
+	// only those that began since the sender's previous keep-alive (the
+	// sender's first request, or the voter forgot it): a member the sender
+	// heard of as live here and that is not listed is no longer live.
+	AllStarted    bool `protobuf:"varint,13,opt,name=all_started,json=allStarted,proto3" json:"all_started,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -819,6 +824,13 @@ func (x *CallReply) GetMismatch() string {
 	return ""
 }
 
+func (x *CallReply) GetAllStarted() bool {
+	if x != nil {
+		return x.AllStarted
+	}
+	return false
+}
+
 var File_proto_voter_v1_voter_proto protoreflect.FileDescriptor
 
 const file_proto_voter_v1_voter_proto_rawDesc = "" +
@@ -857,7 +869,7 @@ const file_proto_voter_v1_voter_proto_rawDesc = "" +
 	"\rnotices_since\x18\x06 \x01(\x03R\fnoticesSince\x12\x1b\n" +
 	"\tvoter_set\x18\a \x01(\x04R\bvoterSet\x12*\n" +
 	"\x11lease_duration_ns\x18\b \x01(\x03R\x0fleaseDurationNs\x12\x14\n" +
-	"\x05nonce\x18\t \x01(\x04R\x05nonce\"\x8f\x03\n" +
+	"\x05nonce\x18\t \x01(\x04R\x05nonce\"\xb0\x03\n" +
 	"\tCallReply\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05voter\x18\x02 \x01(\tR\x05voter\x12\x10\n" +
@@ -872,7 +884,9 @@ const file_proto_voter_v1_voter_proto_rawDesc = "" +
 	"notices_at\x18\n" +
 	" \x01(\x03R\tnoticesAt\x12\x10\n" +
 	"\x03inc\x18\v \x01(\x04R\x03inc\x12\x1a\n" +
-	"\bmismatch\x18\f \x01(\tR\bmismatch*_\n" +
+	"\bmismatch\x18\f \x01(\tR\bmismatch\x12\x1f\n" +
+	"\vall_started\x18\r \x01(\bR\n" +
+	"allStarted*_\n" +
 	"\x06OpKind\x12\x17\n" +
 	"\x13OP_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rOP_KIND_GRANT\x10\x01\x12\x13\n" +
