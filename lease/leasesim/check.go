@@ -3,6 +3,7 @@ package leasesim
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,6 +47,25 @@ func (s *Sim) refreshLeases(n *node) {
 	}
 }
 
+// led returns the shards node n leads at its clock reading now, in order:
+// from its cached leases, which hold until the holder next handles
+// anything (see refreshLeases).
+func (s *Sim) led(n *node, now lease.Time) []uint32 {
+	if s.cfg.LoopEndsLeases {
+		return n.h.Led(now) // the cache holds the loop's view
+	}
+	if n.stale {
+		s.refreshLeases(n)
+	}
+	n.ledBuf = n.ledBuf[:0]
+	for sh, c := range n.leases {
+		if c.ok && now < c.until {
+			n.ledBuf = append(n.ledBuf, uint32(sh))
+		}
+	}
+	return n.ledBuf
+}
+
 // check runs the safety invariants at the current instant.
 func (s *Sim) check() {
 	if cap(s.owns) < len(s.nodes) {
@@ -68,12 +88,12 @@ func (s *Sim) check() {
 			}
 			c := n.leases[sh]
 			if !c.ok || s.owns[i] >= c.until {
-				delete(n.was, sh)
+				n.was[sh] = 0
 				continue
 			}
 			e := c.e
 			s.leads = append(s.leads, leading{n: n, i: i, e: e})
-			if prev, ok := n.was[sh]; ok && prev == e {
+			if n.was[sh] == e {
 				continue
 			}
 			n.was[sh] = e
@@ -81,6 +101,9 @@ func (s *Sim) check() {
 		}
 		if len(s.leads) > 1 {
 			s.overlap(sh)
+		}
+		for _, l := range s.leads {
+			s.protected(l, sh)
 		}
 		s.contests(sh)
 		if since, ok := s.moving[sh]; ok {
@@ -174,16 +197,126 @@ func (s *Sim) overlap(sh uint32) {
 	}
 }
 
-// fenced reports whether l's lease rests on keep-alives sent before its
-// clock last stood still: fewer than a majority of its voters confirmed it
-// after the freeze.
+// freeze is a span of global time [from, to] in which a node's clock
+// stood still at reading at; running, it would have gone at rate.
+type freeze struct {
+	at       lease.Time
+	from, to time.Duration
+	rate     float64
+}
+
+// fenced reports whether l's lease is over by a clock that did not stand
+// still: it rests on keep-alives sent before the node's clock stood still
+// (fewer than a majority of its voters confirmed it after a freeze), and
+// the clock, had it run through the freezes since, would read past the
+// lease's deadline. By real time the lease is over; by the node's own
+// clock it is not, and only the fence (docs/design.md §3) protects the
+// shard. A freeze shorter than the overlap it would explain excuses
+// nothing.
 func (s *Sim) fenced(l leading, sh uint32) bool {
 	n := l.n
-	if s.cfg.Unfenced || !n.frozen {
+	if s.cfg.Unfenced || len(n.freezes) == 0 {
 		return false
 	}
 	c := n.leases[sh]
-	return c.ok && c.until.Add(-s.usable()) <= n.frozeAt
+	if !c.ok {
+		return false
+	}
+	sent := c.until.Add(-s.usable()) // the keep-alives the lease rests on
+	lost := 0.0
+	for _, f := range n.freezes {
+		if f.at >= sent && s.now > f.from {
+			lost += f.rate * float64(min(s.now, f.to)-f.from)
+		}
+	}
+	return lost > 0 && float64(n.clk.at(s.now))+lost >= float64(c.until)
+}
+
+// protCache is a verdict on the protection of a node's lease on a shard:
+// a majority of voters protect epoch e until global time until, unless
+// the shard's records (ver) or the voters (gver) change first.
+type protCache struct {
+	ok        bool
+	e         uint64
+	ver, gver uint64
+	until     time.Duration
+}
+
+// procKey names node process i in its life-th start.
+func procKey(i int, life uint64) uint64 { return uint64(i)<<32 | life }
+
+// protected checks that l's lease on sh is protected at this instant
+// (docs/design.md §2.5, 3): a majority of voters hold a record of sh
+// naming l's NodeID and a generation the voter gave l's process, at l's
+// epoch or above, not released, with that generation live at the voter.
+// A running voter is judged by its memory, a stopped one by its store
+// (its grace period will protect the generation when it starts again).
+// It needs no rival: a lease left unprotected is a violation even if
+// nobody is granted while it lasts. Excused as overlaps are: a frozen
+// node's fenced lease, and worlds beyond the drift bound.
+func (s *Sim) protected(l leading, sh uint32) {
+	if s.cfg.BeyondDrift {
+		return
+	}
+	pc := &l.n.prot[sh]
+	if pc.ok && pc.e == l.e && pc.ver == s.shardVer[sh] && pc.gver == s.protVer && s.now < pc.until {
+		return
+	}
+	maj := len(s.voters)/2 + 1
+	if until, n := s.protection(l, sh, nil); n >= maj {
+		*pc = protCache{ok: true, e: l.e, ver: s.shardVer[sh], gver: s.protVer, until: until}
+		return
+	}
+	pc.ok = false
+	if s.fenced(l, sh) {
+		return
+	}
+	var what []string
+	s.protection(l, sh, &what)
+	s.fail("leases are protected", fmt.Sprintf("%s (process %d) leads shard %d at epoch %d, protected by fewer than %d voters: %s",
+		l.n.label(), l.i, sh, l.e, maj, strings.Join(what, "; ")))
+}
+
+// protection counts the voters that protect l's lease on sh now, and
+// returns until when a majority of them do if nothing changes (global
+// time). With what set, it describes each voter's record.
+func (s *Sim) protection(l leading, sh uint32, what *[]string) (time.Duration, int) {
+	key := procKey(l.i, l.n.life)
+	s.ends = s.ends[:0]
+	for vi, vt := range s.voters {
+		rec := vt.persisted[sh]
+		if vt.up {
+			rec = vt.v.Record(sh)
+		}
+		mine := slices.Contains(vt.owners[rec.HolderGen], key)
+		ok := rec.Holder == l.n.id && mine && rec.Epoch >= l.e && !rec.Released
+		end := time.Duration(math.MaxInt64) // a stopped voter protects until it starts
+		if ok && vt.up {
+			vnow := vt.clk.at(s.now)
+			until := vt.graceUntil
+			if !vt.grace {
+				until = math.MinInt64
+			}
+			if seen, known := vt.seen[rec.HolderGen]; known {
+				until = max(until, seen.Add(s.cfg.LeaseDuration))
+			}
+			ok = vnow < until
+			end = vt.clk.when(s.now, until)
+		}
+		if ok {
+			s.ends = append(s.ends, end)
+		}
+		if what != nil {
+			*what = append(*what, fmt.Sprintf("v%d (up %v): epoch %d %s gen %x (this process's: %v) released %v: protects %v",
+				vi+1, vt.up, rec.Epoch, rec.Holder, rec.HolderGen, mine, rec.Released, ok))
+		}
+	}
+	maj := len(s.voters)/2 + 1
+	if len(s.ends) < maj {
+		return 0, len(s.ends)
+	}
+	slices.Sort(s.ends)
+	return s.ends[len(s.ends)-maj], len(s.ends)
 }
 
 // usable is how long after sending a keep-alive a holder counts on it,

@@ -1,6 +1,7 @@
 package leasesim
 
 import (
+	"math"
 	"time"
 
 	"github.com/tenurehq/tenure/lease"
@@ -50,4 +51,15 @@ func (c *clock) freeze(t, d time.Duration) lease.Time {
 	c.rebase(t)
 	c.t0 = max(c.t0, t+d)
 	return lease.Time(c.v0)
+}
+
+// when returns the earliest global time at or after t at which the clock
+// reads at least x, if its rate stays as it is.
+func (c *clock) when(t time.Duration, x lease.Time) time.Duration {
+	if c.at(t) >= x {
+		return t
+	}
+	// Past t0 (or at it, for a frozen clock) the reading is linear.
+	d := time.Duration(math.Ceil((float64(x) - c.v0) / c.rate))
+	return max(t, c.t0+d)
 }

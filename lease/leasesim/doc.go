@@ -7,6 +7,14 @@
 //     Holder.Leads: what the application's lease context follows), except
 //     a frozen node next to a newer epoch's leader (below);
 //   - never two nodes leading one (shard, epoch);
+//   - every lease is protected (docs/design.md §2.5, 3): while a node
+//     process leads a shard at an epoch by its own clock, a majority of
+//     voters hold a record of the shard naming its NodeID and a generation
+//     the voter gave that process, at that epoch or above, not released,
+//     and that generation is live there (a running voter judged by its
+//     memory, a stopped one by its store, which its grace period re-arms
+//     when it starts). It needs no rival: a lease left unprotected is
+//     caught whether or not anyone is granted while it lasts;
 //   - the epochs of successive leaders of a shard strictly increase;
 //   - once faults stop, every shard is led again within a bound;
 //   - once faults stop, a planned move (a handoff, a drain) leaves its
@@ -64,8 +72,12 @@
 // its epoch is below the new leader's, so a resource that has seen the new
 // leader's token rejects its writes. The checker therefore excuses exactly
 // that overlap: a node whose lease rests on keep-alives it sent before its
-// clock last stood still (fewer than a majority confirmed after the
-// freeze), next to a leader of a higher epoch. Every other overlap is a
+// clock stood still (fewer than a majority confirmed after the freeze),
+// and whose clock, had it run through the freezes since, would read past
+// the lease's deadline, next to a leader of a higher epoch; and the same
+// lease unprotected at the voters. A freeze excuses no more than it
+// lasted: a short one does not hide a lease that outlived its protection
+// for other reasons. Every other overlap is a
 // violation, including one in which the frozen node holds the higher
 // epoch, or in which its lease rests on keep-alives sent after it resumed.
 // Result.FencedOverlaps counts the excused instants, and Config.Unfenced

@@ -88,12 +88,16 @@ func (s *Sim) tickNode(i int) {
 	// Shards this node leads but no longer wants go to their desired
 	// owner, by handoff (prepare, then transfer) or release. A draining
 	// node, and every node once faults stop, always hands off.
-	led := n.h.Led(now)
+	led := s.led(n, now)
+	var elig []bool
 	for _, sh := range led {
 		if s.cfg.Script != nil {
 			break
 		}
-		owner := s.desired(i, sh)
+		if elig == nil {
+			elig = s.eligibility(i)
+		}
+		owner := s.desiredIn(i, sh, elig)
 		if owner == n.id {
 			continue
 		}
@@ -117,8 +121,8 @@ func (s *Sim) tickNode(i int) {
 			s.trace("%s releases shard %d", n.label(), sh)
 		}
 	}
-	busy := len(n.preparing) > 0 || len(n.h.Transferring()) > 0
-	if n.draining && len(led) == 0 && (!busy || s.cfg.StopDrainEarly) && s.cfg.Script == nil {
+	if n.draining && len(led) == 0 && s.cfg.Script == nil &&
+		(s.cfg.StopDrainEarly || len(n.preparing) == 0 && len(n.h.Transferring()) == 0) {
 		// Drained: leave, and come back a little later.
 		s.trace("%s drained", n.label())
 		s.Crash(i)
@@ -258,12 +262,29 @@ func (s *Sim) eligible(i int, id string) bool {
 // planned owner it heard of, if eligible, else the highest rendezvous hash
 // among the eligible members; "" if none.
 func (s *Sim) desired(i int, sh uint32) string {
-	if id, ok := s.nodes[i].pref[sh]; ok && s.eligible(i, id) {
+	return s.desiredIn(i, sh, s.eligibility(i))
+}
+
+// eligibility lists, in the order of s.ids, whether node process i plans
+// shards to each member now. The slice is the node's scratch: valid until
+// the next call for the node.
+func (s *Sim) eligibility(i int) []bool {
+	n := s.nodes[i]
+	n.elig = n.elig[:0]
+	for _, id := range s.ids {
+		n.elig = append(n.elig, s.eligible(i, id))
+	}
+	return n.elig
+}
+
+// desiredIn is desired with the node's eligibility as of now.
+func (s *Sim) desiredIn(i int, sh uint32, elig []bool) string {
+	if id, ok := s.nodes[i].pref[sh]; ok && elig[s.idIdx[id]] {
 		return id
 	}
 	best, bestH := "", uint64(0)
-	for _, id := range s.names() {
-		if !s.eligible(i, id) {
+	for k, id := range s.ids {
+		if !elig[k] {
 			continue
 		}
 		if h := s.hash(id, sh); best == "" || h > bestH {
@@ -310,9 +331,10 @@ func (s *Sim) refreshDesired(i int) {
 		return
 	}
 	quiet := n.quietT > 0 && s.now < n.quietT
+	elig := s.eligibility(i)
 	for sh := range uint32(s.cfg.Shards) {
 		until, expected := n.expect[sh]
-		s.setDesired(n, sh, !quiet && s.desired(i, sh) == n.id || expected && s.now < until)
+		s.setDesired(n, sh, !quiet && s.desiredIn(i, sh, elig) == n.id || expected && s.now < until)
 	}
 }
 

@@ -258,19 +258,21 @@ type node struct {
 	superseded bool          // it heard so
 	pausedT    time.Duration // neither ticks nor receives until after this global time
 	deferred   []*event
-	// frozen says the process froze at least once; frozeAt is the reading
-	// its clock stood still at the last time.
-	frozen  bool
-	frozeAt lease.Time
+	// freezes lists the spans in which the process's clock stood still,
+	// oldest first (overlapping freezes merged).
+	freezes []freeze
 	view    map[string]bool               // NodeIDs this node believes up
 	news    map[string]map[string]session // NodeID → voter → latest notice
-	was     map[uint32]uint64
-	loopLed map[uint32]uint64 // shards the loop last heard it leads (LoopEndsLeases)
+	was     []uint64                      // per shard, the epoch the checker last saw it lead at, 0 for none
+	elig    []bool                        // scratch: eligibility of each member (Sim.eligibility)
+	loopLed map[uint32]uint64             // shards the loop last heard it leads (LoopEndsLeases)
 	// leases caches, per shard, what Holder.Leads and Deadline said after
 	// the holder last handled anything (stale says it has since): until
 	// then a lease can only end, at its deadline on the node's clock.
 	leases  []cachedLease
+	ledBuf  []uint32 // scratch for Sim.led
 	stale   bool
+	prot    []protCache     // per shard, the checker's last verdict on its protection
 	wants   map[uint32]bool // scripted desires, kept across restarts
 	desire  []bool          // what the node last told its holder, per shard
 	contest []bool          // contesting another's leadership now, per shard
@@ -314,6 +316,15 @@ type voter struct {
 	diskSlow time.Duration // added to every write (scripts)
 	pausedT  time.Duration
 	deferred []*event
+	// What the checker knows of the voter's sessions, from the requests
+	// it handled: per generation, its clock reading at the last
+	// keep-alive in this life (seen), and the node processes it gave the
+	// generation to in any life (owners, as procKeys); and the end of its
+	// restart grace period, if it has one.
+	seen       map[uint64]lease.Time
+	owners     map[uint64][]uint64
+	grace      bool
+	graceUntil lease.Time
 }
 
 type eventKind uint8
@@ -401,10 +412,18 @@ type Sim struct {
 	// planned moves must be short; 0 while faults last.
 	plannedFrom time.Duration
 	ids         []string            // every NodeID, in order of first start
+	idIdx       map[string]int      // NodeID → its index in ids
 	hashes      map[string][]uint64 // NodeID → rendezvous hash per shard
 	voterIdx    map[string]int
 	leads       []leading    // the checker's scratch
 	owns        []lease.Time // each node's clock reading, for the checker
+	ends        []time.Duration
+	// shardVer counts changes of each shard's records at the voters, and
+	// protVer changes of the voters themselves (starts, stops, clocks):
+	// a verdict on a lease's protection stands until either moves or
+	// a generation it rests on expires.
+	shardVer []uint64
+	protVer  uint64
 }
 
 // Run simulates cfg and returns the first violation as a *Violation.
@@ -433,9 +452,11 @@ func New(cfg Config) (*Sim, error) {
 		moving:   make(map[uint32]time.Duration),
 		hashes:   make(map[string][]uint64),
 		voterIdx: make(map[string]int),
+		idIdx:    make(map[string]int),
+		shardVer: make([]uint64, cfg.Shards),
 	}
 	for i := range cfg.Voters {
-		vt := &voter{id: fmt.Sprintf("v%d", i+1), boot: 1, persisted: map[uint32]lease.Record{}}
+		vt := &voter{id: fmt.Sprintf("v%d", i+1), boot: 1, persisted: map[uint32]lease.Record{}, owners: map[uint64][]uint64{}}
 		s.voters = append(s.voters, vt)
 		s.voterIdx[vt.id] = i
 		if err := s.startVoter(i, false); err != nil {
@@ -461,9 +482,10 @@ func New(cfg Config) (*Sim, error) {
 
 func (s *Sim) newNode(id string) *node {
 	if !slices.Contains(s.ids, id) {
+		s.idIdx[id] = len(s.ids)
 		s.ids = append(s.ids, id)
 	}
-	return &node{id: id, view: map[string]bool{}, news: map[string]map[string]session{}, was: map[uint32]uint64{}, loopLed: map[uint32]uint64{},
+	return &node{id: id, view: map[string]bool{}, news: map[string]map[string]session{}, was: make([]uint64, s.cfg.Shards), loopLed: map[uint32]uint64{},
 		wants: map[uint32]bool{}, preparing: map[uint32]prep{}, expect: map[uint32]time.Duration{},
 		pref: map[uint32]string{}, prefV: map[uint32]int{}}
 }
@@ -525,9 +547,11 @@ func (s *Sim) startNode(i int, inc uint64) error {
 	n.life, n.inc = n.life+1, inc
 	n.clk = s.newClock(true)
 	n.h, n.up, n.pausedT, n.deferred, n.stale = h, true, 0, nil, true
-	n.frozen, n.zombie, n.superseded, n.draining = false, false, false, false
+	n.freezes, n.zombie, n.superseded, n.draining = nil, false, false, false
+	n.prot = make([]protCache, s.cfg.Shards)
 	n.view[n.id] = true
 	clear(n.was)
+	n.elig = nil
 	clear(n.loopLed)
 	clear(n.preparing)
 	clear(n.expect)
@@ -566,6 +590,10 @@ func (s *Sim) startVoter(i int, restarted bool) error {
 	}
 	vt.life++
 	vt.v, vt.up, vt.diskFree, vt.pausedT, vt.deferred, vt.failNext = v, true, s.now, 0, nil, false
+	vt.seen = make(map[uint64]lease.Time)
+	vt.grace = restarted && !s.cfg.VoterMu.NoGrace
+	vt.graceUntil = vt.clk.at(s.now).Add(s.cfg.LeaseDuration)
+	s.protVer++
 	s.trace("%s starts, boot %d", vt.id, vt.boot)
 	return nil
 }
@@ -857,6 +885,7 @@ func (s *Sim) Freeze(p int, d time.Duration) {
 			return
 		}
 		vt.clk.freeze(s.now, d)
+		s.protVer++
 		vt.pausedT = max(vt.pausedT, s.now+d+time.Microsecond)
 		s.schedule(&event{at: vt.pausedT, kind: evResume, voter: p - voterBase, life: vt.life})
 		s.trace("%s freezes for %v", vt.id, d)
@@ -866,7 +895,12 @@ func (s *Sim) Freeze(p int, d time.Duration) {
 	if !n.up {
 		return
 	}
-	n.frozen, n.frozeAt = true, n.clk.freeze(s.now, d)
+	at := n.clk.freeze(s.now, d)
+	if k := len(n.freezes) - 1; k >= 0 && n.freezes[k].to >= s.now {
+		n.freezes[k].to = max(n.freezes[k].to, s.now+d)
+	} else {
+		n.freezes = append(n.freezes, freeze{at: at, from: s.now, to: s.now + d, rate: n.clk.rate})
+	}
 	n.pausedT = max(n.pausedT, s.now+d+time.Microsecond)
 	s.trace("%s freezes for %v (process %d)", n.label(), d, p)
 }
@@ -874,6 +908,7 @@ func (s *Sim) Freeze(p int, d time.Duration) {
 // StepClock moves process p's clock forward by d.
 func (s *Sim) StepClock(p int, d time.Duration) {
 	if c := s.clockOf(p); c != nil {
+		s.protVer++
 		c.step(s.now, d)
 		s.trace("process %d's clock steps %v forward", p, d)
 	}
@@ -882,6 +917,7 @@ func (s *Sim) StepClock(p int, d time.Duration) {
 // SetClockRate makes process p's clock run at rate from now on.
 func (s *Sim) SetClockRate(p int, rate float64) {
 	if c := s.clockOf(p); c != nil {
+		s.protVer++
 		c.setRate(s.now, rate)
 		s.trace("process %d's clock runs at %.4f", p, rate)
 	}
@@ -900,6 +936,7 @@ func (s *Sim) clockOf(p int) *clock {
 func (s *Sim) CrashVoter(i int) {
 	if s.voters[i].up {
 		s.voters[i].up = false
+		s.protVer++
 		s.trace("%s crashes", s.voters[i].id)
 	}
 }
@@ -968,8 +1005,12 @@ func (s *Sim) Result() Result { return s.res }
 // Now returns the simulated global time.
 func (s *Sim) Now() time.Duration { return s.now }
 
-// Holder returns node process i's lease state, nil while it is down.
-func (s *Sim) Holder(i int) *lease.Holder { return s.nodes[i].h }
+// Holder returns node process i's lease state, nil while it is down. A
+// script may change it: the checker asks it afresh at the next instant.
+func (s *Sim) Holder(i int) *lease.Holder {
+	s.nodes[i].stale = true
+	return s.nodes[i].h
+}
 
 // LocalNow returns node process i's clock reading.
 func (s *Sim) LocalNow(i int) lease.Time { return s.nodes[i].clk.at(s.now) }

@@ -1,6 +1,7 @@
 package leasesim
 
 import (
+	"slices"
 	"time"
 )
 
@@ -42,7 +43,19 @@ func (s *Sim) handleVoter(e *event) {
 		s.send(voterBase+e.voter, e.node, &event{kind: evToNode, node: e.node, life: e.life, rep: e.rep})
 		return
 	}
-	rep, dirty := vt.v.Handle(e.req, vt.clk.at(s.now))
+	vnow := vt.clk.at(s.now)
+	rep, dirty := vt.v.Handle(e.req, vnow)
+	if rep.Mismatch == "" && !rep.Stale {
+		// The keep-alive went through: rep.Gen is the sender's
+		// generation, seen now.
+		vt.seen[rep.Gen] = vnow
+		if k := procKey(e.node, e.life); !slices.Contains(vt.owners[rep.Gen], k) {
+			vt.owners[rep.Gen] = append(vt.owners[rep.Gen], k)
+		}
+	}
+	for _, r := range dirty {
+		s.shardVer[r.Shard]++
+	}
 	if s.cfg.Trace != nil {
 		for _, r := range rep.Results {
 			s.trace("%s: %s#%d %s shard %d epoch %d: %s (record %d %s gen %x%s)", vt.id, e.req.From, e.req.Inc, r.Op.Kind, r.Op.Shard, r.Op.Epoch, r.Refusal,
@@ -84,6 +97,7 @@ func (s *Sim) written(e *event) {
 	if vt.failNext || s.faults && s.rng.Float64() < s.cfg.Faults.DiskFailRate {
 		vt.failNext = false
 		vt.up = false
+		s.protVer++
 		s.res.DiskFailures++
 		s.trace("%s's write fails: it stops (its memory is ahead of its store)", vt.id)
 		if s.faults {

@@ -166,6 +166,9 @@ func (s *Sim) calm() {
 		n.pausedT = min(n.pausedT, s.now)
 		n.quietT = min(n.quietT, s.now)
 		n.clk.t0 = min(n.clk.t0, s.now)
+		if k := len(n.freezes) - 1; k >= 0 {
+			n.freezes[k].to = min(n.freezes[k].to, s.now)
+		}
 		if s.cfg.BeyondDrift {
 			n.clk.setRate(s.now, s.driftRate(true))
 		}
@@ -181,6 +184,7 @@ func (s *Sim) calm() {
 			v.clk.setRate(s.now, s.driftRate(false))
 		}
 	}
+	s.protVer++
 	s.trace("faults stop")
 	// Planned moves on a calm cluster, once it has settled: a drain, then
 	// shards moved by plan.

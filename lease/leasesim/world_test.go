@@ -17,7 +17,7 @@ import (
 // catching it.
 
 var (
-	safetyRules = []string{"one leader at a time", "one holder per (shard, epoch)", "epochs increase"}
+	safetyRules = []string{"one leader at a time", "one holder per (shard, epoch)", "epochs increase", "leases are protected"}
 	restartRule = []string{"every node runs again after faults stop"}
 )
 
