@@ -276,11 +276,9 @@ func driftConfig(seed uint64) leasesim.Config {
 
 func TestScenarioDrift(t *testing.T) {
 	t.Parallel()
-	n := seeds(t, 40)
-	for seed := uint64(1); seed <= uint64(n); seed++ {
-		if _, err := leasesim.Run(driftConfig(seed)); err != nil {
-			t.Fatalf("%v", err)
-		}
+	_, fails := sweep(t, 1, seeds(t, 40), driftConfig, 1)
+	for _, f := range fails {
+		t.Errorf("%v", f.err)
 	}
 }
 
