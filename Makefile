@@ -9,7 +9,7 @@ PKGS        := ./...
 # Fuzz targets run for FUZZTIME each by `make fuzz`.
 FUZZTIME    ?= 20s
 
-.PHONY: all demo test unit sim lint fmt vet staticcheck bench bench-micro bench-peers etcdpeer fuzz tools clean
+.PHONY: all demo test unit sim sim-long lint fmt vet staticcheck bench bench-micro bench-peers etcdpeer fuzz tools clean
 
 all: lint test
 
@@ -27,9 +27,15 @@ unit:
 # extreme-drift set) without the race detector, which finds nothing in the
 # single-goroutine simulation and slows it tenfold. A failure prints the
 # seed and the command that replays it.
-SIM_SEEDS ?= 1000
+SIM_SEEDS ?= 2000
 sim:
 	TENURE_SIM_SEEDS=$(SIM_SEEDS) $(GO) test -count=1 -timeout 15m -run 'TestRandomSeeds|TestScenarioDrift$$' -v ./lease/leasesim
+
+## sim-long: SIM_LONG_SEEDS random worlds (about an hour on 2 cores); SIM_FROM sets the first seed.
+SIM_LONG_SEEDS ?= 100000
+SIM_FROM ?= 1
+sim-long:
+	TENURE_SIM_SEEDS=$(SIM_LONG_SEEDS) TENURE_SIM_FROM=$(SIM_FROM) $(GO) test -count=1 -timeout 6h -run 'TestRandomSeeds$$' -v ./lease/leasesim
 
 ## lint: gofmt, go vet, staticcheck and the generated-code check.
 lint: fmt vet staticcheck proto-check

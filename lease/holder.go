@@ -312,6 +312,9 @@ type Holder struct {
 	voters []voterState
 	index  map[string]int
 	shards map[uint32]*shardState
+	// sorted lists the keys of shards in order; nil once a shard is added
+	// (shards are never removed), rebuilt by sortedShards.
+	sorted []uint32
 	sent   map[uint64]sentRequest
 	seq    uint64
 	// superseded is set when a voter reports a newer incarnation.
@@ -386,6 +389,7 @@ func (h *Holder) shard(s uint32) *shardState {
 	if st == nil {
 		st = &shardState{votes: make(map[uint64]map[int]uint64), estab: make(map[int]Time)}
 		h.shards[s] = st
+		h.sorted = nil
 	}
 	return st
 }
@@ -803,13 +807,17 @@ func (h *Holder) Tick(now Time) []Envelope {
 	return out
 }
 
+// sortedShards returns the shards the holder knows, in order. Callers must
+// not modify the slice; a shard added while they range over it is not in it.
 func (h *Holder) sortedShards() []uint32 {
-	out := make([]uint32, 0, len(h.shards))
-	for s := range h.shards {
-		out = append(out, s)
+	if h.sorted == nil {
+		h.sorted = make([]uint32, 0, len(h.shards))
+		for s := range h.shards {
+			h.sorted = append(h.sorted, s)
+		}
+		slices.Sort(h.sorted)
 	}
-	slices.Sort(out)
-	return out
+	return h.sorted
 }
 
 func (h *Holder) tickShard(s uint32, st *shardState, now Time) {
