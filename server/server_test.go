@@ -286,8 +286,9 @@ func settledCluster(t *testing.T, shards int) *servertest.Cluster {
 	t.Helper()
 	c := servertest.NewCluster(t, 3, shards, ld)
 	c.Start(3)
-	shardtest.Eventually(t, 40*time.Second, func() bool { return settled(c) },
-		"every shard led by its desired owner, in every node's table")
+	if !shardtest.Within(40*time.Second, func() bool { return settled(c) }) {
+		t.Fatalf("not true after 40s: every shard led by its desired owner, in every node's table:%s", c.Describe())
+	}
 	return c
 }
 

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -304,4 +305,27 @@ func (c *Cluster) Settled() bool {
 		}
 	}
 	return true
+}
+
+// Describe summarises each live node's view for a failure message: the
+// members it sees and their states, the desired owners in its table, the
+// leases it holds and its table's unled shards.
+func (c *Cluster) Describe() string {
+	var b strings.Builder
+	for _, id := range c.IDs() {
+		n := c.nodes[id]
+		tab := n.Table()
+		unled := 0
+		for _, e := range tab.Entries() {
+			if e.State != shard.Led {
+				unled++
+			}
+		}
+		var view []string
+		for _, m := range n.Members() {
+			view = append(view, fmt.Sprintf("%s:%v", m.NodeID, m.State))
+		}
+		fmt.Fprintf(&b, "\n  %s: sees [%s], desired %v, leads %d, table unled %d", id, strings.Join(view, " "), tab.DesiredCounts(), len(n.Leases()), unled)
+	}
+	return b.String()
 }
