@@ -59,6 +59,11 @@ type voterClient struct {
 	inflight sync.WaitGroup // calls the sender started; only the sender waits
 	pending  atomic.Int64   // requests queued or in flight, for flush
 	refused  atomic.Int64   // unix nanoseconds of the last refusal logged as a warning
+	// trouble counts failed calls and dropped requests since the last
+	// warning about them (troubleAt, unix nanoseconds).
+	failed, dropped atomic.Int64
+	troubleAt       atomic.Int64
+	lastErr         atomic.Pointer[string]
 }
 
 // refusalLogEvery spaces the warnings a voter's refusals cause: a node that
@@ -176,7 +181,9 @@ func (p *rpcPlane) send(envs []lease.Envelope) {
 		case c.queue <- e.Req:
 		default:
 			c.pending.Add(-1)
+			c.dropped.Add(1)
 			p.log.Debug("voter queue full; request dropped", "voter", e.To)
+			p.warnTrouble(c, time.Now().UnixNano())
 		}
 	}
 }
@@ -233,6 +240,10 @@ func (p *rpcPlane) call(c *voterClient, req lease.Request) {
 			return
 		}
 		p.log.Debug("voter call failed", "voter", c.id, "err", err)
+		c.failed.Add(1)
+		msg := err.Error()
+		c.lastErr.Store(&msg)
+		p.warnTrouble(c, time.Now().UnixNano())
 		return
 	}
 	cluster, rep, err := voterv1.ReplyFromPB(m)
@@ -244,6 +255,32 @@ func (p *rpcPlane) call(c *voterClient, req lease.Request) {
 	case p.replies <- rep:
 	case <-p.stop:
 	}
+}
+
+// warnTrouble logs, at most once per refusalLogEvery and voter, a warning
+// with the calls to c that failed and the requests dropped because its
+// queue was full since the last such warning: a node whose voters do not
+// answer in time loses its leases, and must say why before it does.
+func (p *rpcPlane) warnTrouble(c *voterClient, now int64) {
+	last := c.troubleAt.Load()
+	if last == 0 {
+		// The first trouble starts the first interval.
+		c.troubleAt.CompareAndSwap(0, now)
+		return
+	}
+	if now-last < int64(refusalLogEvery) || !c.troubleAt.CompareAndSwap(last, now) {
+		return
+	}
+	failed, dropped := c.failed.Swap(0), c.dropped.Swap(0)
+	if failed == 0 && dropped == 0 {
+		return
+	}
+	lastErr := ""
+	if e := c.lastErr.Load(); e != nil {
+		lastErr = *e
+	}
+	p.log.Warn("voter requests failing", "voter", c.id, "failed", failed, "dropped_queue_full", dropped,
+		"over", time.Duration(now-last).Round(time.Millisecond), "timeout", p.timeout, "last_err", lastErr)
 }
 
 // flush waits until every queued request has been answered (or has
