@@ -57,3 +57,14 @@ func (g *gatedStore) Barrier(ctx context.Context) error {
 	}
 	return g.store.Barrier(ctx)
 }
+
+// HoldLock takes s's lock, as a long request would, and makes every later
+// call signal on waiting just before it waits for the lock. release gives
+// the lock back.
+func HoldLock(s *Server) (waiting <-chan struct{}, release func()) {
+	w := make(chan struct{}, 64)
+	s.mu.Lock()
+	s.beforeLock = func() { w <- struct{}{} }
+	var once sync.Once
+	return w, func() { once.Do(s.mu.Unlock) }
+}

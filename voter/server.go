@@ -49,6 +49,9 @@ type Server struct {
 	// not one per keep-alive.
 	warnMu sync.Mutex
 	warned map[string]time.Duration
+
+	// beforeLock, set only by tests, runs as a call is about to wait for mu.
+	beforeLock func()
 }
 
 // maxWarned bounds Server.warned. When it is full it is cleared, and the
@@ -185,10 +188,20 @@ func (s *Server) call(ctx context.Context, m *voterv1.CallRequest) (lease.Reply,
 		return lease.Reply{}, fmt.Errorf("voter %q: request from %q abandoned: %w", s.cfg.ID, req.From, err)
 	}
 
+	if s.beforeLock != nil {
+		s.beforeLock()
+	}
 	s.mu.Lock()
 	if err := s.refusing(); err != nil {
 		s.mu.Unlock()
 		return lease.Reply{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		// Checked again with the lock held: under load the wait for it
+		// can outlast the caller's deadline, and handling the request
+		// then only delays those still waiting.
+		s.mu.Unlock()
+		return lease.Reply{}, fmt.Errorf("voter %q: request from %q abandoned while it waited for the voter: %w", s.cfg.ID, req.From, err)
 	}
 	// The clock is read under the lock so that the voter sees time in the
 	// order it handles requests. Read outside, a request stamped earlier

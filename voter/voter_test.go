@@ -227,6 +227,25 @@ func TestCallRefusesBadRequests(t *testing.T) {
 			t.Errorf("Call(nil) = %v, want InvalidArgument naming CallRequest", err)
 		}
 	})
+	t.Run("caller gone while it waited for the lock", func(t *testing.T) {
+		waiting, release := voter.HoldLock(h.srv)
+		defer release()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			_, err := h.srv.Call(ctx, voterv1.RequestToPB(cluster, request("n1", grant(1, 1))))
+			done <- err
+		}()
+		<-waiting
+		cancel()
+		release()
+		if err := <-done; status.Code(err) != codes.Canceled || !strings.Contains(err.Error(), "abandoned") {
+			t.Errorf("Call whose caller left while it waited: %v, want Canceled, abandoned", err)
+		}
+		if got := h.srv.Record(1); got != (lease.Record{}) {
+			t.Errorf("Record(1) after a request abandoned at the lock = %+v, want none", got)
+		}
+	})
 	t.Run("caller gone", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
