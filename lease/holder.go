@@ -320,12 +320,11 @@ type Holder struct {
 	// superseded is set when a voter reports a newer incarnation.
 	superseded bool
 	// inc is the incarnation sent; raises counts how often it was
-	// raised above a voter's (at most once per voter); granted says a
-	// voter has granted or transferred this process something, after
-	// which it never raises.
+	// raised above a voter's (at most once per voter); everLed says this
+	// process has led a shard, after which it never raises.
 	inc      uint64
 	raises   int
-	granted  bool
+	everLed  bool
 	mismatch string
 	changes  []Change
 	notices  []Notice
@@ -366,15 +365,16 @@ func (h *Holder) ID() string { return h.cfg.ID }
 
 // Inc returns the incarnation this process sends. It starts at
 // HolderConfig.Inc and grows when a voter answers Stale naming a higher
-// incarnation of this NodeID before any voter granted this process
-// anything: the process takes one above it instead of stopping. Voters may
-// know different incarnations (some missed the newest), so it may grow
-// again on another voter's higher report, but at most once per voter: two
-// live processes with one NodeID cannot outbid each other for ever.
-// Such a process leads nothing and no record names it, so the only
-// question is which of two processes with one NodeID runs on; the one
-// that has led something stops (the other way round, a process whose
-// clock stepped back would be stale at every voter for good). The driver
+// incarnation of this NodeID while this process has never led anything:
+// the process takes one above it instead of stopping. Voters may know
+// different incarnations (some missed the newest, and one of those may
+// have granted this process a partial acquisition), so it may grow again
+// on another voter's higher report, but at most once per voter: two live
+// processes with one NodeID cannot outbid each other for ever. Such a
+// process leads nothing, and records of its old generation protect
+// nothing, so the only question is which of two processes with one NodeID
+// runs on; the one that has led something stops (the other way round, a
+// process whose clock stepped back would be stale for good). The driver
 // must advertise the new incarnation wherever it advertised the old one
 // (handoff targets are named by it).
 func (h *Holder) Inc() uint64 { return h.inc }
@@ -710,7 +710,6 @@ func (h *Holder) AcceptTransfer(s uint32, epoch uint64, gens map[string]uint64, 
 }
 
 func (h *Holder) vote(st *shardState, e uint64, v int, g uint64) {
-	h.granted = true
 	if st.votes[e] == nil {
 		st.votes[e] = make(map[int]uint64)
 	}
@@ -741,6 +740,7 @@ func (h *Holder) promote(s uint32, st *shardState, now Time) {
 			h.endLease(st, s, ReasonLeaseExpired, now)
 		}
 		st.led, st.epoch, st.regrant = true, e, false
+		h.everLed = true
 		// A backoff or an Expect hold-off belongs to acquiring; a re-grant
 		// of what the node now leads must not wait for it.
 		st.nextTry = now
@@ -935,14 +935,17 @@ func (h *Holder) Step(rep Reply, now Time) {
 			// incarnation it carried is no longer this process's.
 			return
 		}
-		if !h.granted && h.raises < len(h.voters) && rep.Inc >= h.inc && !h.cfg.Mutations.KeepStaleInc {
-			// Nothing names this process anywhere: take an incarnation
-			// above the voter's rather than stop (Inc says why).
+		if !h.everLed && h.raises < len(h.voters) && rep.Inc >= h.inc && !h.cfg.Mutations.KeepStaleInc {
+			// This process never led anything: take an incarnation above
+			// the voter's rather than stop (Inc says why).
 			h.inc = rep.Inc + 1
 			h.raises++
 			// Everything sent so far went out under the old incarnation
 			// and is refused or about to be: send again at the next Tick.
-			// Nothing was granted, so nothing needs releasing.
+			// A voter that granted the old incarnation something starts
+			// a new gen for the new one; the old gen's records protect
+			// nothing (this process never led by them), are not this
+			// process's to release, and end with that gen.
 			for i := range h.voters {
 				h.voters[i].sentAny = false
 			}

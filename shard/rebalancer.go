@@ -526,6 +526,14 @@ func (n *Node) expect(st *loopState, s uint32, timeout time.Duration, from strin
 	if st.draining {
 		return 0, ErrDraining
 	}
+	if !st.vouched {
+		// Most voters have not answered this process yet (it has just
+		// started, say under a new incarnation, or it is cut off): they
+		// would refuse a Transfer naming it, and the source's lease
+		// would end with nobody to lead the shard until this node's
+		// hold-off ran out.
+		return 0, fmt.Errorf("%s has no live session at a majority of voters yet", n.cfg.NodeID)
+	}
 	if fromDraining {
 		if m, ok := st.view[from]; ok {
 			st.drainingPeers[from] = m.BootID

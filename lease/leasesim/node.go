@@ -24,8 +24,10 @@ func (s *Sim) deliver(i int, e *event) {
 	case evPrepare:
 		// The target expects the shard for the handoff's timeout and
 		// names the lowest epoch it can lead it at. A draining node
-		// refuses (it does not answer).
-		if !n.draining {
+		// refuses (it does not answer), and so does one that most
+		// voters have not answered yet, as shard.Node does: they would
+		// refuse a Transfer naming it.
+		if !n.draining && s.answeredByMajority(n) {
 			n.expect[e.shard] = s.now + handoffTimeout
 			n.h.Expect(e.shard, now.Add(handoffTimeout))
 			s.setDesired(n, e.shard, true)
@@ -60,9 +62,24 @@ func (s *Sim) deliver(i int, e *event) {
 			})
 		}
 	default:
+		if !e.rep.Stale && e.rep.Mismatch == "" {
+			n.answered[e.rep.Voter] = s.now
+		}
 		n.h.Step(e.rep, now)
 	}
 	s.drainChanges(i)
+}
+
+// answeredByMajority reports whether a majority of voters answered node
+// process n (with a session, not Stale) within the last lease duration.
+func (s *Sim) answeredByMajority(n *node) bool {
+	k := 0
+	for _, at := range n.answered {
+		if s.now-at < s.cfg.LeaseDuration {
+			k++
+		}
+	}
+	return k > len(s.voters)/2
 }
 
 func (s *Sim) tickNode(i int) {

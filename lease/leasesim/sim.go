@@ -266,6 +266,9 @@ type node struct {
 	was     []uint64                      // per shard, the epoch the checker last saw it lead at, 0 for none
 	elig    []bool                        // scratch: eligibility of each member (Sim.eligibility)
 	loopLed map[uint32]uint64             // shards the loop last heard it leads (LoopEndsLeases)
+	// answered holds when each voter last answered this process with a
+	// session (global time), reset at every start.
+	answered map[string]time.Duration
 	// leases caches, per shard, what Holder.Leads and Deadline said after
 	// the holder last handled anything (stale says it has since): until
 	// then a lease can only end, at its deadline on the node's clock.
@@ -485,7 +488,7 @@ func (s *Sim) newNode(id string) *node {
 		s.idIdx[id] = len(s.ids)
 		s.ids = append(s.ids, id)
 	}
-	return &node{id: id, view: map[string]bool{}, news: map[string]map[string]session{}, was: make([]uint64, s.cfg.Shards), loopLed: map[uint32]uint64{},
+	return &node{id: id, view: map[string]bool{}, news: map[string]map[string]session{}, was: make([]uint64, s.cfg.Shards), loopLed: map[uint32]uint64{}, answered: map[string]time.Duration{},
 		wants: map[uint32]bool{}, preparing: map[uint32]prep{}, expect: map[uint32]time.Duration{},
 		pref: map[uint32]string{}, prefV: map[uint32]int{}}
 }
@@ -553,6 +556,7 @@ func (s *Sim) startNode(i int, inc uint64) error {
 	clear(n.was)
 	n.elig = nil
 	clear(n.loopLed)
+	clear(n.answered)
 	clear(n.preparing)
 	clear(n.expect)
 	clear(n.news)
