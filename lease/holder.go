@@ -414,20 +414,6 @@ func (h *Holder) counts(st *shardState, e uint64, v int, now Time) bool {
 	return ok && g == vs.gen && vs.hasFresh && now.Sub(vs.fresh) < h.eff
 }
 
-// regrantEpoch returns the highest epoch above the led epoch e that a
-// re-grant of st asked or asks voters for (e if none): voters that granted
-// it record this node there, and refuse a Transfer of e.
-func (st *shardState) regrantEpoch(e uint64) uint64 {
-	top := e
-	if st.acq != nil {
-		top = max(top, st.acq.epoch)
-	}
-	for ep := range st.votes {
-		top = max(top, ep)
-	}
-	return top
-}
-
 func (h *Holder) valid(st *shardState, e uint64, now Time) bool {
 	if h.superseded {
 		return false
@@ -594,9 +580,10 @@ func (h *Holder) endLease(st *shardState, s uint32, r Reason, now Time) {
 // Transfer hands shard s to node to (incarnation toInc) in one voter round.
 // The lease ends now, before the request leaves; Transferred or
 // TransferFailed reports the outcome. It returns an error if s is not led,
-// and one wrapping ErrRegranting while the holder re-grants s above the led
-// epoch (the lease goes on; try again shortly). Call SetDesired(s, false) first: a node that still wants s acquires it
-// again once the transfer is over.
+// and one wrapping ErrRegranting while a re-grant of s above the led epoch
+// is in flight (the lease goes on; try again shortly). Call
+// SetDesired(s, false) first: a node that still wants s acquires it again
+// once the transfer is over.
 func (h *Holder) Transfer(s uint32, to string, toInc uint64, now Time) error {
 	return h.TransferAt(s, to, toInc, 0, now)
 }
@@ -615,14 +602,22 @@ func (h *Holder) TransferAt(s uint32, to string, toInc, toEpoch uint64, now Time
 		return fmt.Errorf("transfer of shard %d: target's lowest epoch %d is more than %d above the led epoch %d", s, toEpoch, uint64(MaxEpochJump), e)
 	}
 	st := h.shards[s]
-	if top := st.regrantEpoch(e); top > e {
-		return fmt.Errorf("transfer of shard %d at epoch %d: %w at epoch %d", s, e, ErrRegranting, top)
+	if st.acq != nil {
+		// A re-grant above e is in flight: voters that grant it would
+		// refuse a Transfer of e. It settles within RequestTimeout.
+		return fmt.Errorf("transfer of shard %d at epoch %d: %w at epoch %d", s, e, ErrRegranting, st.acq.epoch)
 	}
 	h.endLease(st, s, ReasonHandoff, now)
-	// The transfer gives e up at every voter (no re-grant above it is
-	// asked for or held, see regrantEpoch); the floor keeps the node from
-	// ever leading it again.
-	for ep := range st.votes {
+	// The transfer gives e up at every voter; partial grants above e that
+	// a failed re-grant kept are released (their voters refuse the
+	// Transfer of e, the others suffice), and the floor keeps the node
+	// from ever leading either.
+	for ep, vs := range st.votes {
+		if ep > e {
+			for v := range vs {
+				h.queueRelease(st, v, ep)
+			}
+		}
 		st.floor = max(st.floor, ep)
 		delete(st.votes, ep)
 	}
