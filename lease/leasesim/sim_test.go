@@ -196,6 +196,8 @@ var regressions = []struct {
 	why  string
 }{
 	{376, "a transfer forwarded after the target released that epoch was led next to a newer leader"},
+	{3301, "a restart with a stale incarnation, granted part of an acquisition by a voter that missed the newer one, stayed superseded for good"},
+	{12320, "a target restarted under a new incarnation prepared before most voters answered it; the refused transfer left the shard unled for its hold-off"},
 }
 
 func TestRegressionSeeds(t *testing.T) {
