@@ -288,6 +288,8 @@ type shardState struct {
 	acq     *attempt
 	xfer    *transfer
 	nextTry Time
+	// expectUntil is the hold-off the last Expect set.
+	expectUntil Time
 	// blocked names the live holder whose record refused the last attempt;
 	// when a voter reports its session expired the node retries at once.
 	blocked NodeGen
@@ -638,13 +640,22 @@ func (h *Holder) TransferAt(s uint32, to string, toInc, toEpoch uint64, now Time
 // (forwarded through AcceptTransfer, or found in a voter's Held records)
 // is what should make it lead. Records naming it are adopted meanwhile. If
 // the handoff never completes — the source died mid-way — the node
-// acquires s itself from until on, as docs/design.md §4 asks.
+// acquires s itself from until on, as docs/design.md §4 asks. A later
+// Expect with an earlier until shortens the hold-off an Expect set (not a
+// backoff after failed attempts): Expect(s, now) when the source reports
+// that the voters refused its Transfer, so the shard is led by nobody.
 func (h *Holder) Expect(s uint32, until Time) {
 	st := h.shard(s)
 	st.desired = true
-	if st.acq == nil && until > st.nextTry {
-		st.nextTry = until
+	if st.acq == nil {
+		switch {
+		case until > st.nextTry:
+			st.nextTry = until
+		case st.expectUntil != 0 && st.nextTry == st.expectUntil:
+			st.nextTry = until
+		}
 	}
+	st.expectUntil = until
 }
 
 // MaxEpochJump bounds how far above the led epoch a transfer's target may

@@ -609,3 +609,21 @@ func TestHolderHeldListsOutOfOrder(t *testing.T) {
 		t.Fatal("replies handled before the transfer took the lease away")
 	}
 }
+
+// A handoff's target holds off its own acquisition while it expects the
+// transfer; when the source reports that the voters refused it, a second
+// Expect at now must end that hold-off, or the shard waits it out unled.
+func TestExpectAtNowEndsTheHoldOff(t *testing.T) {
+	w := newWorld(t)
+	target := w.newHolder("n2", 1)
+	target.Expect(7, w.now.Add(time.Minute))
+	w.exchange(target, time.Millisecond)
+	if _, ok := target.Leads(7, w.now); ok {
+		t.Fatal("the target acquired while it expected a transfer")
+	}
+	target.Expect(7, w.now)
+	w.exchange(target, time.Millisecond)
+	if _, ok := target.Leads(7, w.now); !ok {
+		t.Fatalf("the target did not acquire once its hold-off ended; changes %+v", target.TakeChanges())
+	}
+}

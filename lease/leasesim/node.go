@@ -21,6 +21,13 @@ func (s *Sim) deliver(i int, e *event) {
 	switch e.kind {
 	case evForward:
 		n.h.AcceptTransfer(e.fwd.Shard, e.fwd.Epoch, e.fwd.Gens, now)
+	case evAborted:
+		// As shard.Node does: the source's lease ended and the voters
+		// kept the shard, so nobody leads it. Stop waiting, acquire now.
+		if _, ok := n.expect[e.shard]; ok {
+			s.trace("%s acquires shard %d now: its transfer was refused", n.label(), e.shard)
+			n.h.Expect(e.shard, now)
+		}
 	case evPrepare:
 		// The target expects the shard for the handoff's timeout and
 		// names the lowest epoch it can lead it at. A draining node
@@ -185,6 +192,11 @@ func (s *Sim) drainChanges(i int) {
 			if ok {
 				s.res.Handoffs++
 				s.send(i, to, &event{kind: evForward, node: to, fwd: c, life: s.nodes[to].life})
+			}
+		}
+		if c.Kind == lease.TransferFailed {
+			if to, ok := s.primary[c.To]; ok {
+				s.send(i, to, &event{kind: evAborted, node: to, shard: c.Shard, life: s.nodes[to].life})
 			}
 		}
 		if c.Kind == lease.Lost && c.Reason == lease.ReasonHandoff && s.plannedFrom > 0 && s.now >= s.plannedFrom {

@@ -340,6 +340,7 @@ const (
 	evFault
 	evPrepare  // source → target: get ready for shard
 	evPrepared // target → source: ready, with the lowest epoch it can lead at
+	evAborted  // source → target: the voters refused the transfer, acquire now
 	evWrite    // a voter's write completes
 	evReplyOut // a voter's reply leaves, its writes durable
 	evResume   // a frozen voter runs again
@@ -704,7 +705,7 @@ func (s *Sim) handle(e *event) {
 		s.handleVoter(e)
 	case evWrite:
 		s.written(e)
-	case evToNode, evForward, evPrepare, evPrepared:
+	case evToNode, evForward, evPrepare, evPrepared, evAborted:
 		n := s.nodes[e.node]
 		if !n.up || n.life != e.life {
 			return

@@ -198,6 +198,8 @@ var regressions = []struct {
 	{376, "a transfer forwarded after the target released that epoch was led next to a newer leader"},
 	{3301, "a restart with a stale incarnation, granted part of an acquisition by a voter that missed the newer one, stayed superseded for good"},
 	{12320, "a target restarted under a new incarnation prepared before most voters answered it; the refused transfer left the shard unled for its hold-off"},
+	{11721, "a transfer refused at two voters (one held a failed re-grant's partial grant): the target's hold-off was not shortened by the abort, and the shard waited it out unled"},
+	{31133, "the same as 11721, in another order"},
 }
 
 func TestRegressionSeeds(t *testing.T) {
