@@ -941,25 +941,10 @@ func (h *Holder) Step(rep Reply, now Time) {
 			// incarnation it carried is no longer this process's.
 			return
 		}
-		if !h.everLed && h.raises < len(h.voters) && rep.Inc >= h.inc && !h.cfg.Mutations.KeepStaleInc {
-			// This process never led anything: take an incarnation above
-			// the voter's rather than stop (Inc says why).
-			h.inc = rep.Inc + 1
-			h.raises++
-			// Everything sent so far went out under the old incarnation
-			// and is refused or about to be: send again at the next Tick.
-			// A voter that granted the old incarnation something starts
-			// a new gen for the new one; the old gen's records protect
-			// nothing (this process never led by them), are not this
-			// process's to release, and end with that gen.
-			for i := range h.voters {
-				h.voters[i].sentAny = false
-			}
-			for _, st := range h.shards {
-				if st.acq != nil {
-					st.acq, st.nextTry = nil, now
-				}
-			}
+		if h.raises < len(h.voters) && rep.Inc >= h.inc && (!h.everLed || !rep.IncLive) && !h.cfg.Mutations.KeepStaleInc {
+			// Take an incarnation above the voter's rather than stop
+			// (Reply.Inc and Reply.IncLive say why).
+			h.raise(rep.Inc+1, now)
 			return
 		}
 		h.supersede(now)
@@ -1184,6 +1169,44 @@ func (h *Holder) applyHeld(v int, sentAt, now Time, held []ShardRecord) {
 				st.regrant = true
 			}
 		}
+	}
+}
+
+// raise makes this process incarnation inc, above one a voter reported:
+// its own was read from a clock that stepped back, or a disk lost the
+// counter's last write. A process that led ends every lease first, as a
+// process that restarts does, and gives up every epoch it held: its old
+// generation's records keep protecting those leases at the voters until
+// that generation expires there, and the new incarnation acquires above
+// them. Everything sent so far went out under the old incarnation and is
+// refused or about to be; the next Tick sends again.
+func (h *Holder) raise(inc uint64, now Time) {
+	h.inc = inc
+	h.raises++
+	for i := range h.voters {
+		h.voters[i].sentAny = false
+	}
+	for _, s := range h.sortedShards() {
+		st := h.shards[s]
+		h.endLease(st, s, ReasonSuperseded, now)
+		if st.xfer != nil {
+			// Its answers would come to the old incarnation and be
+			// ignored: report it failed, so that the target acquires.
+			h.changes = append(h.changes, Change{Kind: TransferFailed, Shard: s, Epoch: st.xfer.epoch, To: st.xfer.to})
+			st.xfer = nil
+		}
+		if st.acq != nil {
+			st.floor = max(st.floor, st.acq.epoch)
+			st.acq = nil
+		}
+		for e := range st.votes {
+			// The old generation's records are not the new one's to
+			// release; they end with that generation.
+			st.floor = max(st.floor, e)
+		}
+		clear(st.votes)
+		clear(st.estab)
+		st.regrant, st.topDone, st.nextTry = false, nil, now
 	}
 }
 

@@ -627,3 +627,63 @@ func TestExpectAtNowEndsTheHoldOff(t *testing.T) {
 		t.Fatalf("the target did not acquire once its hold-off ended; changes %+v", target.TakeChanges())
 	}
 }
+
+// A process that led and then hears of a newer incarnation of its NodeID
+// whose session is no longer live (that process stopped, or a disk lost
+// the incarnation counter's last write) ends every lease and takes an
+// incarnation above it, rather than leaving its NodeID out of the cluster
+// for good. A newer incarnation that is live supersedes it instead.
+func TestLedProcessRaisesAboveADeadIncarnation(t *testing.T) {
+	w := newWorld(t)
+	h := w.newHolder("n1", 1)
+	w.acquire(h, 7)
+	h.TakeChanges()
+	// A process with incarnation 3 reaches v1 once, then stops; h does not
+	// reach v1 meanwhile, and keeps its lease with v2 and v3.
+	newer := w.newHolder("n1", 3)
+	w.lost["v2"], w.lost["v3"] = true, true
+	w.exchange(newer, time.Millisecond)
+	w.lost = map[string]bool{"v1": true}
+	for range 3 {
+		w.at(time.Duration(w.now) + ld/2)
+		w.exchange(h, time.Millisecond)
+	}
+	if _, ok := h.Leads(7, w.now); !ok {
+		t.Fatal("h lost its lease while v2 and v3 answered")
+	}
+	delete(w.lost, "v1")
+	w.at(time.Duration(w.now) + interval)
+	w.exchange(h, time.Millisecond)
+	if h.Superseded() || h.Inc() != 4 {
+		t.Fatalf("superseded %v, incarnation %d; want a raise to 4", h.Superseded(), h.Inc())
+	}
+	if _, ok := h.Leads(7, w.now); ok {
+		t.Fatal("h still leads after raising its incarnation")
+	}
+	want := []lease.Change{{Kind: lease.Lost, Shard: 7, Epoch: 1, Reason: lease.ReasonSuperseded}}
+	if got := h.TakeChanges(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("changes %+v, want %+v", got, want)
+	}
+	// The old generation's records protect the ended lease until that
+	// generation expires; then the new incarnation leads again.
+	w.at(time.Duration(w.now) + ld + time.Millisecond)
+	for range 3 {
+		w.exchange(h, time.Millisecond)
+	}
+	if e, ok := h.Leads(7, w.now); !ok || e <= 1 {
+		t.Fatalf("Leads(7) = %d, %v after the old generation expired; want an epoch above 1", e, ok)
+	}
+}
+
+func TestLedProcessStopsForALiveIncarnation(t *testing.T) {
+	w := newWorld(t)
+	h := w.newHolder("n1", 1)
+	w.acquire(h, 7)
+	newer := w.newHolder("n1", 3)
+	w.exchange(newer, time.Millisecond)
+	w.at(time.Duration(w.now) + interval)
+	w.exchange(h, time.Millisecond)
+	if !h.Superseded() || h.Inc() != 1 {
+		t.Fatalf("superseded %v, incarnation %d; want superseded at 1", h.Superseded(), h.Inc())
+	}
+}

@@ -174,6 +174,13 @@ type Reply struct {
 	// accepted takes an incarnation above it rather than stopping: its
 	// own was read from a clock that stepped back.
 	Inc uint64
+	// IncLive, on a Stale reply, says the newer incarnation's session is
+	// live at this voter. A process that led and hears of a newer
+	// incarnation that is not live (it stopped, or never ran on: a disk
+	// lost the counter's last write) ends every lease and then takes an
+	// incarnation above it, as a restart would, rather than leave its
+	// NodeID out of the cluster until someone restarts it.
+	IncLive bool
 	// Mismatch, when not empty, says the voter ignored the request because
 	// the sender's configuration disagrees with its own (a different
 	// LeaseDuration); it names both values.

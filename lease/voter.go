@@ -208,6 +208,7 @@ func (v *Voter) Handle(req Request, now Time) (Reply, []ShardRecord) {
 	rep.Inc = s.inc
 	if !ok {
 		rep.Stale = true
+		rep.IncLive = now < s.lastSeen.Add(v.cfg.LeaseDuration)
 		return rep, nil
 	}
 	rep.Gen = s.gen

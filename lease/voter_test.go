@@ -155,8 +155,14 @@ func TestVoter(t *testing.T) {
 		{
 			name:        "keep-alive/older incarnation is ignored and told it is stale",
 			give:        []vstep{ka(0, "n1", 2), ka(time.Second, "n1", 1, grant(7, 1))},
-			want:        lease.Reply{Stale: true},
+			want:        lease.Reply{Stale: true, IncLive: true},
 			wantRecords: map[uint32]lease.Record{7: {}},
+		},
+		{
+			name:        "keep-alive/older incarnation hears that the newer one's session expired",
+			give:        []vstep{ka(0, "n1", 2), ka(ld, "n1", 1)},
+			want:        lease.Reply{Stale: true},
+			wantRecords: map[uint32]lease.Record{},
 		},
 		{
 			name: "keep-alive/older incarnation does not refresh the session",
@@ -371,7 +377,7 @@ func TestVoter(t *testing.T) {
 		{
 			name:        "release/an older incarnation is ignored",
 			give:        []vstep{ka(0, "n1", 1, grant(7, 1)), ka(time.Second, "n1", 2), ka(2*time.Second, "n1", 1, release(7, 1))},
-			want:        lease.Reply{Stale: true},
+			want:        lease.Reply{Stale: true, IncLive: true},
 			wantRecords: map[uint32]lease.Record{7: rec(1, "n1", g11)},
 		},
 		{
@@ -494,7 +500,7 @@ func TestVoter(t *testing.T) {
 				ka(2*time.Second, "n1", 2),
 				ka(3*time.Second, "n1", 1, transfer(7, 4, "n2", 1)),
 			},
-			want:        lease.Reply{Stale: true},
+			want:        lease.Reply{Stale: true, IncLive: true},
 			wantRecords: map[uint32]lease.Record{7: rec(4, "n1", g12)},
 		},
 

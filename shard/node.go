@@ -930,7 +930,7 @@ func (n *Node) supersede(st *loopState) {
 // data directory remembers it for the next start.
 func (n *Node) raiseIncarnation(inc uint64) {
 	old := n.inc.Swap(inc)
-	n.log.Warn("incarnation raised above the one the voters know for this node's ID (the wall clock stepped back?)", "from", old, "to", inc)
+	n.log.Warn("incarnation raised above the one the voters know for this node's ID (the wall clock stepped back, or the process that took it stopped and a disk lost the counter's last write; leases held under the old one ended)", "from", old, "to", inc)
 	mem := n.membership()
 	n.bg.Add(1)
 	go func() {

@@ -200,6 +200,7 @@ var regressions = []struct {
 	{12320, "a target restarted under a new incarnation prepared before most voters answered it; the refused transfer left the shard unled for its hold-off"},
 	{11721, "a transfer refused at two voters (one held a failed re-grant's partial grant): the target's hold-off was not shortened by the abort, and the shard waited it out unled"},
 	{31133, "the same as 11721, in another order"},
+	{80070, "a process that had led heard of a newer incarnation whose process had died (a disk lost the counter's last write) and stayed superseded for good"},
 }
 
 func TestRegressionSeeds(t *testing.T) {

@@ -135,6 +135,7 @@ func ReplyToPB(cluster string, r lease.Reply) *CallReply {
 		Gen:        r.Gen,
 		NoticesAt:  int64(r.NoticesAt),
 		AllStarted: r.AllStarted,
+		IncLive:    r.IncLive,
 	}
 	if len(r.Results) > 0 {
 		m.Results = make([]*Result, len(r.Results))
@@ -224,6 +225,7 @@ func ReplyFromPB(m *CallReply) (cluster string, r lease.Reply, err error) {
 		Gen:        m.Gen,
 		NoticesAt:  lease.Time(m.NoticesAt),
 		AllStarted: m.AllStarted,
+		IncLive:    m.IncLive,
 	}
 	if len(m.Results) > 0 {
 		r.Results = make([]lease.Result, len(m.Results))

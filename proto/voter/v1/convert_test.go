@@ -41,6 +41,7 @@ func fullReply() lease.Reply {
 		Seq:       1 << 40,
 		Stale:     true,
 		Inc:       1<<64 - 1,
+		IncLive:   true,
 		Mismatch:  "lease duration 2s, voter voter-1's is 1s",
 		Gen:       5<<32 | 1,
 		NoticesAt: 1 << 62,

@@ -705,7 +705,11 @@ type CallReply struct {
 	// only those that began since the sender's previous keep-alive (the
 	// sender's first request, or the voter forgot it): a member the sender
 	// heard of as live here and that is not listed is no longer live.
-	AllStarted    bool `protobuf:"varint,13,opt,name=all_started,json=allStarted,proto3" json:"all_started,omitempty"`
+	AllStarted bool `protobuf:"varint,13,opt,name=all_started,json=allStarted,proto3" json:"all_started,omitempty"`
+	// inc_live, on a stale reply, says the newer incarnation's session is
+	// live at this voter. A process that led and hears of a newer one that
+	// is not live ends every lease, then takes an incarnation above it.
+	IncLive       bool `protobuf:"varint,14,opt,name=inc_live,json=incLive,proto3" json:"inc_live,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -831,6 +835,13 @@ func (x *CallReply) GetAllStarted() bool {
 	return false
 }
 
+func (x *CallReply) GetIncLive() bool {
+	if x != nil {
+		return x.IncLive
+	}
+	return false
+}
+
 var File_proto_voter_v1_voter_proto protoreflect.FileDescriptor
 
 const file_proto_voter_v1_voter_proto_rawDesc = "" +
@@ -869,7 +880,7 @@ const file_proto_voter_v1_voter_proto_rawDesc = "" +
 	"\rnotices_since\x18\x06 \x01(\x03R\fnoticesSince\x12\x1b\n" +
 	"\tvoter_set\x18\a \x01(\x04R\bvoterSet\x12*\n" +
 	"\x11lease_duration_ns\x18\b \x01(\x03R\x0fleaseDurationNs\x12\x14\n" +
-	"\x05nonce\x18\t \x01(\x04R\x05nonce\"\xb0\x03\n" +
+	"\x05nonce\x18\t \x01(\x04R\x05nonce\"\xcb\x03\n" +
 	"\tCallReply\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05voter\x18\x02 \x01(\tR\x05voter\x12\x10\n" +
@@ -886,7 +897,8 @@ const file_proto_voter_v1_voter_proto_rawDesc = "" +
 	"\x03inc\x18\v \x01(\x04R\x03inc\x12\x1a\n" +
 	"\bmismatch\x18\f \x01(\tR\bmismatch\x12\x1f\n" +
 	"\vall_started\x18\r \x01(\bR\n" +
-	"allStarted*_\n" +
+	"allStarted\x12\x19\n" +
+	"\binc_live\x18\x0e \x01(\bR\aincLive*_\n" +
 	"\x06OpKind\x12\x17\n" +
 	"\x13OP_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rOP_KIND_GRANT\x10\x01\x12\x13\n" +
