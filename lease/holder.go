@@ -44,6 +44,14 @@ type HolderConfig struct {
 	// BackoffMin and BackoffMax bound the random wait before retrying a
 	// failed acquisition. Defaults LD/20 and LD/4.
 	BackoffMin, BackoffMax time.Duration
+	// MaxBatch bounds the operations in one request, and MaxInFlight the
+	// requests with operations outstanding at one voter: the rest wait in
+	// the holder, so that a cold start of any number of shards is paced
+	// by how fast each voter answers instead of sending one request the
+	// voter cannot answer in time. Transfers and releases leave before
+	// grants. Keep-alives without operations are not held back. Defaults
+	// 1024 and 2.
+	MaxBatch, MaxInFlight int
 	// Rand supplies backoff jitter. Required; not shared.
 	Rand *rand.Rand
 	// Nonce identifies this process among any with the same ID and
@@ -99,6 +107,12 @@ func (c HolderConfig) withDefaults() HolderConfig {
 	if c.BackoffMax == 0 {
 		c.BackoffMax = ld / 4
 	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 1024
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 2
+	}
 	return c
 }
 
@@ -122,6 +136,8 @@ func (c HolderConfig) Validate() error {
 		return fmt.Errorf("%w: HolderConfig.SafetyMargin must not be negative, got %v: a negative margin would outlast the voters' sessions", ErrConfig, c.SafetyMargin)
 	case c.KeepAliveInterval < 0:
 		return fmt.Errorf("%w: HolderConfig.KeepAliveInterval must be positive, got %v", ErrConfig, c.KeepAliveInterval)
+	case c.MaxBatch < 0 || c.MaxInFlight < 0:
+		return fmt.Errorf("%w: HolderConfig.MaxBatch (%d) and MaxInFlight (%d) must not be negative", ErrConfig, c.MaxBatch, c.MaxInFlight)
 	case c.RequestTimeout < 0:
 		return fmt.Errorf("%w: HolderConfig.RequestTimeout must be positive, got %v", ErrConfig, c.RequestTimeout)
 	case c.BackoffMin <= 0 || c.BackoffMax < c.BackoffMin:
@@ -240,12 +256,15 @@ type voterState struct {
 	// noticesAt is the NoticesAt of the last reply processed, echoed in
 	// requests so that notices a lost reply carried are sent again.
 	noticesAt Time
+	// releasesAt is when unacknowledged releases last went to this voter.
+	releasesAt Time
 }
 
 type sentRequest struct {
 	voter int
 	at    Time
 	inc   uint64 // the incarnation it was sent under
+	ops   bool   // it carried operations (it counts against MaxInFlight)
 }
 
 // attempt is an acquisition in progress.
@@ -269,6 +288,7 @@ type transfer struct {
 }
 
 type shardState struct {
+	id      uint32
 	desired bool
 	// votes[e][v] is the generation voter v's record names for this node
 	// at epoch e; a lease at e needs a majority of them fresh.
@@ -331,6 +351,8 @@ type Holder struct {
 	changes  []Change
 	notices  []Notice
 	queued   map[int][]Op
+	// releasing holds the shards with releases not yet acknowledged.
+	releasing map[uint32]struct{}
 }
 
 // NewHolder returns a holder that leads nothing.
@@ -355,6 +377,8 @@ func NewHolder(cfg HolderConfig) (*Holder, error) {
 		sent:   make(map[uint64]sentRequest),
 		queued: make(map[int][]Op),
 		inc:    cfg.Inc,
+
+		releasing: make(map[uint32]struct{}),
 	}
 	for i, v := range cfg.Voters {
 		h.index[v] = i
@@ -389,7 +413,7 @@ func (h *Holder) Mismatch() string { return h.mismatch }
 func (h *Holder) shard(s uint32) *shardState {
 	st := h.shards[s]
 	if st == nil {
-		st = &shardState{votes: make(map[uint64]map[int]uint64), estab: make(map[int]Time)}
+		st = &shardState{id: s, votes: make(map[uint64]map[int]uint64), estab: make(map[int]Time)}
 		h.shards[s] = st
 		h.sorted = nil
 	}
@@ -569,6 +593,7 @@ func (h *Holder) queueRelease(st *shardState, v int, e uint64) {
 		st.release = make(map[int]uint64)
 	}
 	st.release[v] = max(st.release[v], e)
+	h.releasing[st.id] = struct{}{}
 }
 
 func (h *Holder) endLease(st *shardState, s uint32, r Reason, now Time) {
@@ -784,33 +809,101 @@ func (h *Holder) Tick(now Time) []Envelope {
 			delete(h.sent, seq)
 		}
 	}
+	inflight := make([]int, len(h.voters))
+	for _, r := range h.sent {
+		if r.ops && now.Sub(r.at) < h.inFlightFor() {
+			inflight[r.voter]++
+		}
+	}
 	var out []Envelope
 	for v := range h.voters {
 		vs := &h.voters[v]
-		ops := h.queued[v]
+		var ops []Op
+		if inflight[v] < h.cfg.MaxInFlight {
+			ops = h.takeBatch(v, now)
+		}
 		if len(ops) == 0 && vs.sentAny && now.Sub(vs.lastSent) < h.cfg.KeepAliveInterval {
 			continue
 		}
-		// Releases still unacknowledged ride along with whatever goes to
-		// the voter anyway: at least one keep-alive per interval.
-		queuedRelease := map[uint32]bool{}
-		for _, op := range ops {
-			if op.Kind == OpRelease {
-				queuedRelease[op.Shard] = true
-			}
-		}
-		for _, s := range sorted {
-			if e, ok := h.shards[s].release[v]; ok && !queuedRelease[s] {
-				ops = append(ops, Op{Kind: OpRelease, Shard: s, Epoch: e})
-			}
-		}
 		h.seq++
-		h.sent[h.seq] = sentRequest{voter: v, at: now, inc: h.inc}
+		h.sent[h.seq] = sentRequest{voter: v, at: now, inc: h.inc, ops: len(ops) > 0}
 		vs.lastSent, vs.sentAny = now, true
 		out = append(out, Envelope{To: h.cfg.Voters[v], Req: Request{From: h.cfg.ID, Inc: h.inc, Nonce: h.cfg.Nonce, Seq: h.seq, Ops: ops, NoticesSince: vs.noticesAt, LeaseDuration: h.cfg.LeaseDuration}})
 	}
-	clear(h.queued)
 	return out
+}
+
+// inFlightFor is how long a request with operations counts against
+// MaxInFlight without an answer (it may have been lost): RequestTimeout,
+// after which the acquisitions it carried fail anyway. A voter slower than
+// that gets at most MaxInFlight batches per RequestTimeout.
+func (h *Holder) inFlightFor() time.Duration { return h.cfg.RequestTimeout }
+
+// takeBatch takes up to MaxBatch operations queued for voter v, transfers
+// and releases first, and drops grants nothing waits for any more (an
+// acquisition that failed or was abandoned while they waited). Releases
+// not yet acknowledged go again, at most once per RequestTimeout, with
+// whatever room is left. It marks the acquisitions and transfers it sends
+// as started now: their timeout runs from their send, not from their
+// queueing.
+func (h *Holder) takeBatch(v int, now Time) []Op {
+	q := h.queued[v]
+	limit := h.cfg.MaxBatch
+	var ops, grants, rest []Op
+	for _, op := range q {
+		st := h.shards[op.Shard]
+		if op.Kind == OpGrant && st != nil && !(st.acq != nil && st.acq.epoch == op.Epoch) && !(st.led && st.epoch == op.Epoch) {
+			continue
+		}
+		switch {
+		case op.Kind == OpGrant:
+			grants = append(grants, op)
+		case len(ops) < limit:
+			ops = append(ops, op)
+		default:
+			rest = append(rest, op)
+		}
+	}
+	for _, op := range grants {
+		if len(ops) < limit {
+			ops = append(ops, op)
+		} else {
+			rest = append(rest, op)
+		}
+	}
+	h.queued[v] = rest
+	vs := &h.voters[v]
+	few := len(h.releasing) <= limit/4
+	if len(ops) < limit && len(h.releasing) > 0 && (few || now.Sub(vs.releasesAt) >= h.cfg.RequestTimeout) {
+		vs.releasesAt = now
+		queued := map[uint32]bool{}
+		for _, op := range ops {
+			if op.Kind == OpRelease {
+				queued[op.Shard] = true
+			}
+		}
+		for _, s := range slices.Sorted(maps.Keys(h.releasing)) {
+			if len(ops) >= limit {
+				break
+			}
+			if e, ok := h.shards[s].release[v]; ok && !queued[s] {
+				ops = append(ops, Op{Kind: OpRelease, Shard: s, Epoch: e})
+			}
+		}
+	}
+	for _, op := range ops {
+		st := h.shards[op.Shard]
+		if st == nil {
+			continue
+		}
+		switch {
+		case op.Kind == OpGrant && st.acq != nil && st.acq.epoch == op.Epoch:
+			st.acq.started = now
+		case op.Kind == OpTransfer && st.xfer != nil:
+			st.xfer.started = now
+		}
+	}
+	return ops
 }
 
 // sortedShards returns the shards the holder knows, in order. Callers must
@@ -1090,6 +1183,9 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Ti
 		if res.OK() || rec.Epoch != res.Op.Epoch || rec.Holder != h.cfg.ID || rec.Released {
 			if st.release[v] == res.Op.Epoch {
 				delete(st.release, v)
+				if len(st.release) == 0 {
+					delete(h.releasing, s)
+				}
 			}
 		}
 	case OpTransfer:

@@ -687,3 +687,56 @@ func TestLedProcessStopsForALiveIncarnation(t *testing.T) {
 		t.Fatalf("superseded %v, incarnation %d; want superseded at 1", h.Superseded(), h.Inc())
 	}
 }
+
+// A holder with more to ask than MaxBatch operations sends them in batches,
+// at most MaxInFlight outstanding per voter, paced by the answers; an
+// acquisition still waiting in the holder does not time out, and every
+// shard is led once the batches are through.
+func TestHolderPacesBatches(t *testing.T) {
+	w := newWorld(t)
+	cfg := holderConfig("n1", 1)
+	cfg.MaxBatch, cfg.MaxInFlight = 2, 1
+	h := w.newHolderWith(cfg)
+	for s := range uint32(7) {
+		h.SetDesired(s, true)
+	}
+	first := h.Tick(w.now)
+	if len(first) != 3 {
+		t.Fatalf("%d requests, want one per voter", len(first))
+	}
+	for _, env := range first {
+		if len(env.Req.Ops) != 2 {
+			t.Fatalf("request to %s carries %d operations, want MaxBatch 2", env.To, len(env.Req.Ops))
+		}
+	}
+	// Unanswered, the window is full: nothing more leaves, not even once
+	// the first acquisitions' timeout has passed for the queued ones.
+	w.at(time.Duration(w.now) + time.Millisecond)
+	if more := h.Tick(w.now); len(more) != 0 {
+		t.Fatalf("sent %d more requests with the window full", len(more))
+	}
+	for _, env := range first {
+		rep, _ := w.voters[env.To].Handle(env.Req, w.now)
+		h.Step(rep, w.now)
+	}
+	for range 4 {
+		w.at(time.Duration(w.now) + time.Millisecond)
+		w.exchange(h, time.Millisecond)
+	}
+	if got := h.Led(w.now); len(got) != 7 {
+		t.Fatalf("leads %v after the batches went through, want all 7 shards", got)
+	}
+	// A transfer goes before queued grants.
+	for s := range uint32(7) {
+		h.SetDesired(s+100, true)
+	}
+	h.SetDesired(3, false)
+	if err := h.Transfer(3, "n2", 1, w.now); err != nil {
+		t.Fatal(err)
+	}
+	for _, env := range h.Tick(w.now) {
+		if op := env.Req.Ops[0]; op.Kind != lease.OpTransfer || op.Shard != 3 {
+			t.Fatalf("first operation to %s is %+v, want the transfer of shard 3", env.To, op)
+		}
+	}
+}

@@ -134,10 +134,14 @@ type Config struct {
 	// a partition or its heal. Default 500 ms.
 	GossipLag time.Duration
 	// Tick is the nodes' tick interval; default 10 ms.
-	Tick    time.Duration
-	Faults  *Faults // default DefaultFaults()
-	VoterMu lease.VoterMutations
-	NodeMu  lease.HolderMutations
+	Tick   time.Duration
+	Faults *Faults // default DefaultFaults()
+	// MaxBatch and MaxInFlight set the holders' HolderConfig fields of
+	// those names (0: the default): small values make every node's
+	// requests queue, as a large cold start does.
+	MaxBatch, MaxInFlight int
+	VoterMu               lease.VoterMutations
+	NodeMu                lease.HolderMutations
 	// ForgetOnRestart makes restarted voters lose their records: a
 	// deliberately broken store, for checker tests.
 	ForgetOnRestart bool
@@ -541,8 +545,9 @@ func (s *Sim) startNode(i int, inc uint64) error {
 	h, err := lease.NewHolder(lease.HolderConfig{
 		ID: n.id, Inc: inc, Voters: s.voterIDs(),
 		LeaseDuration: s.cfg.LeaseDuration, MaxClockDrift: s.cfg.MaxClockDrift, SafetyMargin: s.margin(),
-		Rand:      rand.New(rand.NewPCG(s.rng.Uint64(), s.rng.Uint64())),
-		Nonce:     s.rng.Uint64() | 1, // from the seed, so that runs replay
+		Rand:     rand.New(rand.NewPCG(s.rng.Uint64(), s.rng.Uint64())),
+		Nonce:    s.rng.Uint64() | 1, // from the seed, so that runs replay
+		MaxBatch: s.cfg.MaxBatch, MaxInFlight: s.cfg.MaxInFlight,
 		Mutations: s.cfg.NodeMu,
 	})
 	if err != nil {

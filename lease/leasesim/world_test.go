@@ -246,3 +246,23 @@ func TestScenarioDiskFailureReplyBeforeSyncIsCaught(t *testing.T) {
 	_, err := play(t, diskFailure(func(c *leasesim.Config) { c.ReplyBeforeSync = true }))
 	wantViolation(t, err)
 }
+
+// TestSmallBatches runs worlds whose holders send at most 3 operations per
+// request and keep one such request outstanding per voter, so that grants,
+// releases and transfers queue in every node as they do in a cold start
+// of tens of thousands of shards: the same invariants must hold, and every
+// shard must be led again once faults stop.
+func TestSmallBatches(t *testing.T) {
+	t.Parallel()
+	n := seeds(t, 200)
+	_, fails := sweep(t, firstSeed(t), n, smallBatches, 20)
+	for _, f := range fails {
+		t.Errorf("%v\nreplay: TENURE_SIM_SEED=%d go test ./lease/leasesim -run 'TestRandomSeeds$' -v (with smallBatches)", f.err, f.seed)
+	}
+}
+
+func smallBatches(seed uint64) leasesim.Config {
+	cfg := variant(seed)
+	cfg.MaxBatch, cfg.MaxInFlight = 3, 1
+	return cfg
+}
