@@ -258,6 +258,14 @@ type voterState struct {
 	noticesAt Time
 	// releasesAt is when unacknowledged releases last went to this voter.
 	releasesAt Time
+	// needAll says the voter's whole list of live sessions is owed: its
+	// session for this node changed (it restarted, or forgot this node)
+	// and the reply that listed them all was lost or overtaken. Requests
+	// then ask for it (NoticesSince 0) until it arrives.
+	needAll bool
+	// newerDead is the newer incarnation this voter reported on a Stale
+	// reply as not live there (0: none).
+	newerDead uint64
 }
 
 type sentRequest struct {
@@ -828,7 +836,11 @@ func (h *Holder) Tick(now Time) []Envelope {
 		h.seq++
 		h.sent[h.seq] = sentRequest{voter: v, at: now, inc: h.inc, ops: len(ops) > 0}
 		vs.lastSent, vs.sentAny = now, true
-		out = append(out, Envelope{To: h.cfg.Voters[v], Req: Request{From: h.cfg.ID, Inc: h.inc, Nonce: h.cfg.Nonce, Seq: h.seq, Ops: ops, NoticesSince: vs.noticesAt, LeaseDuration: h.cfg.LeaseDuration}})
+		since := vs.noticesAt
+		if vs.needAll {
+			since = 0 // the voter then lists every live session
+		}
+		out = append(out, Envelope{To: h.cfg.Voters[v], Req: Request{From: h.cfg.ID, Inc: h.inc, Nonce: h.cfg.Nonce, Seq: h.seq, Ops: ops, NoticesSince: since, LeaseDuration: h.cfg.LeaseDuration}})
 	}
 	return out
 }
@@ -1034,11 +1046,24 @@ func (h *Holder) Step(rep Reply, now Time) {
 			// incarnation it carried is no longer this process's.
 			return
 		}
-		if h.raises < len(h.voters) && rep.Inc >= h.inc && (!h.everLed || !rep.IncLive) && !h.cfg.Mutations.KeepStaleInc {
+		if h.raises < len(h.voters) && rep.Inc >= h.inc && !h.cfg.Mutations.KeepStaleInc {
 			// Take an incarnation above the voter's rather than stop
-			// (Reply.Inc and Reply.IncLive say why).
-			h.raise(rep.Inc+1, now)
-			return
+			// (Reply.Inc and Reply.IncLive say why). A process that led
+			// does so only if the newer one cannot be leading: it is not
+			// live at a majority of voters. One voter's view is not
+			// enough (a live newer process may just not have reached
+			// it lately); until a majority says so, wait.
+			switch {
+			case !h.everLed:
+				h.raise(rep.Inc+1, now)
+				return
+			case !rep.IncLive:
+				h.voters[v].newerDead = max(h.voters[v].newerDead, rep.Inc)
+				if inc, ok := h.newerDeadAtMajority(now); ok {
+					h.raise(inc+1, now)
+				}
+				return
+			}
 		}
 		h.supersede(now)
 		return
@@ -1051,6 +1076,7 @@ func (h *Holder) Step(rep Reply, now Time) {
 	switch {
 	case rep.Gen > vs.gen:
 		vs.gen, vs.fresh, vs.hasFresh = rep.Gen, sentAt, true
+		vs.needAll = true // until the reply listing every session is applied
 		// A new session, perhaps of a restarted voter whose clock began
 		// anew: its readings order this session's replies only.
 		vs.noticesAt, vs.heldAt = rep.NoticesAt, rep.NoticesAt
@@ -1075,6 +1101,7 @@ func (h *Holder) Step(rep Reply, now Time) {
 		// it reported live before and does not list is gone (the voter
 		// restarted, or forgot this node and with it what it was told).
 		h.notices = append(h.notices, Notice{Voter: rep.Voter, Reset: true})
+		vs.needAll = false
 	}
 	for _, x := range rep.Expired {
 		h.notices = append(h.notices, Notice{Voter: rep.Voter, Node: x.Node, Gen: x.Gen, Expired: true})
@@ -1268,6 +1295,25 @@ func (h *Holder) applyHeld(v int, sentAt, now Time, held []ShardRecord) {
 	}
 }
 
+// newerDeadAtMajority reports whether a newer incarnation of this node
+// cannot be live at a majority of voters, and the highest one reported: a
+// voter either reported it not live there, or answers this process (its
+// session for this NodeID is this one's). If so, it leads nothing.
+func (h *Holder) newerDeadAtMajority(now Time) (uint64, bool) {
+	n, top := 0, uint64(0)
+	for v := range h.voters {
+		vs := &h.voters[v]
+		switch {
+		case vs.newerDead != 0:
+			n++
+			top = max(top, vs.newerDead)
+		case vs.hasFresh && now.Sub(vs.fresh) < h.eff:
+			n++
+		}
+	}
+	return top, n >= h.maj
+}
+
 // raise makes this process incarnation inc, above one a voter reported:
 // its own was read from a clock that stepped back, or a disk lost the
 // counter's last write. A process that led ends every lease first, as a
@@ -1280,7 +1326,7 @@ func (h *Holder) raise(inc uint64, now Time) {
 	h.inc = inc
 	h.raises++
 	for i := range h.voters {
-		h.voters[i].sentAny = false
+		h.voters[i].sentAny, h.voters[i].newerDead = false, 0
 	}
 	for _, s := range h.sortedShards() {
 		st := h.shards[s]

@@ -198,10 +198,11 @@ type Reply struct {
 	// window.
 	Started []NodeGen
 	// AllStarted says Started lists every live session at this voter, not
-	// only those that began in the window: the sender's first request, or
-	// the voter forgot the sender (it restarted, or the sender's session
-	// expired). A member this voter used to report live and does not list
-	// is no longer live there.
+	// only those that began in the window: the sender's first request, any
+	// request with NoticesSince 0 (a holder whose session changed asks so
+	// until it applied such a list), or the first after the voter forgot
+	// the sender. A member this voter used to report live and does not
+	// list is no longer live there.
 	AllStarted bool
 	// NoticesAt is the voter's clock reading the notices run up to; the
 	// sender echoes it as its next request's NoticesSince. It is opaque to
