@@ -1346,6 +1346,10 @@ func (h *Holder) raise(inc uint64, now Time) {
 			// release; they end with that generation.
 			st.floor = max(st.floor, e)
 		}
+		// Nor does it lead at any epoch it has seen: a late reply to an
+		// old request (a grant of a re-grant that failed before) must not
+		// make the new incarnation lead by the old generation's records.
+		st.floor = max(st.floor, st.known)
 		clear(st.votes)
 		clear(st.estab)
 		st.regrant, st.topDone, st.nextTry = false, nil, now
