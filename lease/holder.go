@@ -52,6 +52,12 @@ type HolderConfig struct {
 	// grants. Keep-alives without operations are not held back. Defaults
 	// 1024 and 2.
 	MaxBatch, MaxInFlight int
+	// ScanAllBelow is the number of shards under which every Tick visits
+	// every shard. Above it, a Tick visits the shards that calls and
+	// replies changed, and every shard only every KeepAliveInterval/5:
+	// what only time changes (a deadline, a timeout, a backoff) is noticed
+	// up to that much later. Default 2048.
+	ScanAllBelow int
 	// Rand supplies backoff jitter. Required; not shared.
 	Rand *rand.Rand
 	// Nonce identifies this process among any with the same ID and
@@ -112,6 +118,9 @@ func (c HolderConfig) withDefaults() HolderConfig {
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 2
+	}
+	if c.ScanAllBelow == 0 {
+		c.ScanAllBelow = 2048
 	}
 	return c
 }
@@ -361,6 +370,12 @@ type Holder struct {
 	queued   map[int][]Op
 	// releasing holds the shards with releases not yet acknowledged.
 	releasing map[uint32]struct{}
+	// dirty holds the shards a call or a reply changed since the last
+	// Tick; scannedAt is when a Tick last visited every shard, and scanAll
+	// asks the next Tick to.
+	dirty     map[uint32]struct{}
+	scannedAt Time
+	scanAll   bool
 }
 
 // NewHolder returns a holder that leads nothing.
@@ -387,6 +402,8 @@ func NewHolder(cfg HolderConfig) (*Holder, error) {
 		inc:    cfg.Inc,
 
 		releasing: make(map[uint32]struct{}),
+		dirty:     make(map[uint32]struct{}),
+		scanAll:   true,
 	}
 	for i, v := range cfg.Voters {
 		h.index[v] = i
@@ -433,11 +450,27 @@ func (h *Holder) shard(s uint32) *shardState {
 // caller releases or transfers them.
 func (h *Holder) SetDesired(s uint32, desired bool) {
 	if desired {
-		h.shard(s).desired = true
-	} else if st := h.shards[s]; st != nil {
+		if st := h.shard(s); !st.desired {
+			st.desired = true
+			h.touch(s)
+		}
+	} else if st := h.shards[s]; st != nil && st.desired {
 		st.desired = false
+		h.touch(s)
 	}
 }
+
+// touch marks shard s for the next Tick, which otherwise visits every
+// shard only every scanEvery once there are many (ScanAllBelow).
+func (h *Holder) touch(s uint32) {
+	h.dirty[s] = struct{}{}
+}
+
+// scanEvery is how often a Tick visits every shard once there are many:
+// what only time changes (a lease ending at its deadline, a timeout, a
+// backoff over, a top-up due) is noticed that much later; what a call or a
+// reply changes is visited at the next Tick.
+func (h *Holder) scanEvery() time.Duration { return h.cfg.KeepAliveInterval / 5 }
 
 // counts reports whether voter v still protects st's lease at epoch e: it
 // has a vote for e naming v's current generation, and a keep-alive answered
@@ -481,7 +514,8 @@ func (h *Holder) Deadline(s uint32, now Time) (Time, bool) {
 	if st == nil || !st.led || !h.valid(st, st.epoch, now) {
 		return 0, false
 	}
-	var ends []Time
+	var buf [5]Time // at most 5 voters
+	ends := buf[:0]
 	for v := range h.voters {
 		if h.counts(st, st.epoch, v, now) {
 			ends = append(ends, h.voters[v].fresh.Add(h.eff))
@@ -540,6 +574,7 @@ func (h *Holder) Release(s uint32, now Time) {
 	h.endLease(st, s, ReasonReleased, now)
 	h.abandon(st, now)
 	h.flushReleases(s, st)
+	h.touch(s)
 }
 
 // flushReleases queues st's pending releases to go out with the next Tick
@@ -665,6 +700,7 @@ func (h *Holder) TransferAt(s uint32, to string, toInc, toEpoch uint64, now Time
 	for v := range h.voters {
 		h.queued[v] = append(h.queued[v], op)
 	}
+	h.touch(s)
 	return nil
 }
 
@@ -680,6 +716,7 @@ func (h *Holder) TransferAt(s uint32, to string, toInc, toEpoch uint64, now Time
 func (h *Holder) Expect(s uint32, until Time) {
 	st := h.shard(s)
 	st.desired = true
+	h.touch(s)
 	if st.acq == nil {
 		switch {
 		case until > st.nextTry:
@@ -727,6 +764,7 @@ func (h *Holder) MinTransferEpoch(s uint32) uint64 {
 // fresh keep-alives of its own.
 func (h *Holder) AcceptTransfer(s uint32, epoch uint64, gens map[string]uint64, now Time) {
 	st := h.shard(s)
+	h.touch(s)
 	if epoch <= st.floor {
 		return
 	}
@@ -806,10 +844,19 @@ func (h *Holder) Tick(now Time) []Envelope {
 	if h.superseded {
 		return nil
 	}
-	sorted := h.sortedShards()
-	for _, s := range sorted {
-		h.tickShard(s, h.shards[s], now)
+	if h.scanAll || len(h.shards) < h.cfg.ScanAllBelow || now.Sub(h.scannedAt) >= h.scanEvery() {
+		for _, s := range h.sortedShards() {
+			h.tickShard(s, h.shards[s], now)
+		}
+		h.scanAll, h.scannedAt = false, now
+	} else {
+		for _, s := range slices.Sorted(maps.Keys(h.dirty)) {
+			if st := h.shards[s]; st != nil {
+				h.tickShard(s, st, now)
+			}
+		}
 	}
+	clear(h.dirty)
 	// Forget requests that can no longer matter: a reply to them would
 	// carry a keep-alive older than any lease.
 	for seq, r := range h.sent {
@@ -1082,6 +1129,7 @@ func (h *Holder) Step(rep Reply, now Time) {
 		vs.noticesAt, vs.heldAt = rep.NoticesAt, rep.NoticesAt
 		// A new session: whatever the voter's records said of the old
 		// generation no longer protects this node there.
+		h.scanAll = true
 		for _, st := range h.shards {
 			if st.led {
 				if g, ok := st.votes[st.epoch][v]; ok && g != rep.Gen {
@@ -1110,9 +1158,10 @@ func (h *Holder) Step(rep Reply, now Time) {
 		h.notices = append(h.notices, Notice{Voter: rep.Voter, Node: x.Node, Gen: x.Gen})
 	}
 	for _, x := range rep.Expired {
-		for _, st := range h.shards {
+		for s, st := range h.shards {
 			if st.blocked == x && st.acq == nil {
 				st.nextTry, st.blocked = now, NodeGen{}
+				h.touch(s)
 			}
 		}
 	}
@@ -1134,6 +1183,7 @@ func (h *Holder) Step(rep Reply, now Time) {
 	for s := range touched {
 		if st := h.shards[s]; st != nil {
 			h.promote(s, st, now)
+			h.touch(s)
 		}
 	}
 }
@@ -1290,6 +1340,7 @@ func (h *Holder) applyHeld(v int, sentAt, now Time, held []ShardRecord) {
 			if _, ok := st.votes[st.epoch][v]; ok && sentAt > st.estab[v] {
 				delete(st.votes[st.epoch], v)
 				st.regrant = true
+				h.touch(s)
 			}
 		}
 	}
@@ -1325,6 +1376,7 @@ func (h *Holder) newerDeadAtMajority(now Time) (uint64, bool) {
 func (h *Holder) raise(inc uint64, now Time) {
 	h.inc = inc
 	h.raises++
+	h.scanAll = true
 	for i := range h.voters {
 		h.voters[i].sentAny, h.voters[i].newerDead = false, 0
 	}

@@ -536,11 +536,27 @@ func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 			}
 		case rep := <-replies:
 			n.step(st, rep)
+			// Replies that already wait are applied before the leases'
+			// deadlines are refreshed once for all of them: each refresh
+			// visits every lease.
+		more:
+			for range coalesceLimit {
+				select {
+				case rep := <-replies:
+					n.step(st, rep)
+				default:
+					break more
+				}
+			}
+			n.refreshDeadlines(h)
+			n.checkVouched(st)
 		case <-tick.C:
 			if h != nil {
+				// Deadlines do not move with time alone (each lease's
+				// timer ends it at its deadline): replies move them, and
+				// the holder's changes end leases.
 				n.reconcile(st)
 				n.send(st)
-				n.refreshDeadlines(h)
 				n.checkVouched(st)
 			}
 			msgs := n.gossip.flush()
@@ -601,8 +617,6 @@ func (n *Node) step(st *loopState, rep lease.Reply) {
 		st.answered[rep.Voter] = now
 	}
 	n.afterStep(st)
-	n.refreshDeadlines(h)
-	n.checkVouched(st)
 }
 
 // send runs the holder's Tick and sends the requests it returns — after
@@ -644,6 +658,7 @@ func (n *Node) sendNow(st *loopState, replies <-chan lease.Reply) {
 	if h == nil {
 		return
 	}
+	n.refreshDeadlines(h)
 	n.send(st)
 }
 

@@ -140,8 +140,12 @@ type Config struct {
 	// those names (0: the default): small values make every node's
 	// requests queue, as a large cold start does.
 	MaxBatch, MaxInFlight int
-	VoterMu               lease.VoterMutations
-	NodeMu                lease.HolderMutations
+	// ScanAllBelow sets the holders' HolderConfig field (0: the default);
+	// 1 makes every Tick visit only the shards that changed, and every
+	// shard only periodically, as holders of many shards do.
+	ScanAllBelow int
+	VoterMu      lease.VoterMutations
+	NodeMu       lease.HolderMutations
 	// ForgetOnRestart makes restarted voters lose their records: a
 	// deliberately broken store, for checker tests.
 	ForgetOnRestart bool
