@@ -1154,8 +1154,16 @@ func (h *Holder) Step(rep Reply, now Time) {
 	for _, x := range rep.Expired {
 		h.notices = append(h.notices, Notice{Voter: rep.Voter, Node: x.Node, Gen: x.Gen, Expired: true})
 	}
-	for _, x := range rep.Started {
-		h.notices = append(h.notices, Notice{Voter: rep.Voter, Node: x.Node, Gen: x.Gen})
+	if current {
+		// News of live sessions only from this node's current session at
+		// the voter: a late reply of the voter's previous run (a request
+		// in flight when it restarted) would re-add a session the
+		// restarted voter no longer has, after the Reset that dropped it,
+		// and that voter would never mention it again. (Expiries are
+		// final, whenever they arrive.)
+		for _, x := range rep.Started {
+			h.notices = append(h.notices, Notice{Voter: rep.Voter, Node: x.Node, Gen: x.Gen})
+		}
 	}
 	for _, x := range rep.Expired {
 		for s, st := range h.shards {

@@ -909,6 +909,12 @@ func (n *Node) afterStep(st *loopState) {
 		n.supersede(st)
 	}
 	if inc := h.Inc(); inc != n.inc.Load() {
+		// Answers to the old incarnation vouch for nothing now, and a
+		// handoff prepared under it is addressed to it: the voters would
+		// refuse its Transfer. The holder already dropped its hold-offs.
+		clear(st.answered)
+		clear(st.expecting)
+		n.checkVouched(st)
 		n.raiseIncarnation(inc)
 	}
 }

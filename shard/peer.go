@@ -137,6 +137,12 @@ func (ps peerServer) Prepare(ctx context.Context, req *peerv1.PrepareRequest) (*
 	var err error
 	var min uint64
 	if !n.do(func(st *loopState) {
+		if inc := n.inc.Load(); inc != req.GetToIncarnation() {
+			// Raised while the Preparer ran: a transfer to the old
+			// incarnation would be refused.
+			err = fmt.Errorf("handoff for incarnation %d of %s, this is %d", req.GetToIncarnation(), n.cfg.NodeID, inc)
+			return
+		}
 		min, err = n.expect(st, req.GetShard(), timeout, req.GetFrom(), req.GetFromDraining())
 	}) {
 		return nil, status.Error(codes.Unavailable, ErrNotStarted.Error())
@@ -150,7 +156,13 @@ func (ps peerServer) Prepare(ctx context.Context, req *peerv1.PrepareRequest) (*
 // Lead applies a transfer the voters accepted.
 func (ps peerServer) Lead(_ context.Context, req *peerv1.LeadRequest) (*peerv1.LeadReply, error) {
 	n := ps.n
-	if err := ps.check(req.GetCluster(), req.GetTo(), req.GetToIncarnation(), req.GetShard()); err != nil {
+	inc := req.GetToIncarnation()
+	if cur := n.inc.Load(); req.GetAborted() && inc < cur {
+		// An abort only ends a hold-off this process has: one addressed
+		// to its incarnation before a raise still applies.
+		inc = cur
+	}
+	if err := ps.check(req.GetCluster(), req.GetTo(), inc, req.GetShard()); err != nil {
 		return nil, err
 	}
 	if !req.GetAborted() && (req.GetEpoch() == 0 || len(req.GetGenerations()) == 0) {

@@ -343,6 +343,9 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 	}
 	l := n.getLease(hf.shard)
 	if l == nil || l.Epoch() != hf.epoch {
+		if l == nil {
+			n.abortTarget(hf) // nobody leads the shard now
+		}
 		fail("prepare", fmt.Errorf("lease on shard %d ended during prepare", hf.shard))
 		return
 	}
@@ -407,6 +410,8 @@ func (n *Node) switchOver(st *loopState, hf *handoff, minEpoch uint64) (again bo
 			// new epoch (and token): the application quiesced the old
 			// one. Plan the move again at once.
 			err = fmt.Errorf("shard %d was re-granted at epoch %d during the handoff of epoch %d", hf.shard, e, hf.epoch)
+		} else {
+			n.abortTarget(hf) // nobody leads the shard now
 		}
 		delete(st.handoffs, hf.shard)
 		st.dirty = true
@@ -506,8 +511,14 @@ func (n *Node) transferFailed(st *loopState, c lease.Change) {
 	n.metrics.handoffs.WithLabelValues("failed_transfer").Inc()
 	n.log.Info("handoff failed: the voters refused the transfer", "shard", c.Shard, "to", hf.to)
 	hf.finish(&HandoffError{Shard: c.Shard, To: hf.to, Step: "transfer", Err: fmt.Errorf("a majority of voters refused")})
-	// The lease ended here; the target, which expects the shard, must not
-	// wait out its hold-off before acquiring it.
+	n.abortTarget(hf)
+}
+
+// abortTarget tells hf's target, which prepared and expects the shard,
+// that this node's lease ended without a transfer: it must not wait out
+// its hold-off before acquiring the shard.
+func (n *Node) abortTarget(hf *handoff) {
+	c := lease.Change{Kind: lease.TransferFailed, Shard: hf.shard, Epoch: hf.epoch, To: hf.to}
 	n.bg.Add(1)
 	go func() {
 		defer n.bg.Done()
