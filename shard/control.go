@@ -204,7 +204,9 @@ func (n *Node) Drain(ctx context.Context) error {
 // (its transfer may await the voters' answer after the lease ended).
 func (n *Node) handingOff() bool {
 	busy := false
-	n.do(func(st *loopState) { busy = len(st.handoffs) > 0 })
+	if !n.do(func(st *loopState) { busy = len(st.handoffs) > 0 }) {
+		return false // stopped (the loop may still be running the call)
+	}
 	return busy
 }
 
@@ -212,7 +214,7 @@ func (n *Node) handingOff() bool {
 // no other member may take it, so a drain cannot hand it off.
 func (n *Node) nowhereToGo() bool {
 	stuck := false
-	n.do(func(st *loopState) {
+	if !n.do(func(st *loopState) {
 		if st.holder == nil || len(st.target) == 0 || st.dirty {
 			return
 		}
@@ -222,7 +224,9 @@ func (n *Node) nowhereToGo() bool {
 				return
 			}
 		}
-	})
+	}) {
+		return false // stopped (the loop may still be running the call)
+	}
 	return stuck
 }
 

@@ -483,6 +483,9 @@ type loopState struct {
 	// be planned shards (see vouched); superseded: a voter reported a
 	// newer process with this NodeID.
 	vouched, superseded bool
+	// deadlines says replies were applied since the leases' deadlines were
+	// last refreshed (refreshDeadlines).
+	deadlines bool
 	// replanNow asks for a plan once what the loop is doing is sent;
 	// publishNow for a publish within the budget (see followUp).
 	replanNow, publishNow bool
@@ -548,7 +551,7 @@ func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 					break more
 				}
 			}
-			n.refreshDeadlines(h)
+			n.refreshDeadlines(st)
 			n.checkVouched(st)
 		case <-tick.C:
 			if h != nil {
@@ -617,6 +620,7 @@ func (n *Node) step(st *loopState, rep lease.Reply) {
 		st.answered[rep.Voter] = now
 	}
 	n.afterStep(st)
+	st.deadlines = true
 }
 
 // send runs the holder's Tick and sends the requests it returns — after
@@ -627,6 +631,7 @@ func (n *Node) step(st *loopState, rep lease.Reply) {
 func (n *Node) send(st *loopState) {
 	envs := st.holder.Tick(n.now())
 	n.afterStep(st)
+	n.refreshDeadlines(st)
 	n.rpc.send(envs)
 }
 
@@ -658,7 +663,6 @@ func (n *Node) sendNow(st *loopState, replies <-chan lease.Reply) {
 	if h == nil {
 		return
 	}
-	n.refreshDeadlines(h)
 	n.send(st)
 }
 
@@ -978,11 +982,19 @@ func (n *Node) raiseIncarnation(inc uint64) {
 	}()
 }
 
-// refreshDeadlines moves each lease's deadline to the holder's: forward
-// as keep-alives are answered, back when a voter stopped protecting it.
-// A lease the holder no longer counts ends now; the holder's Lost change
-// follows at the next Tick.
-func (n *Node) refreshDeadlines(h *lease.Holder) {
+// refreshDeadlines moves each lease's deadline to the holder's, if replies
+// were applied since the last refresh (st.deadlines): forward as
+// keep-alives are answered, back when a voter stopped protecting it. A
+// lease the holder no longer counts ends now; the holder's Lost change
+// follows at the next Tick. It visits every lease, so the loop calls it
+// once per burst of replies, after their changes were applied (a lease a
+// change ended hears the change's reason).
+func (n *Node) refreshDeadlines(st *loopState) {
+	h := st.holder
+	if h == nil || !st.deadlines {
+		return
+	}
+	st.deadlines = false
 	now := n.now()
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -367,8 +367,9 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 	expected := asked.Add(n.cfg.QuiesceTimeout + n.cfg.LeaseDuration)
 	for {
 		again := false
-		n.do(func(st *loopState) { again = n.switchOver(st, hf, minEpoch) })
-		if !again {
+		if !n.do(func(st *loopState) { again = n.switchOver(st, hf, minEpoch) }) || !again {
+			// (When the node stopped, the loop may still be running the
+			// call: again is not read then.)
 			return
 		}
 		if time.Now().Add(regrantWait).After(expected) {
