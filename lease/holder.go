@@ -368,8 +368,10 @@ type Holder struct {
 	changes  []Change
 	notices  []Notice
 	queued   map[int][]Op
-	// releasing holds the shards with releases not yet acknowledged.
+	// releasing holds the shards with releases not yet acknowledged; led
+	// those whose state says led (Leads still checks the lease rule).
 	releasing map[uint32]struct{}
+	led       map[uint32]struct{}
 	// dirty holds the shards a call or a reply changed since the last
 	// Tick; scannedAt is when a Tick last visited every shard, and scanAll
 	// asks the next Tick to.
@@ -402,6 +404,7 @@ func NewHolder(cfg HolderConfig) (*Holder, error) {
 		inc:    cfg.Inc,
 
 		releasing: make(map[uint32]struct{}),
+		led:       make(map[uint32]struct{}),
 		dirty:     make(map[uint32]struct{}),
 		scanAll:   true,
 	}
@@ -485,9 +488,13 @@ func (h *Holder) valid(st *shardState, e uint64, now Time) bool {
 	if h.superseded {
 		return false
 	}
+	votes := st.votes[e]
+	if len(votes) < h.maj {
+		return false
+	}
 	n := 0
-	for v := range h.voters {
-		if h.counts(st, e, v, now) {
+	for v, g := range votes {
+		if vs := &h.voters[v]; g == vs.gen && vs.hasFresh && now.Sub(vs.fresh) < h.eff {
 			n++
 		}
 	}
@@ -511,15 +518,18 @@ func (h *Holder) Leads(s uint32, now Time) (uint64, bool) {
 // is false if s is not led.
 func (h *Holder) Deadline(s uint32, now Time) (Time, bool) {
 	st := h.shards[s]
-	if st == nil || !st.led || !h.valid(st, st.epoch, now) {
+	if st == nil || !st.led || h.superseded {
 		return 0, false
 	}
 	var buf [5]Time // at most 5 voters
 	ends := buf[:0]
-	for v := range h.voters {
-		if h.counts(st, st.epoch, v, now) {
-			ends = append(ends, h.voters[v].fresh.Add(h.eff))
+	for v, g := range st.votes[st.epoch] {
+		if vs := &h.voters[v]; g == vs.gen && vs.hasFresh && now.Sub(vs.fresh) < h.eff {
+			ends = append(ends, vs.fresh.Add(h.eff))
 		}
+	}
+	if len(ends) < h.maj {
+		return 0, false
 	}
 	slices.Sort(ends)
 	// The lease lasts while maj voters count: until the maj-th latest
@@ -530,7 +540,7 @@ func (h *Holder) Deadline(s uint32, now Time) (Time, bool) {
 // Led returns the shards this node leads at now, sorted.
 func (h *Holder) Led(now Time) []uint32 {
 	var out []uint32
-	for s := range h.shards {
+	for s := range h.led {
 		if _, ok := h.Leads(s, now); ok {
 			out = append(out, s)
 		}
@@ -644,6 +654,7 @@ func (h *Holder) endLease(st *shardState, s uint32, r Reason, now Time) {
 		return
 	}
 	st.led = false
+	delete(h.led, s)
 	h.changes = append(h.changes, Change{Kind: Lost, Shard: s, Epoch: st.epoch, Reason: r})
 }
 
@@ -817,6 +828,7 @@ func (h *Holder) promote(s uint32, st *shardState, now Time) {
 			h.endLease(st, s, ReasonLeaseExpired, now)
 		}
 		st.led, st.epoch, st.regrant = true, e, false
+		h.led[s] = struct{}{}
 		h.everLed = true
 		// A backoff or an Expect hold-off belongs to acquiring; a re-grant
 		// of what the node now leads must not wait for it.
@@ -1426,6 +1438,7 @@ func (h *Holder) supersede(now Time) {
 		st := h.shards[s]
 		if st.led {
 			st.led = false
+			delete(h.led, s)
 			h.changes = append(h.changes, Change{Kind: Lost, Shard: s, Epoch: st.epoch, Reason: ReasonSuperseded})
 		}
 	}

@@ -106,13 +106,18 @@ type Lease struct {
 	mu    sync.Mutex // orders deadline moves, the timer and the end
 	timer *time.Timer
 	armed lease.Time // when the timer fires
+	// expiredFn, when set, is told (under mu) of the shard of a lease that
+	// ends at its deadline, so that the node looks at those leases only.
+	expiredFn func(uint32)
 }
 
 // newLease returns a lease on shard at epoch that ends at deadline on the
 // monotonic clock that started at origin, unless setDeadline moves it.
-func newLease(shard uint32, epoch uint64, origin time.Time, deadline lease.Time) *Lease {
+// expired, if not nil, is called with the shard when the lease ends at its
+// deadline; it must not block or call back into the lease.
+func newLease(shard uint32, epoch uint64, origin time.Time, deadline lease.Time, expired func(uint32)) *Lease {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	l := &Lease{shard: shard, origin: origin, ctx: ctx, cancel: cancel}
+	l := &Lease{shard: shard, origin: origin, ctx: ctx, cancel: cancel, expiredFn: expired}
 	l.epoch.Store(epoch)
 	l.deadline.Store(int64(deadline))
 	l.mu.Lock()
@@ -226,6 +231,9 @@ func (l *Lease) endLocked(r Reason) {
 	}
 	l.timer.Stop()
 	l.cancel(&LeaseEndedError{Shard: l.shard, Epoch: l.epoch.Load(), Reason: r})
+	if r == ReasonLeaseExpired && l.expiredFn != nil {
+		l.expiredFn(l.shard)
+	}
 }
 
 // reason returns why the lease ended, or 0 while it has not.

@@ -33,7 +33,7 @@ func endedFor(t *testing.T, l *Lease) Reason {
 func TestLeaseContextEndsAtItsDeadline(t *testing.T) {
 	origin := time.Now()
 	t.Run("Err consults the clock", func(t *testing.T) {
-		l := newLease(1, 7, origin, deadlineIn(origin, time.Hour))
+		l := newLease(1, 7, origin, deadlineIn(origin, time.Hour), nil)
 		l.timer.Stop() // only Err's own reading of the clock can end it now
 		if err := l.Context().Err(); err != nil {
 			t.Fatalf("Err before the deadline = %v", err)
@@ -54,7 +54,7 @@ func TestLeaseContextEndsAtItsDeadline(t *testing.T) {
 		}
 	})
 	t.Run("the timer closes Done", func(t *testing.T) {
-		l := newLease(1, 7, origin, deadlineIn(origin, 20*time.Millisecond))
+		l := newLease(1, 7, origin, deadlineIn(origin, 20*time.Millisecond), nil)
 		done := l.Context().Done() // taken before the deadline: only the timer closes it
 		select {
 		case <-done:
@@ -69,7 +69,7 @@ func TestLeaseContextEndsAtItsDeadline(t *testing.T) {
 		}
 	})
 	t.Run("derived contexts end with it", func(t *testing.T) {
-		l := newLease(1, 7, origin, deadlineIn(origin, 20*time.Millisecond))
+		l := newLease(1, 7, origin, deadlineIn(origin, 20*time.Millisecond), nil)
 		ctx, cancel := context.WithCancel(l.Context())
 		defer cancel()
 		<-ctx.Done()
@@ -137,7 +137,7 @@ func TestLeaseDeadlineMoves(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := newLease(3, 9, origin, deadlineIn(origin, long))
+			l := newLease(3, 9, origin, deadlineIn(origin, long), nil)
 			defer l.end(ReasonShutdown)
 			tt.give(l)
 			if got := endedFor(t, l); got != tt.want {
@@ -146,7 +146,7 @@ func TestLeaseDeadlineMoves(t *testing.T) {
 		})
 	}
 	t.Run("back re-arms the timer", func(t *testing.T) {
-		l := newLease(3, 9, origin, deadlineIn(origin, long))
+		l := newLease(3, 9, origin, deadlineIn(origin, long), nil)
 		done := l.Context().Done()
 		l.setDeadline(deadlineIn(origin, 20*time.Millisecond))
 		select {

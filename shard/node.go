@@ -350,6 +350,12 @@ type Node struct {
 	leases   map[uint32]*Lease // current leases, read by Leases
 	handlers *handlerQueue
 
+	// expiredShards lists shards whose lease ended at its deadline since
+	// reconcile last looked (leaseExpired); it may hold duplicates and
+	// shards whose lease was replaced since.
+	expiredMu     sync.Mutex
+	expiredShards []uint32
+
 	rpc     *rpcPlane
 	peers   *peers
 	gossip  *leaderGossip
@@ -463,6 +469,11 @@ func (n *Node) Start(ctx context.Context) error {
 // planEvery bounds how often the loop replans for claims and lease
 // changes alone.
 const planEvery = 50 * time.Millisecond
+
+// planShare bounds the CPU that plans for churn (not membership changes)
+// take: the next such plan waits at least planShare times what a plan
+// takes (a moving average), about a fifth of a core at large P.
+const planShare = 5
 
 // claimRefresh is how often a node resends all its leadership claims to
 // every peer, repairing messages lost on the way.
@@ -579,7 +590,7 @@ func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 			// otherwise replan every node on every tick, and that CPU is
 			// taken from the handoffs themselves. Membership changes and
 			// voters' news of a dead leader still replan at once.
-			if (st.dirty && time.Since(st.lastPlan) >= planEvery) || (!st.settleAt.IsZero() && !time.Now().Before(st.settleAt)) {
+			if (st.dirty && time.Since(st.lastPlan) >= max(planEvery, planShare*st.planCost)) || (!st.settleAt.IsZero() && !time.Now().Before(st.settleAt)) {
 				n.plan(st)
 			} else if st.republish && !time.Now().Before(st.nextPublish) {
 				// Who leads changed: the table says so now, between plans.
@@ -876,7 +887,7 @@ func (n *Node) afterStep(st *loopState) {
 			if !ok {
 				d = now // it is over already: the lease starts ended
 			}
-			l := newLease(c.Shard, c.Epoch, n.start, d)
+			l := newLease(c.Shard, c.Epoch, n.start, d, n.leaseExpired)
 			n.setLease(c.Shard, l)
 			n.history.add(Transition{Shard: c.Shard, Epoch: c.Epoch, Event: "acquired"})
 			n.log.Info("leading shard", "shard", c.Shard, "epoch", c.Epoch)
@@ -1019,15 +1030,23 @@ func (n *Node) refreshDeadlines(st *loopState) {
 func (n *Node) reconcile(st *loopState) {
 	h := st.holder
 	now := n.now()
+	n.expiredMu.Lock()
+	maybe := n.expiredShards
+	n.expiredShards = nil
+	n.expiredMu.Unlock()
+	if len(maybe) == 0 {
+		return
+	}
 	n.mu.Lock()
 	var ended []uint32
-	for s, l := range n.leases {
-		if l.expired() {
+	for _, s := range maybe {
+		if l := n.leases[s]; l != nil && l.expired() {
 			ended = append(ended, s)
 		}
 	}
 	n.mu.Unlock()
 	slices.Sort(ended)
+	ended = slices.Compact(ended)
 	for _, s := range ended {
 		e, ok := h.Leads(s, now)
 		d, _ := h.Deadline(s, now)
@@ -1036,12 +1055,20 @@ func (n *Node) reconcile(st *loopState) {
 		}
 		n.log.Info("lease ended at its deadline, then renewed: a new lease for the application", "shard", s, "epoch", e)
 		n.endLease(s, ReasonLeaseExpired, "")
-		l := newLease(s, e, n.start, d)
+		l := newLease(s, e, n.start, d, n.leaseExpired)
 		n.setLease(s, l)
 		n.metrics.transitions.WithLabelValues("acquired", "").Inc()
 		n.history.add(Transition{Shard: s, Epoch: e, Event: "acquired"})
 		n.handlers.push(func(hd Handler) { hd.Acquired(l) })
 	}
+}
+
+// leaseExpired notes that the lease on shard s ended at its deadline, for
+// reconcile. Leases call it under their own lock.
+func (n *Node) leaseExpired(s uint32) {
+	n.expiredMu.Lock()
+	n.expiredShards = append(n.expiredShards, s)
+	n.expiredMu.Unlock()
 }
 
 func (n *Node) setLease(s uint32, l *Lease) {

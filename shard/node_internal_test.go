@@ -168,11 +168,15 @@ func TestLeaseRenewedAfterItsDeadlineIsReplaced(t *testing.T) {
 	d := newDrivenNode(t)
 	old := d.lead(s)
 	e := old.Epoch()
-	// The deadline passes unnoticed: no timer fired, nobody asked.
+	// The deadline passes while the loop is late: the application's check
+	// (or the lease's timer) ends the lease there.
 	old.timer.Stop()
 	old.deadline.Store(int64(d.n.now() - 1))
 	if _, ok := d.st.holder.Leads(s, d.n.now()); !ok {
 		t.Fatal("the holder stopped leading: the test needs a lease it still counts")
+	}
+	if old.Context().Err() == nil {
+		t.Fatal("the lease's context is live past its deadline")
 	}
 	d.n.reconcile(d.st)
 	if r := endedFor(t, old); r != ReasonLeaseExpired {

@@ -69,8 +69,10 @@ type planState struct {
 	sendNow bool
 	// leaving: the node released everything and leads nothing again.
 	leaving bool
-	// lastPlan is when plan last ran.
+	// lastPlan is when plan last ran; planCost is a moving average of how
+	// long a plan takes.
 	lastPlan time.Time
+	planCost time.Duration
 	// republish: leases or leadership claims changed since the table was
 	// last published; nextPublish is the earliest time to publish again,
 	// from publishCost, a moving average of how long a publish takes.
@@ -171,6 +173,7 @@ func (n *Node) want(st *loopState, now time.Time) (cur, target []string, err err
 func (n *Node) plan(st *loopState) {
 	st.dirty, st.replanNow, st.lastPlan = false, false, time.Now()
 	now := time.Now()
+	defer func() { st.planCost += (time.Since(now) - st.planCost) / 8 }()
 	P := n.cfg.Shards
 	h := st.holder
 	cur, target, err := n.want(st, now)
