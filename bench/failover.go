@@ -24,6 +24,21 @@ type failoverResult struct {
 	ShardsMoved int       `json:"shards_failed_over"`
 	Violations  int       `json:"violations"`
 	RunsMS      []float64 `json:"runs_ms"`
+	// SettleMS is the cold start: from starting the nodes until every
+	// shard is led by its desired owner. RebalanceMS is, per rep, from the
+	// victim's restart until the cluster settled again (every shard it is
+	// given back handed over).
+	SettleMS    float64   `json:"settle_ms"`
+	RebalanceMS []float64 `json:"rebalance_ms"`
+	// HeapMaxMB is the largest Go heap (HeapAlloc) of the whole process,
+	// every node and the benchmark, sampled every 100 ms.
+	HeapMaxMB float64 `json:"heap_max_mb"`
+}
+
+// settleLimit is how long the benchmark waits for a cluster of P shards to
+// settle: a minute, and a millisecond more per shard above 60,000.
+func settleLimit(shards int) time.Duration {
+	return time.Minute + time.Duration(max(0, shards-60000))*time.Millisecond
 }
 
 func runFailover(args []string, out io.Writer) error {
@@ -54,21 +69,26 @@ func runFailover(args []string, out io.Writer) error {
 // after another and prints a table and a summary line to out.
 func measureFailover(sp clusterSpec, reps int, out io.Writer) (failoverResult, error) {
 	fmt.Fprintf(out, "failover: %v; %d kills\n", sp, reps)
+	heap := sampleHeap()
+	defer heap.stop()
+	started := time.Now()
 	c, err := sp.start()
 	if err != nil {
 		return failoverResult{}, err
 	}
 	defer c.close()
-	if !waitQuiet(time.Minute, c.settled) {
-		return failoverResult{}, fmt.Errorf("the cluster did not settle within a minute")
+	if !waitQuiet(settleLimit(sp.shards), c.settled) {
+		return failoverResult{}, fmt.Errorf("the cluster did not settle within %v: %s", settleLimit(sp.shards), c.unsettled())
 	}
+	settle := time.Since(started)
+	fmt.Fprintf(out, "cold start: every shard led by its desired owner after %v\n", settle.Round(time.Millisecond))
 	// Let the start-up burst (every shard acquired at once, tables
 	// gossiped, voter stores written) die down: reps measure a cluster in
 	// its steady state.
 	time.Sleep(2 * sp.ld)
 
 	res := failoverResult{Scenario: "failover", Nodes: sp.nodes, Voters: sp.voters, Shards: sp.shards, Reps: reps,
-		Profile: sp.profile.String(), LeaseMS: msOf(sp.ld), KeepAliveMS: msOf(sp.ld / 4)}
+		Profile: sp.profile.String(), LeaseMS: msOf(sp.ld), KeepAliveMS: msOf(sp.ld / 4), SettleMS: msOf(settle)}
 	var runs []time.Duration
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	defer w.Flush() // the reps so far, if one fails
@@ -124,9 +144,10 @@ func measureFailover(sp clusterSpec, reps int, out io.Writer) (failoverResult, e
 			return res, err
 		}
 		restarted := time.Now()
-		if !waitQuiet(time.Minute, c.settled) {
+		if !waitQuiet(settleLimit(sp.shards), c.settled) {
 			return res, fmt.Errorf("rep %d: the cluster did not settle after %s restarted: %s", rep, victim, c.unsettled())
 		}
+		res.RebalanceMS = append(res.RebalanceMS, msOf(time.Since(restarted)))
 		// A restarted voter grants nothing for one lease (its grace
 		// period): the next kill waits that out, so that every rep starts
 		// from a healthy cluster with three voters able to grant.
@@ -141,7 +162,8 @@ func measureFailover(sp clusterSpec, reps int, out io.Writer) (failoverResult, e
 	for _, r := range runs {
 		res.RunsMS = append(res.RunsMS, msOf(r))
 	}
-	fmt.Fprintf(out, "failover p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d kills (%d shards); violations %d\n",
-		res.P50MS, res.P99MS, res.MaxMS, len(runs), res.ShardsMoved, res.Violations)
+	res.HeapMaxMB = heap.maxMB()
+	fmt.Fprintf(out, "failover p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d kills (%d shards); violations %d; cold start %.0f ms; heap max %.0f MB\n",
+		res.P50MS, res.P99MS, res.MaxMS, len(runs), res.ShardsMoved, res.Violations, res.SettleMS, res.HeapMaxMB)
 	return res, nil
 }

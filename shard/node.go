@@ -126,7 +126,8 @@ type Config struct {
 	JoinSettle time.Duration
 	// MaxConcurrentHandoffs bounds the graceful handoffs this node runs at
 	// once as a source, and among them those past their Prepare
-	// (quiescing, transferring, the target not yet leading). Default 4. A
+	// (quiescing, transferring, the target not yet leading). Default 4, or
+	// Shards/256 if that is more (64 at 16,384 shards). A
 	// draining node prepares up to 8 × this at once, so that slow Preparer
 	// hooks do not stretch the drain, and still switches this many at a
 	// time; with a slow Quiescer, a higher value drains faster.
@@ -250,7 +251,10 @@ func (c Config) withDefaults() Config {
 		c.JoinSettle = 2 * c.LeaseDuration
 	}
 	if c.MaxConcurrentHandoffs == 0 {
-		c.MaxConcurrentHandoffs = 4
+		// Enough that a rebalance takes a bounded number of rounds of
+		// handoffs whatever P: a third of 65,536 shards moving back to a
+		// restarted node at 4 at a time took minutes.
+		c.MaxConcurrentHandoffs = max(4, c.Shards/256)
 	}
 	if c.HandoffTimeout == 0 {
 		c.HandoffTimeout = 5 * time.Second

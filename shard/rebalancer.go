@@ -69,6 +69,9 @@ type planState struct {
 	sendNow bool
 	// leaving: the node released everything and leads nothing again.
 	leaving bool
+	// moves are the plan's moves from this node not started yet, in
+	// order (startMoves).
+	moves []Move
 	// lastPlan is when plan last ran; planCost is a moving average of how
 	// long a plan takes.
 	lastPlan time.Time
@@ -221,10 +224,6 @@ func (n *Node) act(st *loopState, now time.Time) {
 		return
 	}
 	paused := n.gossip.paused() && !st.draining
-	limit := n.cfg.MaxConcurrentHandoffs
-	if st.draining {
-		limit *= drainFactor
-	}
 	var moves []Move
 	for s := range n.cfg.Shards {
 		sh := uint32(s)
@@ -242,9 +241,24 @@ func (n *Node) act(st *loopState, now time.Time) {
 		delete(st.retryAt, sh)
 		moves = append(moves, Move{Shard: sh, From: self, To: t})
 	}
-	for _, m := range moves {
-		if len(st.handoffs) >= limit {
-			break
+	st.moves = moves
+	n.startMoves(st, now)
+}
+
+// startMoves starts the plan's moves still waiting, within the throttle.
+// A handoff that ends calls it to fill its slot, without a new plan (a
+// plan visits every shard).
+func (n *Node) startMoves(st *loopState, now time.Time) {
+	limit := n.cfg.MaxConcurrentHandoffs
+	if st.draining {
+		limit *= drainFactor
+	}
+	for len(st.moves) > 0 && len(st.handoffs) < limit {
+		m := st.moves[0]
+		st.moves = st.moves[1:]
+		if st.handoffs[m.Shard] != nil || len(st.target) != n.cfg.Shards || st.target[m.Shard] != m.To ||
+			len(st.current) != n.cfg.Shards || st.current[m.Shard] != m.From {
+			continue // started, or planned elsewhere since
 		}
 		if err := n.startHandoff(st, m.Shard, m.To, nil); err != nil {
 			n.log.Debug("handoff not started", "shard", m.Shard, "to", m.To, "err", err)
@@ -492,7 +506,7 @@ func (n *Node) transferred(st *loopState, c lease.Change) {
 				// node's first handoff can be an operator's Transfer).
 				if len(st.current) == n.cfg.Shards && len(st.target) == n.cfg.Shards {
 					st.current[hf.shard] = hf.to
-					n.act(st, time.Now())
+					n.startMoves(st, time.Now())
 				}
 			}
 			n.metrics.handoffs.WithLabelValues("done").Inc()
