@@ -1444,6 +1444,31 @@ func (h *Holder) supersede(now Time) {
 	}
 }
 
+// Backlog is what a holder has yet to do, for operators: operations
+// queued behind MaxBatch and MaxInFlight (summed over voters),
+// acquisitions and transfers under way, and shards with releases not yet
+// acknowledged.
+type Backlog struct {
+	Queued, Acquiring, Transferring, Releasing int
+}
+
+// Backlog returns the holder's backlog. It visits every shard.
+func (h *Holder) Backlog() Backlog {
+	b := Backlog{Releasing: len(h.releasing)}
+	for _, q := range h.queued {
+		b.Queued += len(q)
+	}
+	for _, st := range h.shards {
+		if st.acq != nil {
+			b.Acquiring++
+		}
+		if st.xfer != nil {
+			b.Transferring++
+		}
+	}
+	return b
+}
+
 // Superseded reports whether a voter has seen a newer incarnation of this
 // node; the holder then leads nothing and sends nothing.
 func (h *Holder) Superseded() bool { return h.superseded }

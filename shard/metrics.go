@@ -10,11 +10,14 @@ import (
 // metrics are the node's Prometheus metrics, registered with
 // Config.Registerer (or with nothing, when it is nil).
 type metrics struct {
-	leases      prometheus.Gauge
-	unled       prometheus.Gauge
-	transitions *prometheus.CounterVec
-	voterRTT    *prometheus.HistogramVec
-	voterErrors *prometheus.CounterVec
+	leases prometheus.Gauge
+	unled  prometheus.Gauge
+	// notConverging counts shards planned to this node and unled by it at
+	// two convergence checks in a row (Node.checkConverging).
+	notConverging prometheus.Gauge
+	transitions   *prometheus.CounterVec
+	voterRTT      *prometheus.HistogramVec
+	voterErrors   *prometheus.CounterVec
 	// voterCommits: commits of this node's voter store (on a voter only).
 	voterCommits prometheus.Histogram
 	members      *prometheus.GaugeVec
@@ -42,6 +45,10 @@ func newMetrics(reg prometheus.Registerer, node string, voters []string) (*metri
 		unled: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "tenure", Name: "shards_unled", ConstLabels: labels,
 			Help: "Shards without a known leader in this node's table.",
+		}),
+		notConverging: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "tenure", Name: "shards_not_converging", ConstLabels: labels,
+			Help: "Shards the plan gives this node that it has not led at two checks 10 s apart (0 once it leads them).",
 		}),
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "tenure", Name: "lease_transitions_total", ConstLabels: labels,
@@ -94,7 +101,7 @@ func newMetrics(reg prometheus.Registerer, node string, voters []string) (*metri
 		Namespace: "tenure", Name: "voters", ConstLabels: labels,
 		Help: "Voters configured: a lease needs tenure_voters / 2 + 1 of them (integer division) to answer.",
 	}, func() float64 { return float64(len(m.answered)) })
-	for _, c := range []prometheus.Collector{reachable, configured, m.leases, m.unled, m.transitions, m.voterRTT, m.voterErrors, m.voterCommits, m.members, m.handoffs, m.handoffSeconds, m.failoverSeconds} {
+	for _, c := range []prometheus.Collector{reachable, configured, m.leases, m.unled, m.notConverging, m.transitions, m.voterRTT, m.voterErrors, m.voterCommits, m.members, m.handoffs, m.handoffSeconds, m.failoverSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -501,6 +501,10 @@ type loopState struct {
 	// deadlines says replies were applied since the leases' deadlines were
 	// last refreshed (refreshDeadlines).
 	deadlines bool
+	// behind holds the shards planned here and not led at the last
+	// convergence check, made at convergedAt (checkConverging).
+	behind      map[uint32]bool
+	convergedAt time.Time
 	// replanNow asks for a plan once what the loop is doing is sent;
 	// publishNow for a publish within the budget (see followUp).
 	replanNow, publishNow bool
@@ -576,6 +580,9 @@ func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 				n.reconcile(st)
 				n.send(st)
 				n.checkVouched(st)
+				if time.Since(st.convergedAt) >= convergeEvery {
+					n.checkConverging(st)
+				}
 			}
 			msgs := n.gossip.flush()
 			if time.Since(lastRefresh) >= claimRefresh {
@@ -1065,6 +1072,59 @@ func (n *Node) reconcile(st *loopState) {
 		n.history.add(Transition{Shard: s, Epoch: e, Event: "acquired"})
 		n.handlers.push(func(hd Handler) { hd.Acquired(l) })
 	}
+}
+
+// convergeEvery is how often a node checks that the shards it should lead
+// are led, and how long they may stay unled before it warns.
+const convergeEvery = 10 * time.Second
+
+// checkConverging warns, at most once per convergeEvery, when shards the
+// plan gives this node have stayed unled by it since the last check: a
+// cold start or a failover that does not converge must not be silent. The
+// warning names the holder's backlog and the voters' failures.
+func (n *Node) checkConverging(st *loopState) {
+	st.convergedAt = time.Now()
+	h := st.holder
+	if h == nil || len(st.target) != n.cfg.Shards || st.draining || st.superseded {
+		st.behind = nil
+		return
+	}
+	now := n.now()
+	behind := map[uint32]bool{}
+	for s, t := range st.target {
+		if t != n.cfg.NodeID {
+			continue
+		}
+		if _, ok := h.Leads(uint32(s), now); !ok && st.handoffs[uint32(s)] == nil {
+			behind[uint32(s)] = true
+		}
+	}
+	still := 0
+	for s := range behind {
+		if st.behind[s] {
+			still++
+		}
+	}
+	st.behind = behind
+	n.metrics.notConverging.Set(float64(still))
+	if still == 0 {
+		return
+	}
+	b := h.Backlog()
+	n.log.Warn("shards this node should lead are still not led", "unled_for_over", convergeEvery, "shards", still,
+		"planned_here", countOf(st.target, n.cfg.NodeID), "led", len(h.Led(now)), "vouched", st.vouched,
+		"queued_ops", b.Queued, "acquiring", b.Acquiring, "transferring", b.Transferring, "releasing", b.Releasing,
+		"voter_failures", n.rpc.failures())
+}
+
+func countOf(target []string, id string) int {
+	n := 0
+	for _, t := range target {
+		if t == id {
+			n++
+		}
+	}
+	return n
 }
 
 // leaseExpired notes that the lease on shard s ended at its deadline, for

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,6 +64,7 @@ type voterClient struct {
 	// warning about them (troubleAt, unix nanoseconds).
 	failed, dropped atomic.Int64
 	troubleAt       atomic.Int64
+	troubleTotal    atomic.Int64 // failed and dropped since start
 	lastErr         atomic.Pointer[string]
 }
 
@@ -182,6 +184,7 @@ func (p *rpcPlane) send(envs []lease.Envelope) {
 		default:
 			c.pending.Add(-1)
 			c.dropped.Add(1)
+			c.troubleTotal.Add(1)
 			p.log.Debug("voter queue full; request dropped", "voter", e.To)
 			p.warnTrouble(c, time.Now().UnixNano())
 		}
@@ -241,6 +244,7 @@ func (p *rpcPlane) call(c *voterClient, req lease.Request) {
 		}
 		p.log.Debug("voter call failed", "voter", c.id, "err", err)
 		c.failed.Add(1)
+		c.troubleTotal.Add(1)
 		msg := err.Error()
 		c.lastErr.Store(&msg)
 		p.warnTrouble(c, time.Now().UnixNano())
@@ -281,6 +285,19 @@ func (p *rpcPlane) warnTrouble(c *voterClient, now int64) {
 	}
 	p.log.Warn("voter requests failing", "voter", c.id, "failed", failed, "dropped_queue_full", dropped,
 		"over", time.Duration(now-last).Round(time.Millisecond), "timeout", p.timeout, "last_err", lastErr)
+}
+
+// failures returns, per voter, the requests that failed or were dropped
+// since the node started, as "id=n" pairs in the voters' order.
+func (p *rpcPlane) failures() string {
+	var b strings.Builder
+	for i, c := range p.clients {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%d", c.id, c.troubleTotal.Load())
+	}
+	return b.String()
 }
 
 // flush waits until every queued request has been answered (or has
