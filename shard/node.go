@@ -432,6 +432,10 @@ func (n *Node) now() lease.Time { return lease.Time(time.Since(n.start)) }
 // version); unreachable seeds are retried in the background. Start must be
 // called once; Stop releases the node even if Start failed.
 func (n *Node) Start(ctx context.Context) error {
+	if n.cfg.Shards > MeasuredShards {
+		n.log.Warn("this shard count is above the largest measured to settle; 65,536 shards on 3 nodes do not settle yet (docs/design-notes.md, note 40)",
+			"shards", n.cfg.Shards, "measured", MeasuredShards)
+	}
 	inc, err := takeIncarnation(n.cfg.DataDir, n.cfg.wallClock())
 	if err != nil {
 		return fmt.Errorf("shard: node %s: %w", n.cfg.NodeID, err)
