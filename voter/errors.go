@@ -35,6 +35,10 @@ var (
 	// to save records that its memory already holds. It answers again only
 	// after a restart from its store (with the grace period that brings).
 	ErrStopped = errors.New("voter stopped after a store failure")
+
+	// ErrOverloaded means the voter refused the call at once because
+	// MaxWaiting calls already waited for it: the request had no effect.
+	ErrOverloaded = errors.New("voter overloaded")
 )
 
 // statusError is the one place where the errors of a call become gRPC
@@ -50,6 +54,8 @@ var (
 //   - Unavailable: the voter is closed or stopped, or its store failed. The
 //     request may or may not have taken effect; a node retries, here or at
 //     another voter, and learns the outcome from the repeat.
+//   - ResourceExhausted: the voter shed the call at once (MaxWaiting calls
+//     already waited for it); the request had no effect.
 //   - Canceled, DeadlineExceeded: the caller gave up before the records the
 //     reply depends on were durable. They may still become durable.
 //   - Internal: anything else, which is a bug.
@@ -62,6 +68,8 @@ func statusError(err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, ErrClosed), errors.Is(err, ErrStopped), errors.Is(err, voterstore.ErrClosed):
 		code = codes.Unavailable
+	case errors.Is(err, ErrOverloaded):
+		code = codes.ResourceExhausted
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

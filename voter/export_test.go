@@ -68,3 +68,6 @@ func HoldLock(s *Server) (waiting <-chan struct{}, release func()) {
 	var once sync.Once
 	return w, func() { once.Do(s.mu.Unlock) }
 }
+
+// SetMaxWaiting sets how many calls may wait for s's lock.
+func SetMaxWaiting(s *Server, n int64) { s.maxWaiting = n }

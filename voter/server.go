@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -52,7 +53,25 @@ type Server struct {
 
 	// beforeLock, set only by tests, runs as a call is about to wait for mu.
 	beforeLock func()
+
+	// waiting counts the calls waiting for mu; above maxWaiting a call is
+	// refused at once (ErrOverloaded) instead of joining a queue whose
+	// wait outlasts its caller. shed counts those refused since the last
+	// warning, at shedAt (unix nanoseconds).
+	waiting    atomic.Int64
+	maxWaiting int64
+	shed       atomic.Int64
+	shedAt     atomic.Int64
 }
+
+// MaxWaiting is how many calls may wait for a voter at once. Each holds
+// at most one request (a node sends at most lease.HolderConfig.MaxBatch
+// operations in one); a voter that has this many waiting is late by far
+// more than any caller's deadline.
+const MaxWaiting = 256
+
+// shedLogEvery spaces the warnings about shed calls.
+const shedLogEvery = 10 * time.Second
 
 // maxWarned bounds Server.warned. When it is full it is cleared, and the
 // senders still misconfigured are warned about once more.
@@ -128,6 +147,8 @@ func Open(cfg Config) (*Server, error) {
 		log:       cfg.Logger.With("voter", cfg.ID, "cluster", cfg.Cluster),
 		voter:     v,
 		store:     st,
+
+		maxWaiting: MaxWaiting,
 	}
 	if s.restarted {
 		s.log.Info("voter restarted from its store: in grace period, granting nothing until every session it forgot has expired",
@@ -188,10 +209,17 @@ func (s *Server) call(ctx context.Context, m *voterv1.CallRequest) (lease.Reply,
 		return lease.Reply{}, fmt.Errorf("voter %q: request from %q abandoned: %w", s.cfg.ID, req.From, err)
 	}
 
+	if n := s.waiting.Add(1); n > s.maxWaiting {
+		s.waiting.Add(-1)
+		s.shedOne(n - 1)
+		return lease.Reply{}, fmt.Errorf("voter %q: %d calls already wait for it (at most %d); request from %q shed: %w",
+			s.cfg.ID, n-1, s.maxWaiting, req.From, ErrOverloaded)
+	}
 	if s.beforeLock != nil {
 		s.beforeLock()
 	}
 	s.mu.Lock()
+	s.waiting.Add(-1)
 	if err := s.refusing(); err != nil {
 		s.mu.Unlock()
 		return lease.Reply{}, err
@@ -261,6 +289,19 @@ func (s *Server) warnOnce(sender string, ld time.Duration, err error) {
 	s.warnMu.Unlock()
 	s.log.Warn("voter refuses a node configured with another lease duration; it gets no session here until the configurations agree",
 		"node", sender, "node_lease_duration", ld, "lease_duration", s.cfg.LeaseDuration, "err", err)
+}
+
+// shedOne counts a call refused because waiting calls were already at
+// the bound, and warns at most once per shedLogEvery with the numbers.
+func (s *Server) shedOne(waiting int64) {
+	s.shed.Add(1)
+	now := time.Now().UnixNano()
+	last := s.shedAt.Load()
+	if last != 0 && now-last < int64(shedLogEvery) || !s.shedAt.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("voter shedding load: calls refused because too many already wait for it",
+		"shed", s.shed.Swap(0), "waiting", waiting, "max_waiting", s.maxWaiting)
 }
 
 // refusing returns why the voter answers nothing, or nil. s.mu must be

@@ -246,6 +246,33 @@ func TestCallRefusesBadRequests(t *testing.T) {
 			t.Errorf("Record(1) after a request abandoned at the lock = %+v, want none", got)
 		}
 	})
+	t.Run("too many waiting", func(t *testing.T) {
+		voter.SetMaxWaiting(h.srv, 2)
+		defer voter.SetMaxWaiting(h.srv, voter.MaxWaiting)
+		waiting, release := voter.HoldLock(h.srv)
+		defer release()
+		done := make(chan error, 2)
+		for i := range 2 {
+			go func() {
+				_, err := h.srv.Call(context.Background(), voterv1.RequestToPB(cluster, request(fmt.Sprintf("w%d", i))))
+				done <- err
+			}()
+			<-waiting
+		}
+		_, err := h.srv.Call(context.Background(), voterv1.RequestToPB(cluster, request("n1", grant(1, 1))))
+		if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "2 calls already wait") {
+			t.Errorf("Call with 2 waiting at most 2: %v, want ResourceExhausted naming the count", err)
+		}
+		release()
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Errorf("a call that waited: %v, want it answered", err)
+			}
+		}
+		if got := h.srv.Record(1); got != (lease.Record{}) {
+			t.Errorf("Record(1) after a shed request = %+v, want none", got)
+		}
+	})
 	t.Run("caller gone", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
