@@ -175,11 +175,14 @@ func TestSingleNode(t *testing.T) {
 	if doc.Node != "solo" || doc.Shards != 8 || !doc.Ready || len(doc.Members) != 1 || len(doc.Voters) != 1 || len(doc.Entries) != 8 {
 		t.Errorf("status = %+v", doc)
 	}
+	if len(doc.Voters) == 1 && (!doc.Voters[0].Answered || doc.Voters[0].Failures != 0 || doc.NotConverging != 0) {
+		t.Errorf("status voter %+v, not converging %d; want answered, no failures, 0", doc.Voters[0], doc.NotConverging)
+	}
 	if len(doc.Transitions) == 0 || doc.Transitions[0].Event != "acquired" {
 		t.Errorf("status transitions = %+v, want acquisitions", doc.Transitions)
 	}
 	code, html := get(base + "/status")
-	for _, want := range []string{"<title>Tenure solo", "Shard map", "Recent transitions", "solo"} {
+	for _, want := range []string{"<title>Tenure solo", "Shard map", "Recent transitions", "solo", "answers this node"} {
 		if code != 200 || !strings.Contains(html, want) {
 			t.Errorf("/status HTML (%d) lacks %q", code, want)
 		}

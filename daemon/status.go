@@ -29,6 +29,7 @@ type statusDoc struct {
 	TableVersion    uint64         `json:"table_version"`
 	Led             int            `json:"shards_led"`
 	Unled           int            `json:"shards_unled"`
+	NotConverging   int            `json:"shards_not_converging"`
 	Moving          int            `json:"shards_moving"`
 	Leaders         []leaderCount  `json:"leaders"`
 	Members         []statusMember `json:"members"`
@@ -61,6 +62,10 @@ type statusVoter struct {
 	ID     string `json:"id"`
 	Addr   string `json:"address"`
 	Member bool   `json:"member"` // alive in this node's gossip view
+	// Answered: this node's latest request to the voter was answered;
+	// Failures: its requests that failed since this node started.
+	Answered bool  `json:"answered"`
+	Failures int64 `json:"request_failures"`
 }
 
 type statusTrans struct {
@@ -110,9 +115,15 @@ func (d *daemon) statusNow() statusDoc {
 			Zone: m.Zone, Weight: m.Weight, Voter: m.Voter,
 		})
 	}
-	for _, v := range n.Voters() {
-		doc.Voters = append(doc.Voters, statusVoter{ID: v.ID, Addr: v.Addr, Member: members[v.ID]})
+	health := map[string]shard.VoterHealth{}
+	for _, h := range n.VoterHealth() {
+		health[h.ID] = h
 	}
+	for _, v := range n.Voters() {
+		h := health[v.ID]
+		doc.Voters = append(doc.Voters, statusVoter{ID: v.ID, Addr: v.Addr, Member: members[v.ID], Answered: h.Answered, Failures: h.Failures})
+	}
+	doc.NotConverging = n.NotConverging()
 	counts := map[string]*leaderCount{}
 	count := func(id string) *leaderCount {
 		if counts[id] == nil {
@@ -242,9 +253,10 @@ th { background: #f4f4f4; } .num { text-align: right; }
 {{end}}</table>
 
 <h2>Voters</h2>
-<table><tr><th>voter</th><th>address</th><th>in gossip view</th></tr>
-{{range .Voters}}<tr><td>{{.ID}}</td><td>{{.Addr}}</td><td>{{if .Member}}<span class="ok">yes</span>{{else}}<span class="bad">no</span>{{end}}</td></tr>
+<table><tr><th>voter</th><th>address</th><th>in gossip view</th><th>answers this node</th><th class="num">failed requests</th></tr>
+{{range .Voters}}<tr><td>{{.ID}}</td><td>{{.Addr}}</td><td>{{if .Member}}<span class="ok">yes</span>{{else}}<span class="bad">no</span>{{end}}</td><td>{{if .Answered}}<span class="ok">yes</span>{{else}}<span class="bad">no</span>{{end}}</td><td class="num">{{.Failures}}</td></tr>
 {{end}}</table>
+{{if .NotConverging}}<p class="bad">{{.NotConverging}} shards planned to this node have stayed unled for over 10 s (see the log's warning).</p>{{end}}
 
 <h2>Pending moves</h2>
 {{if .Plan}}<table><tr><th class="num">shard</th><th>from</th><th>to</th></tr>

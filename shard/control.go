@@ -346,6 +346,38 @@ func (n *Node) VotersReachable() int { return n.metrics.votersReachable() }
 // Voters returns the static voter set.
 func (n *Node) Voters() []VoterAddr { return append([]VoterAddr(nil), n.cfg.Voters...) }
 
+// VoterHealth is what a node's own requests say of one voter.
+type VoterHealth struct {
+	ID string
+	// Answered says the node's latest request to the voter was answered.
+	Answered bool
+	// Failures counts the node's requests to it that failed or were
+	// dropped (its queue full) since the node started.
+	Failures int64
+}
+
+// VoterHealth returns, per configured voter in order, what this node's
+// requests say of it; nil before Start or without voters.
+func (n *Node) VoterHealth() []VoterHealth {
+	if n.rpc == nil || len(n.cfg.Voters) == 0 {
+		return nil
+	}
+	out := make([]VoterHealth, 0, len(n.cfg.Voters))
+	for _, v := range n.cfg.Voters {
+		h := VoterHealth{ID: v.ID, Answered: n.metrics.voterAnswered(v.ID)}
+		if c := n.rpc.byID[v.ID]; c != nil {
+			h.Failures = c.troubleTotal.Load()
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+// NotConverging returns how many shards the plan gives this node that it
+// had not led at two checks 10 s apart (0 once it leads them): a cold
+// start or failover that does not converge (tenure_shards_not_converging).
+func (n *Node) NotConverging() int { return int(n.notConverging.Load()) }
+
 // Config returns the node's configuration with defaults filled.
 func (n *Node) Config() Config { return n.cfg }
 

@@ -120,6 +120,12 @@ func (m *metrics) voterCall(voter string, took time.Duration, err error) {
 	m.voterRTT.WithLabelValues(voter).Observe(took.Seconds())
 }
 
+// voterAnswered reports whether the latest request to voter was answered.
+func (m *metrics) voterAnswered(voter string) bool {
+	a := m.answered[voter]
+	return a != nil && a.Load()
+}
+
 // votersReachable counts the voters that answered the latest request.
 func (m *metrics) votersReachable() int {
 	n := 0

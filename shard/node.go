@@ -354,6 +354,9 @@ type Node struct {
 	leases   map[uint32]*Lease // current leases, read by Leases
 	handlers *handlerQueue
 
+	// notConverging mirrors tenure_shards_not_converging for NotConverging.
+	notConverging atomic.Int64
+
 	// expiredShards lists shards whose lease ended at its deadline since
 	// reconcile last looked (leaseExpired); it may hold duplicates and
 	// shards whose lease was replaced since.
@@ -1111,6 +1114,7 @@ func (n *Node) checkConverging(st *loopState) {
 	}
 	st.behind = behind
 	n.metrics.notConverging.Set(float64(still))
+	n.notConverging.Store(int64(still))
 	if still == 0 {
 		return
 	}
