@@ -1,6 +1,7 @@
 package lease_test
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/tenurehq/tenure/lease"
@@ -51,19 +52,7 @@ func TestResetSurvivesALostFirstReplyAfterVoterRestart(t *testing.T) {
 		}
 		a.Step(rep, ms(401))
 	}
-	reset := false
-	for at := 700; at <= 5000; at += 300 {
-		w.roundTrip(a, ms(at))
-		r, _, exp := resetNews(a, "v1")
-		reset = reset || r
-		for _, n := range exp {
-			if n == "b" {
-				t.Logf("v1 reported b expired at %d ms", at)
-				return
-			}
-		}
-	}
-	if !reset {
+	if !forgetsB(w, a, 700) {
 		t.Fatal("after losing v1's first reply since its restart, a never got a Reset (nor b's expiry) from v1: " +
 			"the node keeps counting v1's pre-restart news that b is live")
 	}
@@ -103,18 +92,21 @@ func TestResetSurvivesAnOvertakenFirstReply(t *testing.T) {
 	}
 	a.Step(second, ms(670))
 	a.Step(first, ms(680))
-	reset := false
-	for at := 1000; at <= 5000; at += 300 {
+	if !forgetsB(w, a, 1000) {
+		t.Fatal("v1's AllStarted reply was overtaken; a never got a Reset (nor b's expiry) from v1")
+	}
+}
+
+// forgetsB runs a's round trips every 300 ms from ms(from) to 5 s and
+// reports whether v1 sent a a Reset or b's expiry: either ends the news
+// that silent b is live there.
+func forgetsB(w *cworld, a *lease.Holder, from int) bool {
+	for at := from; at <= 5000; at += 300 {
 		w.roundTrip(a, ms(at))
-		r, _, exp := resetNews(a, "v1")
-		reset = reset || r
-		for _, n := range exp {
-			if n == "b" {
-				return
-			}
+		reset, _, expired := resetNews(a, "v1")
+		if reset || slices.Contains(expired, "b") {
+			return true
 		}
 	}
-	if !reset {
-		t.Fatal("v1's AllStarted reply was overtaken; a never got a Reset from v1")
-	}
+	return false
 }

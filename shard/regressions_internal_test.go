@@ -36,14 +36,7 @@ func TestRestartedVotersStopVouchingForASilentMember(t *testing.T) {
 	d := newDrivenNode(t)
 	ld := d.n.cfg.LeaseDuration
 	vt := lease.Time(0)
-	// node-x keeps alive once at every voter (it holds no record), then is
-	// cut off from the voters; gossip still shows it active.
-	for _, v := range d.voters {
-		if rep, _ := v.Handle(lease.Request{From: "node-x", Inc: 1, Nonce: 1, Seq: 1, LeaseDuration: ld}, vt); rep.Gen == 0 {
-			t.Fatalf("node-x got no session: %+v", rep)
-		}
-	}
-	d.st.view["node-x"] = membership.Member{Meta: membership.Meta{NodeID: "node-x", State: membership.Active, Incarnation: 1}}
+	d.silentMember(vt) // node-x holds no record, and never comes back
 	// node-a's first request: every voter lists node-x as live.
 	d.st.holder.SetDesired(0, true)
 	d.n.send(d.st)
@@ -204,4 +197,16 @@ func TestPlannedAwayLeaseKeepsItsPartialRegrant(t *testing.T) {
 			}
 		})
 	}
+}
+
+// silentMember makes node-x keep alive once at every voter of d, then fall
+// silent for good, while gossip still shows it active.
+func (d *drivenNode) silentMember(vt lease.Time) {
+	d.t.Helper()
+	for _, v := range d.voters {
+		if rep, _ := v.Handle(lease.Request{From: "node-x", Inc: 1, Nonce: 1, Seq: 1, LeaseDuration: d.n.cfg.LeaseDuration}, vt); rep.Gen == 0 {
+			d.t.Fatalf("node-x got no session: %+v", rep)
+		}
+	}
+	d.st.view["node-x"] = membership.Member{Meta: membership.Meta{NodeID: "node-x", State: membership.Active, Incarnation: 1}}
 }

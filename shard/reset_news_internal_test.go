@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/tenurehq/tenure/lease"
-	"github.com/tenurehq/tenure/membership"
 )
 
 // A Reset drops what a voter said of live sessions; the complete list that
@@ -19,14 +18,7 @@ func TestLateStartedNewsDoesNotOutliveAReset(t *testing.T) {
 	d := newDrivenNode(t)
 	ld := d.n.cfg.LeaseDuration
 	vt := lease.Time(0)
-	// node-x keeps alive once at every voter, then is cut off from them
-	// for good; gossip still shows it active.
-	for _, v := range d.voters {
-		if rep, _ := v.Handle(lease.Request{From: "node-x", Inc: 1, Nonce: 1, Seq: 1, LeaseDuration: ld}, vt); rep.Gen == 0 {
-			t.Fatalf("node-x got no session: %+v", rep)
-		}
-	}
-	d.st.view["node-x"] = membership.Member{Meta: membership.Meta{NodeID: "node-x", State: membership.Active, Incarnation: 1}}
+	d.silentMember(vt) // node-x holds no record, and never comes back
 
 	// node-a's first requests leave; v3 answers at once. The replies of v1
 	// and v2 (each listing node-x live) are late: handled by the voters
