@@ -286,8 +286,11 @@ type sentRequest struct {
 
 // attempt is an acquisition in progress.
 type attempt struct {
-	epoch   uint64
+	epoch uint64
+	// started is when a grant of it last left; sent says one has (an
+	// attempt still waiting in the holder's queue does not time out).
 	started Time
+	sent    bool
 	refused map[int]bool
 	// contested is set when a refusal came from a live holder or a
 	// restarting voter, rather than from a stale epoch guess.
@@ -969,7 +972,7 @@ func (h *Holder) takeBatch(v int, now Time) []Op {
 		}
 		switch {
 		case op.Kind == OpGrant && st.acq != nil && st.acq.epoch == op.Epoch:
-			st.acq.started = now
+			st.acq.started, st.acq.sent = now, true
 		case op.Kind == OpTransfer && st.xfer != nil:
 			st.xfer.started = now
 		}
@@ -1001,7 +1004,7 @@ func (h *Holder) tickShard(s uint32, st *shardState, now Time) {
 		h.abandon(st, now)
 		st.nextTry = now.Add(h.backoff())
 	}
-	if a := st.acq; a != nil && now.Sub(a.started) >= h.cfg.RequestTimeout {
+	if a := st.acq; a != nil && a.sent && now.Sub(a.started) >= h.cfg.RequestTimeout {
 		h.failAcquisition(st, now)
 	}
 	if x := st.xfer; x != nil && now.Sub(x.started) >= h.cfg.RequestTimeout {

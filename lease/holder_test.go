@@ -715,12 +715,19 @@ func TestHolderPacesBatches(t *testing.T) {
 	if more := h.Tick(w.now); len(more) != 0 {
 		t.Fatalf("sent %d more requests with the window full", len(more))
 	}
-	for _, env := range first {
+	// A request timeout later, unanswered still: the two attempts sent
+	// fail; the five still queued, never sent, do not.
+	w.at(time.Duration(w.now) + ld/4 + time.Millisecond) // RequestTimeout's default, LD/4
+	next := h.Tick(w.now) // the window reopened: the next batch leaves
+	if b := h.Backlog(); b.Acquiring != 5 {
+		t.Fatalf("backlog %+v after a request timeout: want 5 acquisitions left (the queued ones)", b)
+	}
+	for _, env := range append(first, next...) {
 		rep, _ := w.voters[env.To].Handle(env.Req, w.now)
 		h.Step(rep, w.now)
 	}
-	for range 4 {
-		w.at(time.Duration(w.now) + time.Millisecond)
+	for range 40 { // past the failed attempts' backoff (at most LD/4)
+		w.at(time.Duration(w.now) + 100*time.Millisecond)
 		w.exchange(h, time.Millisecond)
 	}
 	if got := h.Led(w.now); len(got) != 7 {

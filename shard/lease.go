@@ -106,18 +106,19 @@ type Lease struct {
 	mu    sync.Mutex // orders deadline moves, the timer and the end
 	timer *time.Timer
 	armed lease.Time // when the timer fires
-	// expiredFn, when set, is told (under mu) of the shard of a lease that
-	// ends at its deadline, so that the node looks at those leases only.
-	expiredFn func(uint32)
+	// endedFn, when set, is told (under mu) of the shard of a lease that
+	// ends, whatever ended it, so that the node looks at those leases only
+	// (Node.reconcile).
+	endedFn func(uint32)
 }
 
 // newLease returns a lease on shard at epoch that ends at deadline on the
 // monotonic clock that started at origin, unless setDeadline moves it.
-// expired, if not nil, is called with the shard when the lease ends at its
-// deadline; it must not block or call back into the lease.
-func newLease(shard uint32, epoch uint64, origin time.Time, deadline lease.Time, expired func(uint32)) *Lease {
+// ended, if not nil, is called with the shard when the lease ends; it must
+// not block or call back into the lease.
+func newLease(shard uint32, epoch uint64, origin time.Time, deadline lease.Time, ended func(uint32)) *Lease {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	l := &Lease{shard: shard, origin: origin, ctx: ctx, cancel: cancel, expiredFn: expired}
+	l := &Lease{shard: shard, origin: origin, ctx: ctx, cancel: cancel, endedFn: ended}
 	l.epoch.Store(epoch)
 	l.deadline.Store(int64(deadline))
 	l.mu.Lock()
@@ -231,8 +232,8 @@ func (l *Lease) endLocked(r Reason) {
 	}
 	l.timer.Stop()
 	l.cancel(&LeaseEndedError{Shard: l.shard, Epoch: l.epoch.Load(), Reason: r})
-	if r == ReasonLeaseExpired && l.expiredFn != nil {
-		l.expiredFn(l.shard)
+	if l.endedFn != nil {
+		l.endedFn(l.shard)
 	}
 }
 

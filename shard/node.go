@@ -357,9 +357,9 @@ type Node struct {
 	// notConverging mirrors tenure_shards_not_converging for NotConverging.
 	notConverging atomic.Int64
 
-	// expiredShards lists shards whose lease ended at its deadline since
-	// reconcile last looked (leaseExpired); it may hold duplicates and
-	// shards whose lease was replaced since.
+	// expiredShards lists shards whose lease ended since reconcile last
+	// looked (leaseEnded); it may hold duplicates and shards whose lease
+	// was replaced or removed since.
 	expiredMu     sync.Mutex
 	expiredShards []uint32
 
@@ -905,7 +905,7 @@ func (n *Node) afterStep(st *loopState) {
 			if !ok {
 				d = now // it is over already: the lease starts ended
 			}
-			l := newLease(c.Shard, c.Epoch, n.start, d, n.leaseExpired)
+			l := newLease(c.Shard, c.Epoch, n.start, d, n.leaseEnded)
 			n.setLease(c.Shard, l)
 			n.history.add(Transition{Shard: c.Shard, Epoch: c.Epoch, Event: "acquired"})
 			n.log.Info("leading shard", "shard", c.Shard, "epoch", c.Epoch)
@@ -1036,10 +1036,11 @@ func (n *Node) refreshDeadlines(st *loopState) {
 	}
 }
 
-// reconcile replaces the leases whose context ended at their deadline
-// while the holder still leads the shard: the node ran late (its loop, or
-// the whole process, starved), the deadline passed, and replies handled
-// since renewed the lease in the holder. A context cannot be revived, so
+// reconcile replaces the leases whose context ended while the holder still
+// leads the shard: the node ran late (its loop, or the whole process,
+// starved), the deadline passed, and replies handled since renewed the
+// lease in the holder; or a lease ended as quorum lost for a moment and a
+// reply made its epoch valid again before the holder reported it lost. A context cannot be revived, so
 // the Handler hears that the old lease expired and then receives a new
 // Lease at the holder's epoch. No other node can have led the shard in
 // between: a voter that still counts for this node now refuses every
@@ -1065,19 +1066,28 @@ func (n *Node) reconcile(st *loopState) {
 	n.mu.Unlock()
 	slices.Sort(ended)
 	ended = slices.Compact(ended)
+	var pending []uint32
 	for _, s := range ended {
 		e, ok := h.Leads(s, now)
 		d, _ := h.Deadline(s, now)
 		if !ok {
-			continue // the holder's Lost change follows
+			// The holder's Lost change follows at a Tick, unless a reply
+			// makes the epoch valid again first: look again then.
+			pending = append(pending, s)
+			continue
 		}
-		n.log.Info("lease ended at its deadline, then renewed: a new lease for the application", "shard", s, "epoch", e)
+		n.log.Info("lease ended, then renewed: a new lease for the application", "shard", s, "epoch", e)
 		n.endLease(s, ReasonLeaseExpired, "")
-		l := newLease(s, e, n.start, d, n.leaseExpired)
+		l := newLease(s, e, n.start, d, n.leaseEnded)
 		n.setLease(s, l)
 		n.metrics.transitions.WithLabelValues("acquired", "").Inc()
 		n.history.add(Transition{Shard: s, Epoch: e, Event: "acquired"})
 		n.handlers.push(func(hd Handler) { hd.Acquired(l) })
+	}
+	if len(pending) > 0 {
+		n.expiredMu.Lock()
+		n.expiredShards = append(n.expiredShards, pending...)
+		n.expiredMu.Unlock()
 	}
 }
 
@@ -1135,9 +1145,11 @@ func countOf(target []string, id string) int {
 	return n
 }
 
-// leaseExpired notes that the lease on shard s ended at its deadline, for
-// reconcile. Leases call it under their own lock.
-func (n *Node) leaseExpired(s uint32) {
+// leaseEnded notes that the lease on shard s ended, for reconcile: at its
+// deadline, or as "quorum lost" when the holder stopped counting it for a
+// moment (a reply may make the same epoch valid again before the holder's
+// Tick reports it lost). Leases call it under their own lock.
+func (n *Node) leaseEnded(s uint32) {
 	n.expiredMu.Lock()
 	n.expiredShards = append(n.expiredShards, s)
 	n.expiredMu.Unlock()

@@ -249,6 +249,9 @@ func (n *Node) act(st *loopState, now time.Time) {
 // A handoff that ends calls it to fill its slot, without a new plan (a
 // plan visits every shard).
 func (n *Node) startMoves(st *loopState, now time.Time) {
+	if n.gossip.paused() && !st.draining {
+		return // an operator paused rebalancing since the plan
+	}
 	limit := n.cfg.MaxConcurrentHandoffs
 	if st.draining {
 		limit *= drainFactor
