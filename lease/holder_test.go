@@ -718,7 +718,7 @@ func TestHolderPacesBatches(t *testing.T) {
 	// A request timeout later, unanswered still: the two attempts sent
 	// fail; the five still queued, never sent, do not.
 	w.at(time.Duration(w.now) + ld/4 + time.Millisecond) // RequestTimeout's default, LD/4
-	next := h.Tick(w.now) // the window reopened: the next batch leaves
+	next := h.Tick(w.now)                                // the window reopened: the next batch leaves
 	if b := h.Backlog(); b.Acquiring != 5 {
 		t.Fatalf("backlog %+v after a request timeout: want 5 acquisitions left (the queued ones)", b)
 	}
