@@ -121,7 +121,13 @@ func TestCheckerFollowsAnInProcessCluster(t *testing.T) {
 	}
 
 	// node-2's page now also claims, at its epoch, a shard node-1 leads.
+	// A poll is stamped when it was sent: the lie goes in only once a poll
+	// of node-2 sent after the scenario began has come back, so that no
+	// poll sent before it can carry the lie (and date it before the
+	// scenario).
+	began := time.Now()
 	ck.Begin("node-2 lies")
+	shardtest.Eventually(t, 10*time.Second, func() bool { return ck.View().Nodes["node-2"].Polled.After(began) }, "a poll of node-2 sent in the scenario")
 	var victim shard.Entry
 	for _, e := range c.Node("node-1").Table().Entries() {
 		if e.Leader == "node-1" && e.State == shard.Led {
