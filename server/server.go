@@ -74,7 +74,8 @@ type Config struct {
 	// WatchHistory is how many recent table versions the server keeps the
 	// changes of, so that a Watch client that reconnects, or falls behind,
 	// receives what changed instead of the whole table. The history is also
-	// bounded to 2P changed entries in all (two tables' worth of memory).
+	// bounded to max(2P, 4096) changed entries in all (two tables' worth of
+	// memory, at least under 1 MB).
 	// Default 1024.
 	WatchHistory int
 }

@@ -19,6 +19,12 @@ import (
 // a reset of a large table is split into several events (WatchEvent.more).
 const maxEventEntries = 4096
 
+// minHistoryEntries is the changed entries the history may keep however
+// small the table: with 2P alone, a table of 128 shards kept 256, and a
+// client away during one node's restart (each handoff changes an entry
+// several times) came back to a reset. 4096 entries cost under 1 MB.
+const minHistoryEntries = 4096
+
 // delta is what changed from one table version the feed saw to the next.
 type delta struct {
 	from, to uint64
@@ -94,14 +100,15 @@ func (f *feed) observe(t *shard.Table) {
 	} else {
 		f.deltas = append(f.deltas, *d)
 		f.entries += len(d.changed)
-		// The history costs at most two tables' worth of entries; a client
+		// The history costs at most two tables' worth of entries (or
+		// minHistoryEntries, for small tables); a client
 		// that is further behind gets a reset, which is never larger than
 		// the merged changes would be.
 		// Trimming only moves the slice's start: streams read the deltas
 		// they took without the lock, so no element is ever written again
 		// (not even zeroed). The dropped ones are freed when append
 		// outgrows the shrinking capacity and copies the rest.
-		for len(f.deltas) > f.maxVersions || (len(f.deltas) > 1 && f.entries > 2*t.Shards()) {
+		for len(f.deltas) > f.maxVersions || (len(f.deltas) > 1 && f.entries > max(2*t.Shards(), minHistoryEntries)) {
 			f.entries -= len(f.deltas[0].changed)
 			f.deltas = f.deltas[1:]
 		}
