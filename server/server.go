@@ -75,7 +75,7 @@ type Config struct {
 	// changes of, so that a Watch client that reconnects, or falls behind,
 	// receives what changed instead of the whole table. The history is also
 	// bounded to max(2P, 4096) changed entries in all (two tables' worth of
-	// memory, at least under 1 MB).
+	// memory, and at least one Watch event's worth).
 	// Default 1024.
 	WatchHistory int
 }

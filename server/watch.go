@@ -22,7 +22,7 @@ const maxEventEntries = 4096
 // minHistoryEntries is the changed entries the history may keep however
 // small the table: with 2P alone, a table of 128 shards kept 256, and a
 // client away during one node's restart (each handoff changes an entry
-// several times) came back to a reset. 4096 entries cost under 1 MB.
+// several times) came back to a reset. 4096 is one Watch event's worth.
 const minHistoryEntries = 4096
 
 // delta is what changed from one table version the feed saw to the next.
