@@ -304,8 +304,8 @@ func TestOlderHeldListDoesNotRestoreAWithdrawnVote(t *testing.T) {
 		mu        lease.HolderMutations
 		wantLeads bool
 	}{
-		{name: "older list skipped", wantLeads: false},
-		{name: "older list applied IsCaught", mu: lease.HolderMutations{HeldOutOfOrder: true}, wantLeads: true},
+		{name: "older list skipped", mu: lease.HolderMutations{FullHeldOnly: true}, wantLeads: false},
+		{name: "older list applied IsCaught", mu: lease.HolderMutations{FullHeldOnly: true, HeldOutOfOrder: true}, wantLeads: true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			w := newCWorld(t, lease.VoterMutations{}, "v1", "v2", "v3")
@@ -324,6 +324,7 @@ func TestOlderHeldListDoesNotRestoreAWithdrawnVote(t *testing.T) {
 						} else {
 							newer = rep
 							newer.Held = nil // the voter moved on between the two
+							newer.HeldVer++
 						}
 					case "v3":
 						a.Step(w.handle(env, ms(at)), ms(at+1))

@@ -88,9 +88,15 @@ type HolderMutations struct {
 	// KeepStaleInc stops at a Stale reply even when no voter has accepted
 	// this process yet, instead of taking a higher incarnation.
 	KeepStaleInc bool
-	// HeldOutOfOrder applies a Held list even when a newer one from the
-	// same voter was applied already.
+	// HeldOutOfOrder applies a whole Held list even when a newer one from
+	// the same voter was applied already.
 	HeldOutOfOrder bool
+	// NoFullAfterOlderVote counts votes from a reply older than the Held
+	// state applied without asking for a whole list afterwards.
+	NoFullAfterOlderVote bool
+	// FullHeldOnly always asks for whole Held lists (HeldSince 0), as
+	// nodes did before change lists. Not a bug: the simulation compares.
+	FullHeldOnly bool
 }
 
 func (c HolderConfig) withDefaults() HolderConfig {
@@ -258,9 +264,23 @@ type voterState struct {
 	hasFresh bool
 	lastSent Time
 	sentAny  bool
+	// heldVer is the HeldVer of the newest Held list applied from the
+	// current session (0: none): the voter's record version orders its
+	// replies, whatever order they arrive in, and requests echo it so that
+	// replies list only the changes after it.
+	heldVer uint64
+	// needFull asks for a whole Held list (HeldSince 0), from a request
+	// sent after fullAfter: a change list showed a led shard's record
+	// moved on at a moment that may predate the vote (so it could not
+	// withdraw it), or an older reply's results added a vote that the
+	// applied lists may already contradict. Changes alone would not show
+	// either again.
+	needFull  bool
+	fullAfter Time
+	// fullAsked is when a whole Held list was last asked for.
+	fullAsked Time
 	// heldAt is the NoticesAt of the newest reply whose Held list was
-	// applied: the voter's clock orders its replies, whatever order they
-	// arrive in.
+	// applied, for voters that send no HeldVer.
 	heldAt Time
 	// noticesAt is the NoticesAt of the last reply processed, echoed in
 	// requests so that notices a lost reply carried are sent again.
@@ -341,6 +361,10 @@ type shardState struct {
 	topUp   Time
 	topDone map[int]bool
 	release map[int]uint64 // voter → epoch of a record naming us to release
+	// older lists voters whose record names this node below the led
+	// epoch (they missed a re-grant), with that epoch: they are released
+	// when the lease ends.
+	older map[int]uint64
 }
 
 // Holder is one node's side of the lease protocol: keep-alives, grants,
@@ -349,6 +373,8 @@ type shardState struct {
 // no I/O and reads no clock. Not safe for concurrent use.
 type Holder struct {
 	cfg    HolderConfig
+	// votesCast counts votes recorded, to tell whether a reply added any.
+	votesCast uint64
 	maj    int
 	eff    time.Duration
 	voters []voterState
@@ -622,6 +648,16 @@ func (h *Holder) abandon(st *shardState, now Time) {
 		}
 		delete(st.votes, e)
 	}
+	h.releaseOlder(st)
+}
+
+// releaseOlder queues the release of the records below the led epoch that
+// voters which missed a re-grant still hold for this node.
+func (h *Holder) releaseOlder(st *shardState) {
+	for v, e := range st.older {
+		h.queueRelease(st, v, e)
+	}
+	clear(st.older)
 }
 
 // queueRelease schedules a release of epoch e at voter v. Releasing gives
@@ -705,6 +741,7 @@ func (h *Holder) TransferAt(s uint32, to string, toInc, toEpoch uint64, now Time
 		st.floor = max(st.floor, ep)
 		delete(st.votes, ep)
 	}
+	h.releaseOlder(st)
 	op := Op{Kind: OpTransfer, Shard: s, Epoch: e, To: to, ToInc: toInc}
 	if toEpoch > e+1 {
 		op.ToEpoch = toEpoch // else the default, e+1; a ToEpoch ≤ Epoch is malformed
@@ -801,6 +838,7 @@ func (h *Holder) AcceptTransfer(s uint32, epoch uint64, gens map[string]uint64, 
 }
 
 func (h *Holder) vote(st *shardState, e uint64, v int, g uint64) {
+	h.votesCast++
 	if st.votes[e] == nil {
 		st.votes[e] = make(map[int]uint64)
 	}
@@ -842,8 +880,14 @@ func (h *Holder) promote(s uint32, st *shardState, now Time) {
 		}
 		// Lower epochs are over: release the records that still name
 		// them (they would otherwise block nobody but confuse tools).
-		for old := range st.votes {
+		for old, vs := range st.votes {
 			if old < e {
+				for v := range vs {
+					if st.older == nil {
+						st.older = make(map[int]uint64)
+					}
+					st.older[v] = max(st.older[v], old)
+				}
 				delete(st.votes, old)
 			}
 		}
@@ -902,7 +946,16 @@ func (h *Holder) Tick(now Time) []Envelope {
 		if vs.needAll {
 			since = 0 // the voter then lists every live session
 		}
-		out = append(out, Envelope{To: h.cfg.Voters[v], Req: Request{From: h.cfg.ID, Inc: h.inc, Nonce: h.cfg.Nonce, Seq: h.seq, Ops: ops, NoticesSince: since, LeaseDuration: h.cfg.LeaseDuration}})
+		heldSince := vs.heldVer
+		if vs.needFull || h.cfg.Mutations.FullHeldOnly || now.Sub(vs.fullAsked) >= fullHeldEvery*h.cfg.KeepAliveInterval {
+			// The voter then lists every record naming this node. Now and
+			// then, whatever the changes said: a record this node lost
+			// track of (a bug, or a case no rule foresaw) is released
+			// within fullHeldEvery keep-alives rather than block the
+			// shard for as long as this process lives.
+			heldSince, vs.fullAsked = 0, now
+		}
+		out = append(out, Envelope{To: h.cfg.Voters[v], Req: Request{From: h.cfg.ID, Inc: h.inc, Nonce: h.cfg.Nonce, Seq: h.seq, Ops: ops, NoticesSince: since, LeaseDuration: h.cfg.LeaseDuration, HeldSince: heldSince}})
 	}
 	return out
 }
@@ -1142,6 +1195,7 @@ func (h *Holder) Step(rep Reply, now Time) {
 		// A new session, perhaps of a restarted voter whose clock began
 		// anew: its readings order this session's replies only.
 		vs.noticesAt, vs.heldAt = rep.NoticesAt, rep.NoticesAt
+		vs.heldVer = 0 // the next Held list must be whole
 		// A new session: whatever the voter's records said of the old
 		// generation no longer protects this node there.
 		h.scanAll = true
@@ -1189,18 +1243,29 @@ func (h *Holder) Step(rep Reply, now Time) {
 		}
 	}
 	touched := map[uint32]bool{}
+	votes := h.votesCast
 	for _, res := range rep.Results {
 		h.applyResult(v, rep.Seq, res, current, now)
 		touched[res.Op.Shard] = true
 	}
-	// A Held list is the voter's whole truth at NoticesAt: one older than
-	// a list already applied (replies to concurrent requests overtake each
-	// other) would re-add votes the newer one withdrew, so it is skipped.
-	if current && (rep.NoticesAt >= vs.heldAt || h.cfg.Mutations.HeldOutOfOrder) {
-		vs.heldAt = max(vs.heldAt, rep.NoticesAt)
-		h.applyHeld(v, req.at, now, rep.Held)
-		for _, r := range rep.Held {
-			touched[r.Shard] = true
+	if current {
+		switch h.heldOrder(vs, rep, req.at) {
+		case heldApply:
+			h.applyHeld(v, req.at, now, rep.Held)
+		case heldApplyChanges:
+			h.applyHeldChanges(v, req.at, now, rep.Held)
+		case heldOlder:
+			if h.votesCast != votes && !h.cfg.Mutations.NoFullAfterOlderVote {
+				// Votes from a reply older than the Held state applied:
+				// that state may already show the records moved on, and
+				// no later change list would show it again.
+				vs.needFull, vs.fullAfter = true, now
+			}
+		}
+		if vs.heldVer == rep.HeldVer || rep.HeldVer == 0 && vs.heldAt == rep.NoticesAt {
+			for _, r := range rep.Held {
+				touched[r.Shard] = true
+			}
 		}
 	}
 	for s := range touched {
@@ -1306,67 +1371,173 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Ti
 			}
 			h.changes = append(h.changes, Change{Kind: Transferred, Shard: s, Epoch: x.toEpoch, To: x.to, Gens: gens})
 			st.xfer = nil
+			h.releaseUntransferred(st, x)
 		case len(x.refused) > len(h.voters)-h.maj:
 			h.changes = append(h.changes, Change{Kind: TransferFailed, Shard: s, Epoch: x.epoch, To: x.to})
 			st.xfer = nil
 			st.nextTry = now.Add(h.backoff())
+			h.releaseUntransferred(st, x)
 		}
 	}
 }
 
-// applyHeld reconciles the records a voter says name this node with what
-// the node is doing: records it is not using are released, records of a
-// desired shard above the floor count as votes (a transfer whose forward
-// was lost, or an acquisition whose reply was), and a led shard missing
-// from the list has been taken over at that voter.
+// fullHeldEvery is how many keep-alive intervals pass between requests
+// for a whole Held list when change lists would do: a backstop, not part of
+// any rule (every change that names this node is reconciled as it comes).
+const fullHeldEvery = 32
+
+// heldUse says what to do with a reply's Held list.
+type heldUse int
+
+const (
+	heldOlder        heldUse = iota // older than the state applied: skip it
+	heldApply                       // a whole list: apply it
+	heldApplyChanges                // a change list that follows the state applied
+)
+
+// heldOrder decides whether the Held list of rep, a reply of the voter's
+// current session for this node to a request sent at sentAt, is newer than
+// the one applied, and records it as applied. Replies to concurrent
+// requests overtake each other: a list older than one already applied
+// would re-add votes the newer one withdrew. The voter's record version
+// orders its lists; a voter that sends none is ordered by its clock.
+func (h *Holder) heldOrder(vs *voterState, rep Reply, sentAt Time) heldUse {
+	switch {
+	case h.cfg.Mutations.HeldOutOfOrder && !rep.HeldDelta:
+		vs.heldVer = max(vs.heldVer, rep.HeldVer)
+		return heldApply
+	case rep.HeldVer == 0:
+		if rep.NoticesAt < vs.heldAt {
+			return heldOlder
+		}
+		vs.heldAt = rep.NoticesAt
+		return heldApply
+	case !rep.HeldDelta:
+		if rep.HeldVer < vs.heldVer {
+			return heldOlder
+		}
+		vs.heldVer = rep.HeldVer
+		if vs.needFull && sentAt > vs.fullAfter {
+			vs.needFull = false
+		}
+		return heldApply
+	case rep.HeldSince > vs.heldVer || rep.HeldVer < vs.heldVer:
+		// Changes after a state this node never applied (it asked
+		// before its session changed), or older than what it applied.
+		return heldOlder
+	default:
+		vs.heldVer = rep.HeldVer
+		return heldApplyChanges
+	}
+}
+
+// releaseUntransferred queues the release of the transferred epoch at the
+// voters that did not accept the transfer: their record still names this
+// node, which no longer leads by it, and would refuse every other node
+// while this process lives. (One that accepts the transfer meanwhile
+// refuses the release: its record names the target.)
+func (h *Holder) releaseUntransferred(st *shardState, x *transfer) {
+	for v := range h.voters {
+		if _, ok := x.accepted[v]; !ok {
+			h.queueRelease(st, v, x.epoch)
+		}
+	}
+}
+
+// applyHeld reconciles the whole list of records a voter says name this
+// node with what the node is doing: records it is not using are released,
+// records of a desired shard above the floor count as votes (a transfer
+// whose forward was lost, or an acquisition whose reply was), and a led
+// shard missing from the list has been taken over at that voter.
 func (h *Holder) applyHeld(v int, sentAt, now Time, held []ShardRecord) {
 	names := make(map[uint32]bool, len(held))
-	gen := h.voters[v].gen
 	for _, r := range held {
-		if r.Released {
-			continue
-		}
-		if r.HolderGen != gen && !h.cfg.Mutations.AdoptOtherGens {
-			// Held lists records by NodeID. One naming another generation
-			// belongs to another process with this NodeID (a predecessor
-			// or a twin), or to an expired session of this one, which
-			// protects nothing: it is no vote, and this process must not
-			// release it (the voter would refuse while that generation is
-			// live; releasing it would end a live process's protection).
-			continue
-		}
-		names[r.Shard] = true
-		st := h.shard(r.Shard)
-		st.known = max(st.known, r.Epoch)
-		switch {
-		case st.led && r.Epoch == st.epoch:
-			h.vote(st, r.Epoch, v, r.HolderGen)
-			st.estab[v] = max(st.estab[v], now)
-		case st.led && r.Epoch < st.epoch:
-			// An older epoch of ours that this voter missed the re-grant
-			// of; it protects us all the same.
-		case st.acq != nil && r.Epoch == st.acq.epoch:
-			h.vote(st, r.Epoch, v, r.HolderGen)
-		case (st.desired || st.led) && r.Epoch > st.floor && st.xfer == nil:
-			// A record this node may lead by, or, above a led epoch, a
-			// re-grant's partial grant kept while leading (§2.4): it
-			// protects the lease whether or not the node still wants the
-			// shard, and releasing it would end the lease.
-			h.vote(st, r.Epoch, v, r.HolderGen)
-			st.estab[v] = max(st.estab[v], now)
-		default:
-			h.queueRelease(st, v, r.Epoch)
+		if h.names(v, r.Record) {
+			names[r.Shard] = true
+			h.applyHeldRecord(v, r, now)
 		}
 	}
 	for s, st := range h.shards {
 		if st.led && !names[s] {
-			if _, ok := st.votes[st.epoch][v]; ok && sentAt > st.estab[v] {
-				delete(st.votes[st.epoch], v)
-				st.regrant = true
-				h.touch(s)
-			}
+			h.withdraw(v, s, st, sentAt)
 		}
 	}
+}
+
+// applyHeldChanges applies a voter's list of the records concerning this
+// node that changed since the last list applied: each naming this node is
+// reconciled as applyHeld does, and a led shard whose record no longer
+// names it has been taken over at that voter. Shards not listed did not
+// change there.
+func (h *Holder) applyHeldChanges(v int, sentAt, now Time, held []ShardRecord) {
+	for _, r := range held {
+		if h.names(v, r.Record) {
+			h.applyHeldRecord(v, r, now)
+			continue
+		}
+		if st := h.shards[r.Shard]; st != nil && st.led && !h.withdraw(v, r.Shard, st, sentAt) {
+			// The vote was confirmed after the request left: the change
+			// may predate it or not. A whole list from a later request
+			// decides.
+			h.voters[v].needFull, h.voters[v].fullAfter = true, now
+		}
+	}
+}
+
+// names reports whether record r at voter v protects this process: it
+// names this node and this process's generation there, and is not
+// released. Held lists records by NodeID. One naming another generation
+// belongs to another process with this NodeID (a predecessor or a twin),
+// or to an expired session of this one, which protects nothing: it is no
+// vote, and this process must not release it (the voter would refuse while
+// that generation is live; releasing it would end a live process's
+// protection).
+func (h *Holder) names(v int, r Record) bool {
+	return !r.Released && r.Holder == h.cfg.ID && (r.HolderGen == h.voters[v].gen || h.cfg.Mutations.AdoptOtherGens)
+}
+
+// applyHeldRecord reconciles one record that names this process at voter v.
+func (h *Holder) applyHeldRecord(v int, r ShardRecord, now Time) {
+	st := h.shard(r.Shard)
+	st.known = max(st.known, r.Epoch)
+	switch {
+	case st.led && r.Epoch == st.epoch:
+		h.vote(st, r.Epoch, v, r.HolderGen)
+		st.estab[v] = max(st.estab[v], now)
+	case st.led && r.Epoch < st.epoch:
+		// An older epoch of ours that this voter missed the re-grant
+		// of; it protects us all the same.
+	case st.acq != nil && r.Epoch == st.acq.epoch:
+		h.vote(st, r.Epoch, v, r.HolderGen)
+	case (st.desired || st.led) && r.Epoch > st.floor && st.xfer == nil:
+		// A record this node may lead by, or, above a led epoch, a
+		// re-grant's partial grant kept while leading (§2.4): it
+		// protects the lease whether or not the node still wants the
+		// shard, and releasing it would end the lease.
+		h.vote(st, r.Epoch, v, r.HolderGen)
+		st.estab[v] = max(st.estab[v], now)
+	default:
+		h.queueRelease(st, v, r.Epoch)
+	}
+}
+
+// withdraw removes voter v's vote for led shard s, which v's Held list,
+// answering a request sent at sentAt, shows no longer names this process.
+// Only a request sent after the vote was last confirmed was handled by v
+// after the confirmation (requests to one voter run concurrently and may
+// be handled in any order), so only then does the list show that v moved
+// on. It reports false when the vote stays for that reason.
+func (h *Holder) withdraw(v int, s uint32, st *shardState, sentAt Time) bool {
+	if _, ok := st.votes[st.epoch][v]; !ok {
+		return true
+	}
+	if sentAt <= st.estab[v] {
+		return false
+	}
+	delete(st.votes[st.epoch], v)
+	st.regrant = true
+	h.touch(s)
+	return true
 }
 
 // newerDeadAtMajority reports whether a newer incarnation of this node

@@ -115,6 +115,11 @@ type Request struct {
 	// for would outlive its protection. 0 means "not given" and checks
 	// nothing (older senders).
 	LeaseDuration time.Duration
+	// HeldSince is the HeldVer of the last Held list the sender applied
+	// from its current session at this voter (0 for none). The voter then
+	// lists only the records that changed after it (Reply.HeldDelta), so a
+	// keep-alive of a node holding thousands of shards costs little.
+	HeldSince uint64
 }
 
 // Refusal says why a voter rejected an operation.
@@ -189,8 +194,20 @@ type Reply struct {
 	Gen uint64
 	// Results answer the request's Ops, in order.
 	Results []Result
-	// Held lists every record that names the sender.
+	// Held lists every record that names the sender and is not released,
+	// as of HeldVer. With HeldDelta it lists instead the current record of
+	// every shard whose record named or names the sender and changed after
+	// HeldSince: released ones, and ones naming another node, included.
 	Held []ShardRecord
+	// HeldVer is the voter's record version Held is as of. It grows with
+	// every record change and never repeats, not even across the voter's
+	// restarts (it starts at Boot<<32), so it orders a voter's replies.
+	HeldVer uint64
+	// HeldDelta says Held lists the changes after HeldSince only: the
+	// sender asked for them, and the voter still remembered that far back.
+	HeldDelta bool
+	// HeldSince echoes the request's HeldSince when HeldDelta is set.
+	HeldSince uint64
 	// Expired lists the sessions that expired at this voter after the
 	// request's NoticesSince (or its previous keep-alive, without one).
 	Expired []NodeGen

@@ -86,7 +86,36 @@ type Voter struct {
 	sessions   map[string]*session
 	seq        uint32
 	graceUntil Time
+	// ver is the record version: it grows with every record change, and
+	// starts at Boot<<32 so that no version repeats across restarts.
+	// firstVer is where this run began: Held changes are known only after
+	// it.
+	ver, firstVer uint64
+	// logs keeps, per NodeID, the recent changes of the records that
+	// named it or name it, so that a keep-alive's Held list carries
+	// changes rather than every record (Reply.HeldDelta).
+	logs map[string]*heldLog
 }
+
+// heldLog is the recent record changes that concern one NodeID, in version
+// order. It is trimmed to a bound proportional to the records naming the
+// node: a holder that fell further behind gets a whole list instead.
+type heldLog struct {
+	changes []heldChange
+	// floor is the last version trimmed: changes at or below it may be
+	// missing.
+	floor uint64
+}
+
+type heldChange struct {
+	ver   uint64
+	shard uint32
+}
+
+// minHeldLog is the fewest changes a NodeID's log keeps: enough for a
+// keep-alive interval of a cold start's acquisitions (a holder sends at
+// most a few batches of 1024 operations between keep-alives).
+const minHeldLog = 8192
 
 // NewVoter returns a voter holding records (which it takes over) at time
 // now.
@@ -102,7 +131,10 @@ func NewVoter(cfg VoterConfig, records map[uint32]Record, now Time) (*Voter, err
 		records:  records,
 		byHolder: make(map[string]map[uint32]struct{}),
 		sessions: make(map[string]*session),
+		ver:      uint64(cfg.Boot) << 32,
+		logs:     make(map[string]*heldLog),
 	}
+	v.firstVer = v.ver
 	for s, r := range records {
 		v.index(s, "", r.Holder)
 	}
@@ -265,11 +297,22 @@ func (v *Voter) Handle(req Request, now Time) (Reply, []ShardRecord) {
 			if old := v.records[op.Shard]; old != rec {
 				v.index(op.Shard, old.Holder, rec.Holder)
 				v.records[op.Shard] = rec
+				v.ver++
+				v.logChange(old.Holder, op.Shard)
+				if rec.Holder != old.Holder {
+					v.logChange(rec.Holder, op.Shard)
+				}
 				dirty = append(dirty, ShardRecord{Shard: op.Shard, Record: rec})
 			}
 		}
 		res.Record = rec
 		rep.Results = append(rep.Results, res)
+	}
+	rep.HeldVer = v.ver
+	if since := req.HeldSince; since != 0 && !fresh && since >= v.heldFloor(req.From) && since <= v.ver {
+		rep.HeldDelta, rep.HeldSince = true, since
+		rep.Held = v.heldChanges(req.From, since)
+		return rep, dirty
 	}
 	for sh := range v.byHolder[req.From] {
 		if r := v.records[sh]; !r.Released {
@@ -278,6 +321,58 @@ func (v *Voter) Handle(req Request, now Time) (Reply, []ShardRecord) {
 	}
 	slices.SortFunc(rep.Held, func(a, b ShardRecord) int { return cmp.Compare(a.Shard, b.Shard) })
 	return rep, dirty
+}
+
+// logChange notes that shard s's record, which names or named node n,
+// changed at the current version.
+func (v *Voter) logChange(n string, s uint32) {
+	if n == "" {
+		return
+	}
+	l := v.logs[n]
+	if l == nil {
+		l = &heldLog{floor: v.firstVer}
+		v.logs[n] = l
+	}
+	l.changes = append(l.changes, heldChange{ver: v.ver, shard: s})
+	if limit := max(minHeldLog, 2*len(v.byHolder[n])); len(l.changes) > limit {
+		half := len(l.changes) / 2
+		l.floor = l.changes[half-1].ver
+		l.changes = append(l.changes[:0], l.changes[half:]...)
+	}
+}
+
+// heldFloor returns the oldest version after which every change of the
+// records concerning node n is known.
+func (v *Voter) heldFloor(n string) uint64 {
+	if l := v.logs[n]; l != nil {
+		return l.floor
+	}
+	return v.firstVer
+}
+
+// heldChanges returns the current record of every shard whose record
+// concerning node n changed after version since, in shard order.
+func (v *Voter) heldChanges(n string, since uint64) []ShardRecord {
+	l := v.logs[n]
+	if l == nil {
+		return nil
+	}
+	i, _ := slices.BinarySearchFunc(l.changes, since+1, func(c heldChange, ver uint64) int { return cmp.Compare(c.ver, ver) })
+	if i == len(l.changes) {
+		return nil
+	}
+	shards := make([]uint32, 0, len(l.changes)-i)
+	for _, c := range l.changes[i:] {
+		shards = append(shards, c.shard)
+	}
+	slices.Sort(shards)
+	shards = slices.Compact(shards)
+	held := make([]ShardRecord, len(shards))
+	for j, sh := range shards {
+		held[j] = ShardRecord{Shard: sh, Record: v.records[sh]}
+	}
+	return held
 }
 
 // checkGrant applies the grant rule: accept iff not in grace, the epoch is

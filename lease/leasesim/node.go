@@ -72,6 +72,12 @@ func (s *Sim) deliver(i int, e *event) {
 		if !e.rep.Stale && e.rep.Mismatch == "" {
 			n.answered[e.rep.Voter] = s.now
 		}
+		switch {
+		case e.rep.HeldDelta:
+			s.res.HeldChanges++
+		case e.rep.HeldVer != 0:
+			s.res.HeldWhole++
+		}
 		n.h.Step(e.rep, now)
 	}
 	s.drainChanges(i)

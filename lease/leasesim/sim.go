@@ -251,6 +251,10 @@ type Result struct {
 	DiskFailures int
 	// Overlaps counts instants with two leaders that BeyondDrift excused.
 	Overlaps int
+	// HeldChanges and HeldWhole count the replies delivered with a list of
+	// the record changes since the node's last one, and with every record
+	// naming it.
+	HeldChanges, HeldWhole int
 }
 
 type node struct {

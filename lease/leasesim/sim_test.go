@@ -165,6 +165,8 @@ func TestRandomSeeds(t *testing.T) {
 		sum.Freezes += res.Freezes
 		sum.FencedOverlaps += res.FencedOverlaps
 		sum.DiskFailures += res.DiskFailures
+		sum.HeldChanges += res.HeldChanges
+		sum.HeldWhole += res.HeldWhole
 	}
 	if len(fails) == 0 && n >= 50 {
 		// The world must keep producing what it exists for.
@@ -178,15 +180,17 @@ func TestRandomSeeds(t *testing.T) {
 			{"superseded processes", sum.Superseded},
 			{"freezes", sum.Freezes},
 			{"disk failures", sum.DiskFailures},
+			{"replies listing record changes", sum.HeldChanges},
+			{"replies listing every record", sum.HeldWhole},
 		} {
 			if c.n == 0 {
 				t.Errorf("%d seeds without any %s: the checker checked nothing there", n, c.what)
 			}
 		}
 	}
-	t.Logf("%d seeds: %d leaderships, %d messages, %d contests, longest unled after faults %v; %d transfers, %d planned moves after faults, longest gap in one %v; %d twins (%d superseded), %d freezes (%d fenced instants), %d disk failures",
+	t.Logf("%d seeds: %d leaderships, %d messages, %d contests, longest unled after faults %v; %d transfers, %d planned moves after faults, longest gap in one %v; %d twins (%d superseded), %d freezes (%d fenced instants), %d disk failures; Held lists: %d of changes, %d whole",
 		n, sum.Leaderships, sum.Messages, sum.Contests, sum.MaxUnled, sum.Handoffs, sum.PlannedMoves, sum.MaxHandoffGap,
-		sum.Twins, sum.Superseded, sum.Freezes, sum.FencedOverlaps, sum.DiskFailures)
+		sum.Twins, sum.Superseded, sum.Freezes, sum.FencedOverlaps, sum.DiskFailures, sum.HeldChanges, sum.HeldWhole)
 }
 
 // regressions are seeds that broke earlier versions of the protocol code;

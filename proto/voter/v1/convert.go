@@ -69,6 +69,7 @@ func RequestToPB(cluster string, r lease.Request) *CallRequest {
 		NoticesSince:    int64(r.NoticesSince),
 		LeaseDurationNs: int64(r.LeaseDuration),
 		Nonce:           r.Nonce,
+		HeldSince:       r.HeldSince,
 	}
 	if len(r.Ops) > 0 {
 		m.Ops = make([]*Op, len(r.Ops))
@@ -110,6 +111,7 @@ func RequestFromPB(m *CallRequest) (cluster string, r lease.Request, err error) 
 		NoticesSince:  lease.Time(m.NoticesSince),
 		LeaseDuration: time.Duration(m.LeaseDurationNs),
 		Nonce:         m.GetNonce(),
+		HeldSince:     m.GetHeldSince(),
 	}
 	if len(m.Ops) > 0 {
 		r.Ops = make([]lease.Op, len(m.Ops))
@@ -136,6 +138,9 @@ func ReplyToPB(cluster string, r lease.Reply) *CallReply {
 		NoticesAt:  int64(r.NoticesAt),
 		AllStarted: r.AllStarted,
 		IncLive:    r.IncLive,
+		HeldVer:    r.HeldVer,
+		HeldDelta:  r.HeldDelta,
+		HeldSince:  r.HeldSince,
 	}
 	if len(r.Results) > 0 {
 		m.Results = make([]*Result, len(r.Results))
@@ -226,6 +231,9 @@ func ReplyFromPB(m *CallReply) (cluster string, r lease.Reply, err error) {
 		NoticesAt:  lease.Time(m.NoticesAt),
 		AllStarted: m.AllStarted,
 		IncLive:    m.IncLive,
+		HeldVer:    m.GetHeldVer(),
+		HeldDelta:  m.GetHeldDelta(),
+		HeldSince:  m.GetHeldSince(),
 	}
 	if len(m.Results) > 0 {
 		r.Results = make([]lease.Result, len(m.Results))

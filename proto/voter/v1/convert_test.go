@@ -25,6 +25,7 @@ func fullRequest() lease.Request {
 		Seq:           1 << 40,
 		NoticesSince:  -1 << 62,
 		LeaseDuration: 1<<63 - 1,
+		HeldSince:     1<<64 - 2,
 		Ops: []lease.Op{
 			{Kind: lease.OpGrant, Shard: 3, Epoch: 12},
 			{Kind: lease.OpRelease, Shard: 1<<20 - 1, Epoch: 1},
@@ -45,6 +46,9 @@ func fullReply() lease.Reply {
 		Mismatch:  "lease duration 2s, voter voter-1's is 1s",
 		Gen:       5<<32 | 1,
 		NoticesAt: 1 << 62,
+		HeldVer:   1<<64 - 1,
+		HeldDelta: true,
+		HeldSince: 3 << 32,
 		Results: []lease.Result{
 			{Op: lease.Op{Kind: lease.OpGrant, Shard: 3, Epoch: 12}, Refusal: lease.Accepted, Record: rec, Gen: rec.HolderGen},
 			{Op: lease.Op{Kind: lease.OpGrant, Shard: 4, Epoch: 2}, Refusal: lease.RefusedGrace},

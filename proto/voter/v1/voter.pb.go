@@ -559,7 +559,12 @@ type CallRequest struct {
 	// same from and inc (each took an incarnation above the same stale one),
 	// so that one of them is stale instead of both sharing one session. 0
 	// (an older sender) orders below every other nonce.
-	Nonce         uint64 `protobuf:"varint,9,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	Nonce uint64 `protobuf:"varint,9,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	// held_since is the held_ver of the last held list the sender applied
+	// from its current session at this voter (0 for none): the voter lists
+	// only the records that changed after it (held_delta), or every record
+	// naming the sender when it no longer remembers that far back.
+	HeldSince     uint64 `protobuf:"varint,10,opt,name=held_since,json=heldSince,proto3" json:"held_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -657,6 +662,13 @@ func (x *CallRequest) GetNonce() uint64 {
 	return 0
 }
 
+func (x *CallRequest) GetHeldSince() uint64 {
+	if x != nil {
+		return x.HeldSince
+	}
+	return 0
+}
+
 // CallReply is a voter's answer to a CallRequest.
 type CallReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -676,9 +688,12 @@ type CallReply struct {
 	Gen uint64 `protobuf:"varint,5,opt,name=gen,proto3" json:"gen,omitempty"`
 	// results answer the request's ops, one each, in order.
 	Results []*Result `protobuf:"bytes,6,rep,name=results,proto3" json:"results,omitempty"`
-	// held lists every record at this voter that names the sender, so that
-	// the sender can release shards it is recorded as holding but does not
-	// lead.
+	// held lists every record at this voter that names the sender (not
+	// released), so that the sender can release shards it is recorded as
+	// holding but does not lead, and learns of records it was not told of.
+	// With held_delta it lists instead the current record of every shard
+	// whose record named or names the sender and changed after the request's
+	// held_since, released or naming another node included.
 	Held []*ShardRecord `protobuf:"bytes,7,rep,name=held,proto3" json:"held,omitempty"`
 	// expired lists the sessions that expired at this voter since the
 	// sender's previous keep-alive, so that the sender learns of failures
@@ -709,7 +724,15 @@ type CallReply struct {
 	// inc_live, on a stale reply, says the newer incarnation's session is
 	// live at this voter. A process that led and hears of a newer one that
 	// is not live ends every lease, then takes an incarnation above it.
-	IncLive       bool `protobuf:"varint,14,opt,name=inc_live,json=incLive,proto3" json:"inc_live,omitempty"`
+	IncLive bool `protobuf:"varint,14,opt,name=inc_live,json=incLive,proto3" json:"inc_live,omitempty"`
+	// held_ver is the voter's record version the held list is as of: it
+	// grows with every record change and never repeats, not even across the
+	// voter's restarts. The sender echoes it as held_since.
+	HeldVer uint64 `protobuf:"varint,15,opt,name=held_ver,json=heldVer,proto3" json:"held_ver,omitempty"`
+	// held_delta says held lists changes after held_since only.
+	HeldDelta bool `protobuf:"varint,16,opt,name=held_delta,json=heldDelta,proto3" json:"held_delta,omitempty"`
+	// held_since echoes the request's held_since when held_delta is set.
+	HeldSince     uint64 `protobuf:"varint,17,opt,name=held_since,json=heldSince,proto3" json:"held_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -842,6 +865,27 @@ func (x *CallReply) GetIncLive() bool {
 	return false
 }
 
+func (x *CallReply) GetHeldVer() uint64 {
+	if x != nil {
+		return x.HeldVer
+	}
+	return 0
+}
+
+func (x *CallReply) GetHeldDelta() bool {
+	if x != nil {
+		return x.HeldDelta
+	}
+	return false
+}
+
+func (x *CallReply) GetHeldSince() uint64 {
+	if x != nil {
+		return x.HeldSince
+	}
+	return 0
+}
+
 var File_proto_voter_v1_voter_proto protoreflect.FileDescriptor
 
 const file_proto_voter_v1_voter_proto_rawDesc = "" +
@@ -870,7 +914,7 @@ const file_proto_voter_v1_voter_proto_rawDesc = "" +
 	"\x03gen\x18\x04 \x01(\x04R\x03gen\"/\n" +
 	"\aNodeGen\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x10\n" +
-	"\x03gen\x18\x02 \x01(\x04R\x03gen\"\x8a\x02\n" +
+	"\x03gen\x18\x02 \x01(\x04R\x03gen\"\xa9\x02\n" +
 	"\vCallRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12\x10\n" +
@@ -880,7 +924,10 @@ const file_proto_voter_v1_voter_proto_rawDesc = "" +
 	"\rnotices_since\x18\x06 \x01(\x03R\fnoticesSince\x12\x1b\n" +
 	"\tvoter_set\x18\a \x01(\x04R\bvoterSet\x12*\n" +
 	"\x11lease_duration_ns\x18\b \x01(\x03R\x0fleaseDurationNs\x12\x14\n" +
-	"\x05nonce\x18\t \x01(\x04R\x05nonce\"\xcb\x03\n" +
+	"\x05nonce\x18\t \x01(\x04R\x05nonce\x12\x1d\n" +
+	"\n" +
+	"held_since\x18\n" +
+	" \x01(\x04R\theldSince\"\xa4\x04\n" +
 	"\tCallReply\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05voter\x18\x02 \x01(\tR\x05voter\x12\x10\n" +
@@ -898,7 +945,12 @@ const file_proto_voter_v1_voter_proto_rawDesc = "" +
 	"\bmismatch\x18\f \x01(\tR\bmismatch\x12\x1f\n" +
 	"\vall_started\x18\r \x01(\bR\n" +
 	"allStarted\x12\x19\n" +
-	"\binc_live\x18\x0e \x01(\bR\aincLive*_\n" +
+	"\binc_live\x18\x0e \x01(\bR\aincLive\x12\x19\n" +
+	"\bheld_ver\x18\x0f \x01(\x04R\aheldVer\x12\x1d\n" +
+	"\n" +
+	"held_delta\x18\x10 \x01(\bR\theldDelta\x12\x1d\n" +
+	"\n" +
+	"held_since\x18\x11 \x01(\x04R\theldSince*_\n" +
 	"\x06OpKind\x12\x17\n" +
 	"\x13OP_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rOP_KIND_GRANT\x10\x01\x12\x13\n" +
