@@ -372,14 +372,14 @@ type shardState struct {
 // own clock alone, whether it leads a shard right now. Like Voter it does
 // no I/O and reads no clock. Not safe for concurrent use.
 type Holder struct {
-	cfg    HolderConfig
+	cfg HolderConfig
 	// votesCast counts votes recorded, to tell whether a reply added any.
 	votesCast uint64
-	maj    int
-	eff    time.Duration
-	voters []voterState
-	index  map[string]int
-	shards map[uint32]*shardState
+	maj       int
+	eff       time.Duration
+	voters    []voterState
+	index     map[string]int
+	shards    map[uint32]*shardState
 	// sorted lists the keys of shards in order; nil once a shard is added
 	// (shards are never removed), rebuilt by sortedShards.
 	sorted []uint32
