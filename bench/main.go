@@ -34,6 +34,7 @@ var scenarios = map[string]scenario{
 
 	"grpc":      {"the public API on loopback: BatchLookup keys/s over concurrent callers, sequential Lookup latency", runGRPC},
 	"lookup":    {"key → owner lookups: Tenure against buraksezer/consistent, one goroutine and GOMAXPROCS", runLookup},
+	"coldstart": {"real tenured processes on loopback, every one a voter: time until every shard is led, RSS, voter failures; then kill -9 the busiest and time its failover", runColdstart},
 	"rebalance": {"shards moved on one join and one leave: rebalance.Plan against consistent hashing alone", runRebalance},
 	"scale":     {"simulated clusters of 10 to 1000 nodes: settle time after a join, a leave and a crash; traffic, voter load, memory per shard", runScale},
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -185,7 +186,7 @@ func runPeers(args []string, out io.Writer) error {
 		if dir, err = findEtcdPeer(wd); err != nil {
 			return err
 		}
-	} else if err := checkModule(dir); err != nil {
+	} else if err := checkModule(dir, etcdPeerModule); err != nil {
 		return fmt.Errorf("-etcd-module: %w", err)
 	}
 	tmp, err := os.MkdirTemp("", "tenure-peers-")
@@ -330,33 +331,46 @@ func parseEtcdLine(line string) (etcdResult, error) {
 // if it is that module, else bench/etcdpeer below start or below the
 // nearest of its ancestors that has it.
 func findEtcdPeer(start string) (string, error) {
-	for dir := start; ; {
-		if checkModule(dir) == nil {
-			return dir, nil
+	if dir, ok := findModule(start, etcdPeerModule, filepath.Join("bench", "etcdpeer")); ok {
+		return dir, nil
+	}
+	return "", fmt.Errorf("no bench/etcdpeer module (%s) in %s or any directory above it: run from Tenure's source tree or name it with -etcd-module", etcdPeerModule, start)
+}
+
+// findModule returns the directory of the module whose path is module:
+// the nearest of start and its ancestors that is that module or holds it
+// at sub below it (a directory is looked at before its sub). ok is false
+// when there is none up to the root.
+func findModule(start, module, sub string) (dir string, ok bool) {
+	for dir = start; ; {
+		if checkModule(dir, module) == nil {
+			return dir, true
 		}
-		if sub := filepath.Join(dir, "bench", "etcdpeer"); checkModule(sub) == nil {
-			return sub, nil
+		if sub != "" {
+			if below := filepath.Join(dir, sub); checkModule(below, module) == nil {
+				return below, true
+			}
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", fmt.Errorf("no bench/etcdpeer module (%s) in %s or any directory above it: run from Tenure's source tree or name it with -etcd-module", etcdPeerModule, start)
+			return "", false
 		}
 		dir = parent
 	}
 }
 
-// checkModule reports whether dir holds the go.mod of etcdPeerModule.
-func checkModule(dir string) error {
+// checkModule reports whether dir holds the go.mod of module.
+func checkModule(dir, module string) error {
 	b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
 	if err != nil {
 		return err
 	}
 	for line := range strings.Lines(string(b)) {
 		if f := strings.Fields(line); len(f) == 2 && f[0] == "module" {
-			if strings.Trim(f[1], `"`) == etcdPeerModule {
+			if strings.Trim(f[1], `"`) == module {
 				return nil
 			}
-			return fmt.Errorf("%s/go.mod is module %s, want %s", dir, f[1], etcdPeerModule)
+			return fmt.Errorf("%s/go.mod is module %s, want %s", dir, f[1], module)
 		}
 	}
 	return fmt.Errorf("%s/go.mod names no module", dir)
@@ -365,19 +379,30 @@ func checkModule(dir string) error {
 // buildEtcdPeer builds the etcdpeer module in dir into tmp and returns the
 // binary's path. The build's output goes to stderr.
 func buildEtcdPeer(dir, tmp string) (string, error) {
+	bin := filepath.Join(tmp, "etcdpeer")
+	if err := goBuild(context.Background(), dir, ".", bin); err != nil {
+		return "", fmt.Errorf("building the etcd side: %w", err)
+	}
+	return bin, nil
+}
+
+// goBuild runs `go build -o bin pkg` in dir with the go command found on
+// PATH and GOWORK=off, so that the module builds as its own go.mod says
+// whatever workspace surrounds it. The build's output goes to stderr;
+// cancelling ctx kills the build.
+func goBuild(ctx context.Context, dir, pkg, bin string) error {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		return "", fmt.Errorf("the go command, to build the etcd side: %w", err)
+		return fmt.Errorf("the go command: %w", err)
 	}
-	bin := filepath.Join(tmp, "etcdpeer")
-	cmd := exec.Command(goBin, "build", "-o", bin, ".")
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin, pkg)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GOWORK=off")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("go build in %s: %w", dir, err)
+		return fmt.Errorf("go build %s in %s: %w", pkg, dir, err)
 	}
-	return bin, nil
+	return nil
 }
 
 // runEtcdPeer runs bin with args, its stderr passed through. Every line of

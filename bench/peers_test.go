@@ -192,7 +192,7 @@ func TestCheckModule(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			err := checkModule(dir)
+			err := checkModule(dir, etcdPeerModule)
 			if tc.wantErr == "" && err != nil {
 				t.Fatal(err)
 			}
