@@ -262,8 +262,40 @@ func (cl *cluster) cleanup() {
 	live.remove(cl)
 }
 
-// teardown removes the project's containers, network and volumes.
+// logWindow logs what every member's log says went wrong between since
+// and until: its warnings, errors and lease ends, at most logWindowLines
+// of them (the first and the last half).
+func (cl *cluster) logWindow(since, until time.Time) {
+	for _, m := range members {
+		out, err := docker("logs", "--since", unixArg(since), "--until", unixArg(until), cl.ids[m.id])
+		if err != nil {
+			cl.t.Logf("%s's log: %v", m.id, err)
+			continue
+		}
+		var lines []string
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") || strings.Contains(l, "msg=transition event=released") {
+				lines = append(lines, l)
+			}
+		}
+		if n := len(lines); n > logWindowLines {
+			lines = slices.Concat(lines[:logWindowLines/2], []string{fmt.Sprintf("... %d lines ...", n-logWindowLines)}, lines[n-logWindowLines/2:])
+		}
+		cl.t.Logf("--- %s's warnings, errors and lease ends %s – %s ---\n%s", m.id,
+			since.Format("15:04:05.000"), until.Format("15:04:05.000"), strings.Join(lines, "\n"))
+	}
+}
+
+const logWindowLines = 60
+
+// unixArg formats t for docker logs --since and --until: seconds since
+// the epoch, with nanoseconds.
+func unixArg(t time.Time) string { return fmt.Sprintf("%d.%09d", t.Unix(), t.Nanosecond()) }
+
+// teardown removes the project's containers, network and volumes, and
+// a burner an overload left behind.
 func (cl *cluster) teardown() error {
+	docker("rm", "-f", cl.burnerName()) // none, unless a run was cut short
 	for _, id := range cl.ids {
 		docker("unpause", id) // a paused container can be neither killed nor removed
 	}
@@ -410,6 +442,22 @@ func ledBy(v check.View, running map[string]time.Time) int {
 		}
 	}
 	return len(led)
+}
+
+// waitPolled waits until every running member has answered a poll sent
+// after t.
+func (cl *cluster) waitPolled(t time.Time) {
+	cl.t.Helper()
+	cl.waitFor("a poll of every running member", 30*time.Second, func() (bool, string) {
+		v := cl.ck.View()
+		var behind []string
+		for _, id := range slices.Sorted(maps.Keys(cl.running())) {
+			if nv := v.Nodes[id]; !nv.Reachable || !nv.Polled.After(t) {
+				behind = append(behind, id)
+			}
+		}
+		return len(behind) == 0, "not yet polled: " + strings.Join(behind, ", ")
+	})
 }
 
 // waitSteady waits for steady and returns how long it took.

@@ -241,6 +241,9 @@ func (c *Checker) Expect(available bool, why string) {
 // Begin starts a named scenario now.
 func (c *Checker) Begin(name string) { c.rec.Begin(time.Now(), name) }
 
+// Rule sets the EndRule of the current scenario (see Recorder.Rule).
+func (c *Checker) Rule(rule EndRule) { c.rec.Rule(rule) }
+
 // End ends the current scenario now.
 func (c *Checker) End() { c.rec.End(time.Now()) }
 
@@ -351,10 +354,12 @@ type Status struct {
 		Epoch  uint64 `json:"epoch"`
 	} `json:"entries"`
 	Transitions []struct {
-		Time  time.Time `json:"time"`
-		Shard uint32    `json:"shard"`
-		Epoch uint64    `json:"epoch"`
-		Event string    `json:"event"`
+		Time   time.Time `json:"time"`
+		Shard  uint32    `json:"shard"`
+		Epoch  uint64    `json:"epoch"`
+		Event  string    `json:"event"`
+		Reason string    `json:"reason"` // for "released"
+		Peer   string    `json:"peer"`   // a handoff's other node
 	} `json:"transitions"`
 	Plan    []json.RawMessage `json:"plan"`
 	Members []json.RawMessage `json:"members"`
@@ -407,13 +412,20 @@ func (c *Checker) record(n Node, sent time.Time, st *Status, err error) {
 		}
 	}
 	c.rec.Table(n.ID, sent, FromStatus, st.TableVersion, false, claims)
-	var acqs []Acquisition
+	var (
+		acqs []Acquisition
+		rels []Release
+	)
 	for _, tr := range st.Transitions {
-		if tr.Event == "acquired" || tr.Event == "renewed" {
+		switch tr.Event {
+		case "acquired", "renewed":
 			acqs = append(acqs, Acquisition{Shard: tr.Shard, Epoch: tr.Epoch, At: tr.Time, Event: tr.Event})
+		case "released":
+			rels = append(rels, Release{Shard: tr.Shard, Epoch: tr.Epoch, At: tr.Time, Reason: tr.Reason, Peer: tr.Peer})
 		}
 	}
 	c.rec.History(n.ID, time.Now(), acqs, len(st.Transitions) >= historyCapacity)
+	c.rec.Releases(n.ID, rels)
 	c.mu.Lock()
 	prev := c.views[n.ID]
 	c.views[n.ID] = NodeView{ID: n.ID, Reachable: true, Ready: st.Ready, Draining: st.Draining,

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -21,32 +22,51 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // statusServer serves the fields of tenured's /status?format=json that the
 // Checker reads, from an in-process node. lie, when set, may rewrite the
-// entries: a planted bug in what the node reports.
+// document before it is sent: a planted bug in what the node reports.
 type statusServer struct {
 	*httptest.Server
 	node *shard.Node
-	lie  atomic.Pointer[func([]map[string]any)]
+	lie  atomic.Pointer[func(doc *statusDoc)]
+}
+
+// statusDoc is the document a statusServer sends, in the shape of
+// daemon/status.go's: a transition has a reason and a peer only when it
+// is a release (and the peer only for a handoff).
+type statusDoc struct {
+	Node         string           `json:"node"`
+	Ready        bool             `json:"ready"`
+	TableVersion uint64           `json:"table_version"`
+	Entries      []map[string]any `json:"entries"`
+	Transitions  []map[string]any `json:"transitions"`
+	Plan         any              `json:"plan"`
+	Members      any              `json:"members"`
 }
 
 func newStatusServer(t *testing.T, n *shard.Node) *statusServer {
 	s := &statusServer{node: n}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		tbl := n.Table()
-		doc := map[string]any{"node": n.ID(), "ready": n.Ready(), "table_version": tbl.Version()}
-		var entries []map[string]any
+		doc := statusDoc{Node: n.ID(), Ready: n.Ready(), TableVersion: tbl.Version(), Members: n.Members()}
 		for _, e := range tbl.Entries() {
-			entries = append(entries, map[string]any{"shard": e.Shard, "state": e.State.String(), "leader": e.Leader, "epoch": e.Epoch})
+			doc.Entries = append(doc.Entries, map[string]any{"shard": e.Shard, "state": e.State.String(), "leader": e.Leader, "epoch": e.Epoch})
 		}
-		if lie := s.lie.Load(); lie != nil {
-			(*lie)(entries)
-		}
-		doc["entries"] = entries
-		var trs []map[string]any
-		for _, tr := range n.Transitions() {
-			trs = append(trs, map[string]any{"time": tr.Time.UTC(), "shard": tr.Shard, "epoch": tr.Epoch, "event": tr.Event})
+		trs := n.Transitions()
+		for i := len(trs) - 1; i >= 0; i-- { // newest first
+			tr := trs[i]
+			m := map[string]any{"time": tr.Time.UTC().Round(time.Millisecond), "shard": tr.Shard, "epoch": tr.Epoch, "event": tr.Event}
+			if tr.Event == "released" {
+				m["reason"] = tr.Reason.String()
+				if tr.Peer != "" {
+					m["peer"] = tr.Peer
+				}
+			}
+			doc.Transitions = append(doc.Transitions, m)
 		}
 		plan, _ := n.Plan()
-		doc["transitions"], doc["plan"], doc["members"] = trs, plan, n.Members()
+		doc.Plan = plan
+		if lie := s.lie.Load(); lie != nil {
+			(*lie)(&doc)
+		}
 		json.NewEncoder(w).Encode(doc)
 	}))
 	t.Cleanup(s.Close)
@@ -99,6 +119,7 @@ func TestCheckerFollowsAnInProcessCluster(t *testing.T) {
 	ck.Expect(true, "steady")
 
 	ck.Begin("crash node-3")
+	ck.Rule(EndRule{Faulted: []string{"node-3"}})
 	c.Crash("node-3")
 	pages["node-3"].Close()
 	shardtest.Eventually(t, 20*time.Second, func() bool {
@@ -135,8 +156,9 @@ func TestCheckerFollowsAnInProcessCluster(t *testing.T) {
 			break
 		}
 	}
-	lie := func(entries []map[string]any) {
-		entries[victim.Shard]["leader"], entries[victim.Shard]["epoch"], entries[victim.Shard]["state"] = "node-2", victim.Epoch, "led"
+	lie := func(doc *statusDoc) {
+		e := doc.Entries[victim.Shard]
+		e["leader"], e["epoch"], e["state"] = "node-2", victim.Epoch, "led"
 	}
 	pages["node-2"].lie.Store(&lie)
 	shardtest.Eventually(t, 10*time.Second, func() bool { return ck.Report().Count(DoubleLeader) > 0 }, "the checker to report a double leader")
@@ -144,5 +166,66 @@ func TestCheckerFollowsAnInProcessCluster(t *testing.T) {
 	v := ck.Report().Scenarios[1].Violations
 	if len(v) == 0 || v[0].Kind != DoubleLeader || v[0].Shard != uint32(victim.Shard) || v[0].Epoch != victim.Epoch {
 		t.Errorf("got %v, want a double leader of shard %d at epoch %d", v, victim.Shard, victim.Epoch)
+	}
+
+	// node-1's history now also shows two ends of leases it held, dated in
+	// a scenario that faults node-3 and forbids expiries elsewhere: a
+	// handoff, which is allowed, and an expiry of the victim's lease, which
+	// is not. Real ends may join them: on a loaded machine the in-process
+	// nodes lose leases too.
+	const name = "node-1 loses a lease"
+	ck.Begin(name)
+	ck.Rule(EndRule{Faulted: []string{"node-3"}, Forbidden: []string{ReasonLeaseExpired, ReasonQuorumLost}})
+	planted := time.Now().Add(time.Millisecond).UTC().Truncate(time.Millisecond) // in the scenario, at /status's resolution
+	lost := func(doc *statusDoc) {
+		doc.Transitions = append([]map[string]any{
+			{"time": planted.Add(time.Millisecond), "shard": victim.Shard, "epoch": victim.Epoch, "event": "released", "reason": ReasonLeaseExpired},
+			{"time": planted, "shard": victim.Shard, "epoch": victim.Epoch - 1, "event": "released", "reason": ReasonHandoff, "peer": "node-2"},
+		}, doc.Transitions...)
+	}
+	pages["node-1"].lie.Store(&lost)
+	shardtest.Eventually(t, 10*time.Second, func() bool { return ck.Report().Count(ForbiddenEnd) > 0 }, "the checker to report a forbidden end")
+	ck.End()
+	rep = ck.Report()
+	t.Logf("\n%s", rep.Table())
+	sc := scenarioNamed(rep, name)
+	caught := slices.ContainsFunc(sc.Violations, func(v Violation) bool {
+		return v.Kind == ForbiddenEnd && slices.Equal(v.Nodes, []string{"node-1"}) && v.Shard == uint32(victim.Shard) && v.Epoch == victim.Epoch
+	})
+	if !caught {
+		t.Errorf("got violations %v, want node-1's planted expiry of shard %d at epoch %d", sc.Violations, victim.Shard, victim.Epoch)
+	}
+	if sc.Ends[ReasonLeaseExpired] < 1 || sc.Ends[ReasonHandoff] < 1 {
+		t.Errorf("ends elsewhere %v, want the planted expiry and handoff among them", sc.Ends)
+	}
+}
+
+func scenarioNamed(rep Report, name string) ScenarioResult {
+	for _, s := range rep.Scenarios {
+		if s.Name == name {
+			return s
+		}
+	}
+	return ScenarioResult{Name: name}
+}
+
+// TestReasonsAreTheNodes pins the reasons the check package names to the
+// words nodes use for them on /status and in their logs.
+func TestReasonsAreTheNodes(t *testing.T) {
+	for _, tt := range []struct {
+		give shard.Reason
+		want string
+	}{
+		{shard.ReasonLeaseExpired, ReasonLeaseExpired},
+		{shard.ReasonQuorumLost, ReasonQuorumLost},
+		{shard.ReasonSuperseded, ReasonSuperseded},
+		{shard.ReasonHandoff, ReasonHandoff},
+		{shard.ReasonRebalance, ReasonRebalance},
+		{shard.ReasonDrain, ReasonDrain},
+		{shard.ReasonShutdown, ReasonShutdown},
+	} {
+		if got := tt.give.String(); got != tt.want {
+			t.Errorf("shard says %q where check says %q", got, tt.want)
+		}
 	}
 }

@@ -6,7 +6,8 @@
 // A Checker follows every node two ways for the whole run: the node's
 // tenure.v1 Watch stream (its leader table, change by change) and its
 // /status?format=json page, polled every PollInterval (reachability, the
-// same table, and the node's own history of acquisitions with their times).
+// same table, and the node's own history of acquisitions and of lease
+// ends, each with its time and an end with its reason).
 // From a node it keeps only the shards that node says it leads itself:
 // what a node believes about others is hearsay.
 //
@@ -16,6 +17,7 @@
 //	defer ck.Stop()
 //	ck.Expect(true, "cluster steady") // from now on every shard must stay led
 //	ck.Begin("kill -9 n1")
+//	ck.Rule(check.EndRule{Faulted: []string{"n1"}, Forbidden: []string{check.ReasonQuorumLost}})
 //	... inject the fault, wait for recovery ...
 //	ck.End()
 //	rep := ck.Report() // violations, and per scenario the longest gap
@@ -30,7 +32,13 @@
 //     of the Docker suite share the host's clock);
 //   - availability: while the cluster is expected to be available (the
 //     caller says when, with Expect: a voter majority and an eligible node
-//     connected), no shard goes without a leader for longer than Bound.
+//     connected), no shard goes without a leader for longer than Bound;
+//   - lease ends: each scenario counts the ends of leases by reason, on
+//     the nodes its EndRule faults and on the others, and no lease ends
+//     for a reason the rule forbids ("lease expired" on a node that kept
+//     a voter majority, say). The reasons come from the histories, and
+//     from a node's log (LogReleases) for the ends of a node that stopped
+//     after its last poll.
 //
 // A shard is led, as the checker sees it, while a node it can reach says
 // it leads it. When a node becomes unreachable (a failed poll), its claims

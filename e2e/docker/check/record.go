@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -51,6 +53,32 @@ const (
 	// Unavailable: a shard had no leader for longer than the bound while
 	// the cluster was expected to be available.
 	Unavailable Kind = "leaderless beyond bound"
+	// ForbiddenEnd: a lease ended, during a scenario, for a reason the
+	// scenario's EndRule forbids on that node.
+	ForbiddenEnd Kind = "lease ended for a forbidden reason"
+)
+
+// The reasons a node gives for a lease's end, as its /status page and its
+// log spell them (shard.Reason's String; a test pins them).
+const (
+	// ReasonLeaseExpired: keep-alives went unanswered and the lease ran
+	// out by the holder's clock.
+	ReasonLeaseExpired = "lease expired"
+	// ReasonQuorumLost: the voters stopped protecting the lease and it
+	// could not be renewed.
+	ReasonQuorumLost = "quorum lost"
+	// ReasonSuperseded: a newer process with the node's ID started.
+	ReasonSuperseded = "superseded"
+	// ReasonHandoff: the node handed the shard to another node (a
+	// rebalancer's planned move).
+	ReasonHandoff = "handoff"
+	// ReasonRebalance: the shard belongs to another node now and this one
+	// gave it up.
+	ReasonRebalance = "rebalance"
+	// ReasonDrain: the node handed the shard off while draining to stop.
+	ReasonDrain = "drain"
+	// ReasonShutdown: the node stopped.
+	ReasonShutdown = "shutdown"
 )
 
 // Violation is one broken invariant.
@@ -78,6 +106,38 @@ type Acquisition struct {
 	Event string
 }
 
+// Release is one entry of a node's history: the node stopped leading
+// Shard at Epoch at time At of its own clock, for Reason (ReasonHandoff,
+// ReasonLeaseExpired, ...). Peer is the node a handoff went to, if any.
+type Release struct {
+	Node   string
+	Shard  uint32
+	Epoch  uint64
+	At     time.Time
+	Reason string
+	Peer   string
+}
+
+// EndRule says which ends of leases a scenario forbids, and on which
+// nodes. The zero EndRule forbids nothing and faults nobody.
+type EndRule struct {
+	// Faulted are the nodes the scenario acts on (pauses, stops, cuts
+	// off). The report counts their lease ends apart from the others'.
+	Faulted []string
+	// Forbidden are reasons, as nodes give them (ReasonLeaseExpired, ...),
+	// for which no lease may end on a node other than the faulted ones
+	// during the scenario. Each such end is a violation of kind
+	// ForbiddenEnd.
+	Forbidden []string
+	// FaultedToo applies Forbidden to the faulted nodes as well.
+	FaultedToo bool
+}
+
+// forbids reports whether rule forbids a lease of node to end for reason.
+func (rule EndRule) forbids(node, reason string) bool {
+	return slices.Contains(rule.Forbidden, reason) && (rule.FaultedToo || !slices.Contains(rule.Faulted, node))
+}
+
 // Interval is a time during which Node said it led Shard at Epoch, from
 // the first observation (Start) to the last one (End). An interval that
 // ended with the node becoming unreachable ends at the node's last answer.
@@ -99,6 +159,7 @@ type Recorder struct {
 	owner    map[token]string // (shard, epoch) → the first node seen claiming it
 	closed   []Interval
 	acqs     []Acquisition
+	rels     []Release
 	viols    []Violation
 	reported map[string]bool // violations already recorded, by key
 	windows  []window        // availability expectations, in time order
@@ -124,7 +185,24 @@ type nodeState struct {
 	maxEpoch map[uint32]uint64    // highest epoch it reported per shard
 	seen     map[Acquisition]bool // history entries already recorded
 	newest   time.Time            // newest history entry seen
+	// released holds, by (shard, epoch, reason), the times of the ends
+	// already recorded, to tell a new end from one seen before.
+	released map[releaseKey][]time.Time
 }
+
+type releaseKey struct {
+	shard  uint32
+	epoch  uint64
+	reason string
+}
+
+// sameRelease is how far apart the times of one lease end may lie in two
+// sources: the history on /status and the log line stamp it with two
+// reads of the node's clock, the log line later, from the node's handler
+// goroutine. One lease (shard, epoch) ends again for the same reason only
+// after it was granted again and, for an expiry, a lease duration passed
+// without renewal: far more than this apart.
+const sameRelease = time.Second
 
 type window struct {
 	at        time.Time
@@ -135,6 +213,7 @@ type window struct {
 type scenario struct {
 	name       string
 	start, end time.Time
+	rule       EndRule
 }
 
 // NewRecorder returns a Recorder for a cluster of the given shard count.
@@ -154,6 +233,7 @@ func (r *Recorder) node(id string) *nodeState {
 			open:     make(map[uint32]*Interval),
 			maxEpoch: make(map[uint32]uint64),
 			seen:     make(map[Acquisition]bool),
+			released: make(map[releaseKey][]time.Time),
 		}
 		r.nodes[id] = n
 	}
@@ -260,6 +340,25 @@ func (r *Recorder) History(node string, at time.Time, acqs []Acquisition, full b
 	n.newest = later(n.newest, newest)
 }
 
+// Releases records ends of node's leases, from its /status history or
+// its log: both may show one end, and a history shows it at every poll
+// until it drops off, so an end within sameRelease of one recorded with
+// the same shard, epoch and reason is that one again.
+func (r *Recorder) Releases(node string, rels []Release) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.node(node)
+	for _, x := range rels {
+		x.Node = node
+		k := releaseKey{x.Shard, x.Epoch, x.Reason}
+		if slices.ContainsFunc(n.released[k], func(t time.Time) bool { return x.At.Sub(t).Abs() <= sameRelease }) {
+			continue
+		}
+		n.released[k] = append(n.released[k], x.At)
+		r.rels = append(r.rels, x)
+	}
+}
+
 // own checks that (s, e) belongs to no other node than node.
 func (r *Recorder) own(node string, s uint32, e uint64, at time.Time, src Source) {
 	t := token{s, e}
@@ -326,6 +425,20 @@ func (r *Recorder) Begin(at time.Time, name string) {
 	r.scens = append(r.scens, scenario{name: name, start: at})
 }
 
+// Rule sets the EndRule of the current scenario, replacing any before;
+// without a current scenario it does nothing. The rule judges every end
+// whose time, by the node's clock, falls in the scenario, whenever it is
+// recorded.
+func (r *Recorder) Rule(rule EndRule) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := len(r.scens) - 1
+	if k < 0 || !r.scens[k].end.IsZero() {
+		return
+	}
+	r.scens[k].rule = EndRule{Faulted: slices.Clone(rule.Faulted), Forbidden: slices.Clone(rule.Forbidden), FaultedToo: rule.FaultedToo}
+}
+
 // End ends the current scenario at time at.
 func (r *Recorder) End(at time.Time) {
 	r.mu.Lock()
@@ -371,4 +484,64 @@ func earlier(a, b time.Time) time.Time {
 
 func byStart(a, b Interval) int {
 	return cmp.Or(a.Start.Compare(b.Start), a.End.Compare(b.End))
+}
+
+// LogReleases returns the ends of leases in a node's log: its lines of
+// slog's text format with msg=transition and event=released, as tenured
+// writes them (daemon's transitionLog):
+//
+//	time=2026-12-07T18:39:41.280Z level=INFO msg=transition event=released shard=13 epoch=33 reason=drain to=n4
+//
+// Other lines are skipped. A node that stops logs its last ends after the
+// last poll of its /status could have seen them; Recorder.Releases takes
+// both and counts an end seen in each once.
+func LogReleases(log string) ([]Release, error) {
+	var out []Release
+	for i, line := range strings.Split(log, "\n") {
+		kv := logfmt(line)
+		if kv["msg"] != "transition" || kv["event"] != "released" {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, kv["time"])
+		if err != nil {
+			return out, fmt.Errorf("check: log line %d: time: %w", i+1, err)
+		}
+		s, err := strconv.ParseUint(kv["shard"], 10, 32)
+		if err != nil {
+			return out, fmt.Errorf("check: log line %d: shard: %w", i+1, err)
+		}
+		e, err := strconv.ParseUint(kv["epoch"], 10, 64)
+		if err != nil {
+			return out, fmt.Errorf("check: log line %d: epoch: %w", i+1, err)
+		}
+		out = append(out, Release{Shard: uint32(s), Epoch: e, At: at, Reason: kv["reason"], Peer: kv["to"]})
+	}
+	return out, nil
+}
+
+// logfmt returns the keys and values of a line of slog's text format:
+// key=value pairs apart by spaces, a value quoted when it holds a space,
+// a quote or an equals sign. It stops at the first pair it cannot read.
+func logfmt(line string) map[string]string {
+	kv := map[string]string{}
+	for {
+		line = strings.TrimLeft(line, " ")
+		k, rest, ok := strings.Cut(line, "=")
+		if !ok || k == "" || strings.ContainsAny(k, " \"") {
+			return kv
+		}
+		var v string
+		if strings.HasPrefix(rest, `"`) {
+			q, err := strconv.QuotedPrefix(rest)
+			if err != nil {
+				return kv
+			}
+			v, _ = strconv.Unquote(q)
+			rest = rest[len(q):]
+		} else {
+			v, rest, _ = strings.Cut(rest, " ")
+		}
+		kv[k] = v
+		line = rest
+	}
 }

@@ -1,6 +1,8 @@
 package check
 
 import (
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -314,5 +316,229 @@ func TestOverlapsAreMeasuredNotViolations(t *testing.T) {
 	}
 	if got := rep.Scenarios[0].LongestOverlap; got != 20*time.Millisecond {
 		t.Errorf("longest overlap %v, want 20ms", got)
+	}
+}
+
+// TestEndRules plants lease ends in a scenario "pause b" (0 to 3 s),
+// which faults b, and checks what the report counts and which ends it calls
+// violations.
+func TestEndRules(t *testing.T) {
+	unplanned := []string{ReasonLeaseExpired, ReasonQuorumLost, ReasonSuperseded}
+	end := func(node string, ms int, shard uint32, epoch uint64, reason string) func(*Recorder) {
+		return func(r *Recorder) {
+			r.Releases(node, []Release{{Shard: shard, Epoch: epoch, At: at(ms), Reason: reason}})
+		}
+	}
+	tests := []struct {
+		name            string
+		rule            EndRule
+		ends            []func(*Recorder) // each records ends, in order
+		wantEnds        map[string]int    // elsewhere
+		wantFaulted     map[string]int
+		wantForbidden   int
+		wantForbiddenOn []string // the nodes of the violations, in time order
+	}{
+		{
+			name: "handoffs elsewhere are planned", rule: EndRule{Faulted: []string{"b"}, Forbidden: unplanned},
+			ends:     []func(*Recorder){end("a", 100, 1, 4, ReasonHandoff), end("c", 200, 2, 4, ReasonRebalance)},
+			wantEnds: map[string]int{ReasonHandoff: 1, ReasonRebalance: 1}, wantFaulted: map[string]int{},
+		},
+		{
+			name: "an expiry elsewhere is forbidden", rule: EndRule{Faulted: []string{"b"}, Forbidden: unplanned},
+			ends:     []func(*Recorder){end("a", 100, 1, 4, ReasonLeaseExpired), end("c", 200, 2, 4, ReasonQuorumLost)},
+			wantEnds: map[string]int{ReasonLeaseExpired: 1, ReasonQuorumLost: 1}, wantFaulted: map[string]int{},
+			wantForbidden: 2, wantForbiddenOn: []string{"a", "c"},
+		},
+		{
+			name: "the faulted node may lose its leases", rule: EndRule{Faulted: []string{"b"}, Forbidden: unplanned},
+			ends:     []func(*Recorder){end("b", 100, 1, 4, ReasonLeaseExpired), end("b", 100, 2, 4, ReasonLeaseExpired)},
+			wantEnds: map[string]int{}, wantFaulted: map[string]int{ReasonLeaseExpired: 2},
+		},
+		{
+			name: "FaultedToo forbids them there as well", rule: EndRule{Faulted: []string{"b"}, Forbidden: unplanned, FaultedToo: true},
+			ends:     []func(*Recorder){end("b", 100, 1, 4, ReasonLeaseExpired), end("b", 300, 2, 4, ReasonDrain)},
+			wantEnds: map[string]int{}, wantFaulted: map[string]int{ReasonLeaseExpired: 1, ReasonDrain: 1},
+			wantForbidden: 1, wantForbiddenOn: []string{"b"},
+		},
+		{
+			name: "an end outside the scenario is neither counted nor judged", rule: EndRule{Faulted: []string{"b"}, Forbidden: unplanned},
+			ends:     []func(*Recorder){end("a", -1, 1, 4, ReasonLeaseExpired), end("a", 3000, 1, 5, ReasonLeaseExpired)},
+			wantEnds: map[string]int{}, wantFaulted: map[string]int{},
+		},
+		{
+			name: "one end seen in the history and in the log counts once", rule: EndRule{Faulted: []string{"b"}, Forbidden: unplanned},
+			ends: []func(*Recorder){end("a", 100, 1, 4, ReasonLeaseExpired), end("a", 100, 1, 4, ReasonLeaseExpired),
+				end("a", 130, 1, 4, ReasonLeaseExpired)},
+			wantEnds: map[string]int{ReasonLeaseExpired: 1}, wantFaulted: map[string]int{},
+			wantForbidden: 1, wantForbiddenOn: []string{"a"},
+		},
+		{
+			name: "a lease of one epoch that ends twice, far apart, counts twice", rule: EndRule{Faulted: []string{"b"}, Forbidden: unplanned},
+			ends:     []func(*Recorder){end("a", 0, 1, 4, ReasonLeaseExpired), end("a", 1200, 1, 4, ReasonLeaseExpired)},
+			wantEnds: map[string]int{ReasonLeaseExpired: 2}, wantFaulted: map[string]int{},
+			wantForbidden: 2, wantForbiddenOn: []string{"a", "a"},
+		},
+		{
+			name: "a scenario without a rule counts every end and forbids none", rule: EndRule{},
+			ends:     []func(*Recorder){end("a", 100, 1, 4, ReasonLeaseExpired), end("b", 100, 2, 4, ReasonSuperseded)},
+			wantEnds: map[string]int{ReasonLeaseExpired: 1, ReasonSuperseded: 1}, wantFaulted: map[string]int{},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := NewRecorder(4)
+			r.Begin(at(0), "pause b")
+			r.Rule(tt.rule)
+			for _, f := range tt.ends {
+				f(r)
+			}
+			r.End(at(3000))
+			rep := r.Report(at(3000), time.Second)
+			sc := rep.Scenarios[0]
+			if !maps.Equal(sc.Ends, tt.wantEnds) || !maps.Equal(sc.EndsFaulted, tt.wantFaulted) {
+				t.Errorf("ends elsewhere %v, on b %v; want %v and %v", sc.Ends, sc.EndsFaulted, tt.wantEnds, tt.wantFaulted)
+			}
+			var on []string
+			for _, v := range sc.Violations {
+				t.Log(v)
+				if v.Kind == ForbiddenEnd {
+					on = append(on, v.Nodes...)
+				}
+			}
+			if got := rep.Count(ForbiddenEnd); got != tt.wantForbidden || !slices.Equal(on, tt.wantForbiddenOn) {
+				t.Errorf("%d forbidden ends on %v, want %d on %v", got, on, tt.wantForbidden, tt.wantForbiddenOn)
+			}
+			if !strings.Contains(rep.Table(), ByReason(sc.Ends)) {
+				t.Errorf("the table lacks the ends elsewhere %q:\n%s", ByReason(sc.Ends), rep.Table())
+			}
+		})
+	}
+}
+
+func TestRuleCopiesAndNeedsAScenario(t *testing.T) {
+	r := NewRecorder(1)
+	r.Rule(EndRule{Forbidden: []string{ReasonLeaseExpired}}) // no scenario yet: ignored
+	forbidden := []string{ReasonHandoff}
+	r.Begin(at(0), "s")
+	r.Rule(EndRule{Forbidden: forbidden})
+	forbidden[0] = ReasonLeaseExpired // the caller's slice changes afterwards
+	r.Releases("a", []Release{{Shard: 0, Epoch: 1, At: at(-10), Reason: ReasonLeaseExpired}, {Shard: 0, Epoch: 2, At: at(10), Reason: ReasonLeaseExpired}})
+	if n := r.Report(at(100), time.Second).Count(ForbiddenEnd); n != 0 {
+		t.Errorf("%d forbidden ends, want 0: only handoffs are forbidden, in the scenario", n)
+	}
+}
+
+func TestByReason(t *testing.T) {
+	tests := []struct {
+		name string
+		give map[string]int
+		want string
+	}{
+		{name: "none", give: nil, want: "none"},
+		{name: "zero counts", give: map[string]int{ReasonHandoff: 0}, want: "none"},
+		{name: "most first, then by name", give: map[string]int{ReasonQuorumLost: 1, ReasonHandoff: 5, ReasonLeaseExpired: 1},
+			want: "handoff 5, lease expired 1, quorum lost 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ByReason(tt.give); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLogReleases(t *testing.T) {
+	ms := func(s string) time.Time {
+		tm, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tm
+	}
+	tests := []struct {
+		name    string
+		give    string
+		want    []Release
+		wantErr bool
+	}{
+		{
+			name: "a drain, an expiry and lines of other kinds",
+			give: `time=2026-12-07T18:39:41.251Z level=INFO msg="signal: draining" signal=terminated timeout=30s
+time=2026-12-07T18:39:41.277Z level=INFO msg="stopped leading shard" node=n3 shard=13 epoch=33 reason=drain
+time=2026-12-07T18:39:41.280Z level=INFO msg=transition event=released shard=13 epoch=33 reason=drain to=n4
+time=2026-12-07T18:39:43.041Z level=INFO msg=transition event=released shard=3 epoch=35 reason="lease expired"
+time=2026-12-07T18:39:43.626Z level=INFO msg=transition event=acquired shard=3 epoch=42
+`,
+			want: []Release{
+				{Shard: 13, Epoch: 33, At: ms("2026-12-07T18:39:41.280Z"), Reason: ReasonDrain, Peer: "n4"},
+				{Shard: 3, Epoch: 35, At: ms("2026-12-07T18:39:43.041Z"), Reason: ReasonLeaseExpired},
+			},
+		},
+		{name: "no transitions", give: "time=2026-12-07T18:39:41.251Z level=INFO msg=serving grpc=10.0.0.1:7000\nnot a log line\n"},
+		{
+			name:    "a transition without a shard",
+			give:    `time=2026-12-07T18:39:43.041Z level=INFO msg=transition event=released epoch=35 reason="quorum lost"`,
+			wantErr: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := LogReleases(tt.give)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("error %v, want one: %v", err, tt.wantErr)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestGapsSayWhatTheHistoriesShow: a leader the checker loses sight of
+// may have kept its lease all along, or ended it. The gap names the
+// leader last seen, and a gap over the bound says what the histories
+// show.
+func TestGapsSayWhatTheHistoriesShow(t *testing.T) {
+	tests := []struct {
+		name string
+		// after runs once a, which led shard 0 at epoch 5, stopped
+		// answering at 500 ms (last seen at 200) and answers again at
+		// 3 s.
+		after    func(r *Recorder)
+		wantNote string
+	}{
+		{name: "a kept its lease, unseen", after: func(*Recorder) {}, wantNote: "a, seen leading it at epoch 5 until 03:04:05.200, recorded no end of that lease"},
+		{
+			name: "a ended its lease and b took the shard over",
+			after: func(r *Recorder) {
+				r.Releases("a", []Release{{Shard: 0, Epoch: 5, At: at(900), Reason: ReasonLeaseExpired}})
+				r.History("b", at(3000), []Acquisition{{Shard: 0, Epoch: 6, At: at(1400), Event: "acquired"}}, false)
+			},
+			wantNote: "a, seen leading it at epoch 5 until 03:04:05.200, ended that lease at 03:04:05.900 (lease expired); b acquired it at 03:04:06.400 (epoch 6), 1.2s into the gap",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := NewRecorder(1)
+			r.Table("a", at(0), FromWatch, 1, true, leads(0, 5))
+			r.Expect(at(0), true, "steady")
+			r.Begin(at(0), "overload")
+			r.Table("a", at(200), FromStatus, 1, false, leads(0, 5))
+			r.Unreachable("a", at(500))
+			tt.after(r)
+			r.Table("a", at(3000), FromStatus, 1, false, leads(0, 5))
+			r.End(at(3500))
+			rep := r.Report(at(3500), time.Second)
+			if len(rep.Gaps) != 1 {
+				t.Fatalf("got gaps %+v, want one", rep.Gaps)
+			}
+			if g := rep.Gaps[0]; g.Last.Node != "a" || g.Last.Epoch != 5 || !g.Last.End.Equal(at(200)) {
+				t.Errorf("the gap's last claim is %+v, want a's at epoch 5, seen until 200 ms", g.Last)
+			}
+			if n := rep.Count(Unavailable); n != 1 || !strings.Contains(rep.Violations[0].Detail, tt.wantNote) {
+				t.Errorf("got %v, want one shard leaderless beyond the bound, saying %q", rep.Violations, tt.wantNote)
+			}
+		})
 	}
 }

@@ -19,6 +19,9 @@ type Gap struct {
 	// applies to. A gap that began while the voters were cut off counts
 	// from the heal.
 	Counted time.Duration
+	// Last is the claim whose end began the gap: the leader the checker
+	// saw last. Zero for a gap from the start of the checks.
+	Last Interval
 }
 
 // Length is the gap's whole duration.
@@ -40,6 +43,13 @@ type ScenarioResult struct {
 	// violation: a deposed leader's last table may reach the checker
 	// after its successor's first. It shows how close leaderships came.
 	LongestOverlap time.Duration
+	// Faulted are the nodes of the scenario's EndRule.
+	Faulted []string
+	// Released are the ends of leases during the scenario, by their
+	// nodes' clocks, in the order recorded. Ends counts them by reason on
+	// nodes other than the faulted ones, EndsFaulted on the faulted ones.
+	Released          []Release
+	Ends, EndsFaulted map[string]int
 	// Violations are those that happened during the scenario.
 	Violations []Violation
 }
@@ -52,9 +62,9 @@ type Report struct {
 	Violations []Violation // every violation, in time order
 	Gaps       []Gap       // every gap, by start
 	// Tokens counts the distinct (shard, epoch) leaderships seen,
-	// Acquisitions the history entries.
-	Tokens, Acquisitions int
-	Notes                []string
+	// Acquisitions and Releases the history entries.
+	Tokens, Acquisitions, Releases int
+	Notes                          []string
 }
 
 // Count returns the number of violations of kind k.
@@ -73,9 +83,10 @@ func (r Report) Count(k Kind) int {
 func (r *Recorder) Report(to time.Time, bound time.Duration) Report {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rep := Report{Bound: bound, To: to, Tokens: len(r.owner), Acquisitions: len(r.acqs), Notes: slices.Clone(r.notes)}
+	rep := Report{Bound: bound, To: to, Tokens: len(r.owner), Acquisitions: len(r.acqs), Releases: len(r.rels), Notes: slices.Clone(r.notes)}
 	viols := slices.Clone(r.viols)
 	viols = append(viols, r.orderViolations()...)
+	viols = append(viols, r.endViolations(to)...)
 
 	if len(r.windows) > 0 {
 		rep.From = r.windows[0].at
@@ -114,8 +125,8 @@ func (r *Recorder) Report(to time.Time, bound time.Duration) Report {
 		if g.Counted > bound {
 			overBound, overOwner = append(overBound, len(viols)), append(overOwner, owner[i])
 			viols = append(viols, Violation{At: g.Start, Kind: Unavailable, Shard: g.Shard,
-				Detail: fmt.Sprintf("shard %d had no leader for %v (%s to %s), %v of it while expected available; bound %v",
-					g.Shard, round(g.Length()), g.Start.Format("15:04:05.000"), g.End.Format("15:04:05.000"), round(g.Counted), bound)})
+				Detail: fmt.Sprintf("shard %d had no leader for %v (%s to %s), %v of it while expected available; bound %v%s",
+					g.Shard, round(g.Length()), g.Start.Format("15:04:05.000"), g.End.Format("15:04:05.000"), round(g.Counted), bound, r.historyNote(g))})
 		}
 	}
 	overlaps := r.overlaps(to)
@@ -130,6 +141,18 @@ func (r *Recorder) Report(to time.Time, bound time.Duration) Report {
 			}
 		}
 		res.ShardsLeaderless = len(shards)
+		res.Faulted = slices.Clone(sc.rule.Faulted)
+		res.Ends, res.EndsFaulted = map[string]int{}, map[string]int{}
+		for _, x := range r.rels {
+			if in(x.At, spans[k]) {
+				res.Released = append(res.Released, x)
+				if slices.Contains(sc.rule.Faulted, x.Node) {
+					res.EndsFaulted[x.Reason]++
+				} else {
+					res.Ends[x.Reason]++
+				}
+			}
+		}
 		for _, o := range overlaps {
 			if !o[0].Before(res.Start) && o[0].Before(res.End) {
 				res.LongestOverlap = max(res.LongestOverlap, o[1].Sub(o[0]))
@@ -140,7 +163,7 @@ func (r *Recorder) Report(to time.Time, bound time.Duration) Report {
 				if overOwner[j] == k {
 					res.Violations = append(res.Violations, v)
 				}
-			} else if !v.At.Before(res.Start) && v.At.Before(res.End) {
+			} else if in(v.At, [2]time.Time{res.Start, res.End}) {
 				res.Violations = append(res.Violations, v)
 			}
 		}
@@ -179,6 +202,68 @@ func (r *Recorder) orderViolations() []Violation {
 	}
 	return out
 }
+
+// endViolations returns a violation for each lease end that the rule of
+// the scenario it fell in forbids, in time order. A scenario not ended
+// yet runs up to to.
+func (r *Recorder) endViolations(to time.Time) []Violation {
+	var out []Violation
+	for _, sc := range r.scens {
+		span := [2]time.Time{sc.start, sc.end}
+		if sc.end.IsZero() {
+			span[1] = to
+		}
+		for _, x := range r.rels {
+			if !in(x.At, span) || !sc.rule.forbids(x.Node, x.Reason) {
+				continue
+			}
+			out = append(out, Violation{At: x.At, Kind: ForbiddenEnd, Shard: x.Shard, Epoch: x.Epoch, Nodes: []string{x.Node},
+				Detail: fmt.Sprintf("%s stopped leading shard %d (epoch %d) at %s: %s, forbidden on %s in %q",
+					x.Node, x.Shard, x.Epoch, x.At.Format("15:04:05.000"), x.Reason, x.Node, sc.name)})
+		}
+	}
+	slices.SortStableFunc(out, func(a, b Violation) int { return a.At.Compare(b.At) })
+	return out
+}
+
+// historyNote says what the nodes' own histories show of g's shard
+// during g, which tells a shard without a leader from a leader the
+// checker did not see (its polls failing on a loaded host): whether the
+// leader last seen recorded an end of its lease by the gap's end, and the
+// first acquisition in the gap, by the acquirer's clock.
+func (r *Recorder) historyNote(g Gap) string {
+	var parts []string
+	if l := g.Last; l.Node != "" {
+		i := slices.IndexFunc(r.rels, func(x Release) bool {
+			return x.Node == l.Node && x.Shard == g.Shard && x.Epoch == l.Epoch && !x.At.After(g.End)
+		})
+		if i < 0 {
+			parts = append(parts, fmt.Sprintf("%s, seen leading it at epoch %d until %s, recorded no end of that lease by %s",
+				l.Node, l.Epoch, l.End.Format("15:04:05.000"), g.End.Format("15:04:05.000")))
+		} else {
+			x := r.rels[i]
+			parts = append(parts, fmt.Sprintf("%s, seen leading it at epoch %d until %s, ended that lease at %s (%s)",
+				l.Node, l.Epoch, l.End.Format("15:04:05.000"), x.At.Format("15:04:05.000"), x.Reason))
+		}
+	}
+	var first *Acquisition
+	for i, a := range r.acqs {
+		if a.Shard == g.Shard && a.At.After(g.Start) && a.At.Before(g.End) && (first == nil || a.At.Before(first.At)) {
+			first = &r.acqs[i]
+		}
+	}
+	if first != nil {
+		parts = append(parts, fmt.Sprintf("%s %s it at %s (epoch %d), %v into the gap",
+			first.Node, first.Event, first.At.Format("15:04:05.000"), first.Epoch, round(first.At.Sub(g.Start))))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "; the nodes' histories: " + strings.Join(parts, "; ")
+}
+
+// in reports whether t lies in span, its start included, its end not.
+func in(t time.Time, span [2]time.Time) bool { return !t.Before(span[0]) && t.Before(span[1]) }
 
 // availablePeriods returns the spans, up to to, in which the cluster was
 // expected to be available.
@@ -251,17 +336,20 @@ func (r *Recorder) gaps(from, to time.Time) []Gap {
 	var out []Gap
 	for s, ivs := range r.intervals(to) {
 		cur := from
+		var last Interval
 		for _, iv := range ivs {
 			if iv.End.Before(from) || iv.Start.After(to) {
 				continue
 			}
 			if iv.Start.After(cur) {
-				out = append(out, Gap{Shard: uint32(s), Start: cur, End: iv.Start})
+				out = append(out, Gap{Shard: uint32(s), Start: cur, End: iv.Start, Last: last})
 			}
-			cur = later(cur, iv.End)
+			if !iv.End.Before(cur) {
+				cur, last = iv.End, iv
+			}
 		}
 		if to.After(cur) {
-			out = append(out, Gap{Shard: uint32(s), Start: cur, End: to})
+			out = append(out, Gap{Shard: uint32(s), Start: cur, End: to, Last: last})
 		}
 	}
 	return out
@@ -269,21 +357,40 @@ func (r *Recorder) gaps(from, to time.Time) []Gap {
 
 func round(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 
-// Table formats the per-scenario results as a text table.
+// Table formats the per-scenario results as a text table. "lease ends
+// elsewhere" counts by reason the ends on nodes the scenario did not
+// fault; "forbidden ends" those its EndRule forbids, wherever.
 func (r Report) Table() string {
 	var b strings.Builder
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(w, "scenario\ttook\tshards leaderless\tlongest gap\tcounted vs bound %v\tlongest overlap\tdouble leaders\tepoch regressions\tover bound\tother\t\n", r.Bound)
+	fmt.Fprintf(w, "scenario\ttook\tshards leaderless\tlongest gap\tcounted vs bound %v\tlongest overlap\tdouble leaders\tepoch regressions\tover bound\tforbidden ends\tother\tlease ends elsewhere\t\n", r.Bound)
 	for _, s := range r.Scenarios {
 		counts := map[Kind]int{}
 		for _, v := range s.Violations {
 			counts[v.Kind]++
 		}
-		other := len(s.Violations) - counts[DoubleLeader] - counts[EpochRegressed] - counts[Unavailable]
-		fmt.Fprintf(w, "%s\t%v\t%d\t%v\t%v\t%v\t%d\t%d\t%d\t%d\t\n", s.Name, s.End.Sub(s.Start).Round(100*time.Millisecond),
+		other := len(s.Violations) - counts[DoubleLeader] - counts[EpochRegressed] - counts[Unavailable] - counts[ForbiddenEnd]
+		fmt.Fprintf(w, "%s\t%v\t%d\t%v\t%v\t%v\t%d\t%d\t%d\t%d\t%d\t%s\t\n", s.Name, s.End.Sub(s.Start).Round(100*time.Millisecond),
 			s.ShardsLeaderless, round(s.LongestGap), round(s.LongestCounted), round(s.LongestOverlap),
-			counts[DoubleLeader], counts[EpochRegressed], counts[Unavailable], other)
+			counts[DoubleLeader], counts[EpochRegressed], counts[Unavailable], counts[ForbiddenEnd], other, ByReason(s.Ends))
 	}
 	w.Flush()
 	return b.String()
+}
+
+// ByReason formats counts of lease ends by reason, most first: "handoff
+// 5, lease expired 2"; "none" when there are none.
+func ByReason(ends map[string]int) string {
+	reasons := slices.Collect(maps.Keys(ends))
+	slices.SortFunc(reasons, func(a, b string) int { return cmp.Or(cmp.Compare(ends[b], ends[a]), cmp.Compare(a, b)) })
+	var parts []string
+	for _, reason := range reasons {
+		if ends[reason] > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", reason, ends[reason]))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }

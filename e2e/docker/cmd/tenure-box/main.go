@@ -1,8 +1,9 @@
-// Command tenure-box does the two chores of a Tenure container image that
-// has no shell (it is built FROM scratch):
+// Command tenure-box does the chores of a Tenure container image that has
+// no shell (it is built FROM scratch):
 //
 //	tenure-box init-voter   create the voter store in the data directory, once
 //	tenure-box probe URL    exit 0 if GET URL answers 2xx (a HEALTHCHECK)
+//	tenure-box burn         keep CPUs busy until stdin ends (the chaos suite's load)
 //
 // init-voter reads the node's own settings, TENURE_NODE_ID, TENURE_CLUSTER
 // (default "tenure") and TENURE_DATA_DIR, or the flags of the same names.
@@ -22,6 +23,14 @@
 // store, and a voter that forgot its records could grant an epoch twice.
 // -reinit creates the store anyway; pass it once, for that start only.
 //
+// burn spins -threads goroutines (default: one per CPU the process may
+// use) in a busy loop until its standard input reaches end of file, or
+// -for (default 10m) has passed. The chaos suite runs it with docker exec
+// -i inside a node's container, so that it competes with the node for the
+// container's CPU quota, and ends it by closing its input: the burner also
+// stops when the docker CLI that started it dies, and -for bounds a
+// burner nothing ends. It prints one line once the goroutines spin.
+//
 // Exit codes: 0 done (or nothing to do), 1 failed, 2 usage, 3 refused: the
 // data directory held a voter store that is gone (see -reinit).
 package main
@@ -34,6 +43,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/tenurehq/tenure/membership"
@@ -41,12 +52,13 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stdin, os.Stdout, os.Stderr))
 }
 
 const usage = `Usage:
   tenure-box init-voter [-node-id ID] [-cluster NAME] [-data-dir DIR] [-reinit]
   tenure-box probe URL
+  tenure-box burn [-threads N] [-for DURATION]
 
 Exit codes: 0 done, 1 failed, 2 usage, 3 init-voter refused: the data
 directory held a voter store that is gone (see -reinit).
@@ -60,7 +72,7 @@ const (
 	exitRefused = 3 // init-voter: the store was created here before and is gone
 )
 
-func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Writer) int {
+func run(args []string, getenv func(string) (string, bool), stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return exitUsage
@@ -78,6 +90,8 @@ func run(args []string, getenv func(string) (string, bool), stdout, stderr io.Wr
 			return exitFailed
 		}
 		return exitOK
+	case "burn":
+		return burn(args[1:], stdin, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -160,4 +174,51 @@ func probe(url string, timeout time.Duration) error {
 		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
 	}
 	return nil
+}
+
+// burn keeps -threads goroutines busy until stdin ends or -for passes.
+func burn(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tenure-box burn", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	threads := fs.Int("threads", runtime.GOMAXPROCS(0), "busy goroutines (default: the CPUs this process may use)")
+	limit := fs.Duration("for", 10*time.Minute, "stop after this long even if stdin never ends")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	switch {
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "tenure-box burn: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	case *threads < 1:
+		fmt.Fprintf(stderr, "tenure-box burn: -threads must be positive, got %d\n", *threads)
+		return exitUsage
+	case *limit <= 0:
+		fmt.Fprintf(stderr, "tenure-box burn: -for must be positive, got %v\n", *limit)
+		return exitUsage
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *limit)
+	defer cancel()
+	// The reader ends with stdin; the process exits when the spinners
+	// return, whichever ends them.
+	go func() {
+		io.Copy(io.Discard, stdin)
+		cancel()
+	}()
+	var wg sync.WaitGroup
+	for range *threads {
+		wg.Go(func() { spin(ctx) })
+	}
+	fmt.Fprintf(stdout, "tenure-box: burning on %d threads\n", *threads)
+	wg.Wait()
+	return exitOK
+}
+
+// spin keeps one CPU busy until ctx ends, looking at ctx every 2^20
+// rounds (about a millisecond).
+func spin(ctx context.Context) {
+	for i := uint64(1); ; i++ {
+		if i&(1<<20-1) == 0 && ctx.Err() != nil {
+			return
+		}
+	}
 }

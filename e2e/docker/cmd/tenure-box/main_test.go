@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -31,12 +32,17 @@ func TestRun(t *testing.T) {
 		}
 	}
 
+	// A burner's input that ends only when the test does.
+	open, keepOpen := io.Pipe()
+	defer keepOpen.Close()
+
 	// The rows run in order: the second init finds the first one's store.
 	tests := []struct {
 		name     string
 		before   func(t *testing.T) // optional
 		args     []string
 		getenv   func(string) (string, bool)
+		stdin    io.Reader // optional: empty
 		wantCode int
 		wantOut  string // substring of stdout, or of stderr when the code is not 0
 		wantErr  string // substring of stderr, whatever the code
@@ -55,6 +61,10 @@ func TestRun(t *testing.T) {
 		{name: "probe of a ready node", args: []string{"probe", ready.URL}, getenv: noenv, wantCode: 0},
 		{name: "probe of an unready node", args: []string{"probe", unready.URL}, getenv: noenv, wantCode: 1, wantOut: "503"},
 		{name: "probe without a URL", args: []string{"probe"}, getenv: noenv, wantCode: 2, wantOut: "want one URL"},
+		{name: "burn until stdin ends", args: []string{"burn", "-threads", "2"}, getenv: noenv, wantCode: 0, wantOut: "burning on 2 threads"},
+		{name: "burn for a while at most", args: []string{"burn", "-for", "50ms"}, getenv: noenv, stdin: open, wantCode: 0, wantOut: "burning on"},
+		{name: "burn on no thread", args: []string{"burn", "-threads", "0"}, getenv: noenv, wantCode: 2, wantOut: "-threads must be positive"},
+		{name: "burn with an argument", args: []string{"burn", "hot"}, getenv: noenv, wantCode: 2, wantOut: `unexpected argument "hot"`},
 		{name: "unknown command", args: []string{"format"}, getenv: noenv, wantCode: 2, wantOut: `unknown command "format"`},
 		{name: "no command", args: nil, getenv: noenv, wantCode: 2, wantOut: "Usage"},
 	}
@@ -64,7 +74,11 @@ func TestRun(t *testing.T) {
 				tt.before(t)
 			}
 			var stdout, stderr bytes.Buffer
-			code := run(tt.args, tt.getenv, &stdout, &stderr)
+			stdin := tt.stdin
+			if stdin == nil {
+				stdin = strings.NewReader("")
+			}
+			code := run(tt.args, tt.getenv, stdin, &stdout, &stderr)
 			if code != tt.wantCode {
 				t.Fatalf("exit %d, want %d; stdout %q, stderr %q", code, tt.wantCode, stdout.String(), stderr.String())
 			}
