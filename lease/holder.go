@@ -91,9 +91,9 @@ type HolderMutations struct {
 	// HeldOutOfOrder applies a whole Held list even when a newer one from
 	// the same voter was applied already.
 	HeldOutOfOrder bool
-	// NoFullAfterOlderVote counts votes from a reply older than the Held
-	// state applied without asking for a whole list afterwards.
-	NoFullAfterOlderVote bool
+	// VoteFromOlderReply counts the votes that the results of a reply
+	// older than the Held state applied grant.
+	VoteFromOlderReply bool
 	// FullHeldOnly always asks for whole Held lists (HeldSince 0), as
 	// nodes did before change lists. Not a bug: the simulation compares.
 	FullHeldOnly bool
@@ -271,10 +271,8 @@ type voterState struct {
 	heldVer uint64
 	// needFull asks for a whole Held list (HeldSince 0), from a request
 	// sent after fullAfter: a change list showed a led shard's record
-	// moved on at a moment that may predate the vote (so it could not
-	// withdraw it), or an older reply's results added a vote that the
-	// applied lists may already contradict. Changes alone would not show
-	// either again.
+	// moved on at a moment that may predate the vote, so it could not
+	// withdraw it, and changes alone would not show it again.
 	needFull  bool
 	fullAfter Time
 	// fullAsked is when a whole Held list was last asked for.
@@ -295,13 +293,29 @@ type voterState struct {
 	// newerDead is the newer incarnation this voter reported on a Stale
 	// reply as not live there (0: none).
 	newerDead uint64
+	// batch is how many operations the next request to this voter may
+	// carry: it halves when a request with operations is answered later
+	// than RequestTimeout/2 or not within RequestTimeout, and grows by
+	// MaxBatch/16 when one is answered within RequestTimeout/4, between
+	// minBatch and MaxBatch (additive increase, multiplicative decrease,
+	// as TCP paces a sender by its acknowledgements). A voter that
+	// cannot keep up thus gets batches it answers in time, and
+	// acquisitions do not time out while their grants are being written.
+	batch int
 }
+
+// minBatch is the fewest operations a request may carry when a voter is
+// slow (voterState.batch).
+const minBatch = 32
 
 type sentRequest struct {
 	voter int
 	at    Time
 	inc   uint64 // the incarnation it was sent under
 	ops   bool   // it carried operations (it counts against MaxInFlight)
+	// late says it went unanswered for RequestTimeout: the voter's batch
+	// size was halved for it once.
+	late bool
 }
 
 // attempt is an acquisition in progress.
@@ -372,14 +386,12 @@ type shardState struct {
 // own clock alone, whether it leads a shard right now. Like Voter it does
 // no I/O and reads no clock. Not safe for concurrent use.
 type Holder struct {
-	cfg HolderConfig
-	// votesCast counts votes recorded, to tell whether a reply added any.
-	votesCast uint64
-	maj       int
-	eff       time.Duration
-	voters    []voterState
-	index     map[string]int
-	shards    map[uint32]*shardState
+	cfg    HolderConfig
+	maj    int
+	eff    time.Duration
+	voters []voterState
+	index  map[string]int
+	shards map[uint32]*shardState
 	// sorted lists the keys of shards in order; nil once a shard is added
 	// (shards are never removed), rebuilt by sortedShards.
 	sorted []uint32
@@ -397,10 +409,22 @@ type Holder struct {
 	changes  []Change
 	notices  []Notice
 	queued   map[int][]Op
+	// grants[v] holds the grants waiting for voter v, oldest first, from
+	// grantHead[v] on: taken from the front, so a batch costs its own
+	// size however many wait behind it.
+	grants    map[int][]Op
+	grantHead map[int]int
 	// releasing holds the shards with releases not yet acknowledged; led
 	// those whose state says led (Leads still checks the lease rule).
 	releasing map[uint32]struct{}
-	led       map[uint32]struct{}
+	// awaiting holds the shards with votes that may yet make this node
+	// lead them (above the led epoch, or any when not led): a voter that
+	// counts again may complete their majority.
+	awaiting map[uint32]struct{}
+	// shortened and shortenedAll: see TakeShortened.
+	shortened    map[uint32]struct{}
+	shortenedAll bool
+	led          map[uint32]struct{}
 	// dirty holds the shards a call or a reply changed since the last
 	// Tick; scannedAt is when a Tick last visited every shard, and scanAll
 	// asks the next Tick to.
@@ -430,15 +454,19 @@ func NewHolder(cfg HolderConfig) (*Holder, error) {
 		shards: make(map[uint32]*shardState),
 		sent:   make(map[uint64]sentRequest),
 		queued: make(map[int][]Op),
-		inc:    cfg.Inc,
+		grants: make(map[int][]Op), grantHead: make(map[int]int),
+		inc: cfg.Inc,
 
 		releasing: make(map[uint32]struct{}),
+		awaiting:  make(map[uint32]struct{}),
+		shortened: make(map[uint32]struct{}),
 		led:       make(map[uint32]struct{}),
 		dirty:     make(map[uint32]struct{}),
 		scanAll:   true,
 	}
 	for i, v := range cfg.Voters {
 		h.index[v] = i
+		h.voters[i].batch = cfg.MaxBatch
 	}
 	return h, nil
 }
@@ -488,6 +516,17 @@ func (h *Holder) SetDesired(s uint32, desired bool) {
 		}
 	} else if st := h.shards[s]; st != nil && st.desired {
 		st.desired = false
+		if !st.led && st.acq == nil && st.xfer == nil {
+			// Records adopted as votes while the node wanted s (a Held
+			// list showed them) are given back now: a change list shows
+			// a record once, and would not show them again.
+			for e, vs := range st.votes {
+				for v := range vs {
+					h.queueRelease(st, v, e)
+				}
+				delete(st.votes, e)
+			}
+		}
 		h.touch(s)
 	}
 }
@@ -674,8 +713,7 @@ func (h *Holder) queueRelease(st *shardState, v int, e uint64) {
 		// counting the moment the release is queued, before it leaves
 		// (lease rule 1, per voter).
 		if _, ok := st.votes[st.epoch][v]; ok {
-			delete(st.votes[st.epoch], v)
-			st.regrant = true
+			h.dropLedVote(st, v)
 		}
 	}
 	if h.cfg.Mutations.NoRelease {
@@ -838,7 +876,12 @@ func (h *Holder) AcceptTransfer(s uint32, epoch uint64, gens map[string]uint64, 
 }
 
 func (h *Holder) vote(st *shardState, e uint64, v int, g uint64) {
-	h.votesCast++
+	if !st.led || e > st.epoch {
+		h.awaiting[st.id] = struct{}{}
+	}
+	if old, ok := st.votes[e][v]; ok && old != g && st.led && e == st.epoch {
+		h.shortened[st.id] = struct{}{}
+	}
 	if st.votes[e] == nil {
 		st.votes[e] = make(map[int]uint64)
 	}
@@ -861,6 +904,7 @@ func (h *Holder) promote(s uint32, st *shardState, now Time) {
 		if !h.valid(st, e, now) {
 			continue
 		}
+		h.shortened[s] = struct{}{}
 		kind := Gained
 		if st.led && h.valid(st, st.epoch, now) {
 			kind = Renewed
@@ -924,9 +968,15 @@ func (h *Holder) Tick(now Time) []Envelope {
 		}
 	}
 	inflight := make([]int, len(h.voters))
-	for _, r := range h.sent {
-		if r.ops && now.Sub(r.at) < h.inFlightFor() {
+	for seq, r := range h.sent {
+		switch {
+		case !r.ops:
+		case now.Sub(r.at) < h.inFlightFor():
 			inflight[r.voter]++
+		case !r.late:
+			r.late = true
+			h.sent[seq] = r
+			h.slower(r.voter)
 		}
 	}
 	var out []Envelope
@@ -960,6 +1010,23 @@ func (h *Holder) Tick(now Time) []Envelope {
 	return out
 }
 
+// slower halves the batch size of voter v, which answers too late.
+func (h *Holder) slower(v int) {
+	vs := &h.voters[v]
+	vs.batch = max(min(minBatch, h.cfg.MaxBatch), vs.batch/2)
+}
+
+// paced adjusts the batch size of voter v to a request with operations
+// answered rtt after it left.
+func (h *Holder) paced(v int, rtt time.Duration) {
+	switch vs := &h.voters[v]; {
+	case rtt > h.cfg.RequestTimeout/2:
+		h.slower(v)
+	case rtt < h.cfg.RequestTimeout/4:
+		vs.batch = min(h.cfg.MaxBatch, vs.batch+max(1, h.cfg.MaxBatch/16))
+	}
+}
+
 // inFlightFor is how long a request with operations counts against
 // MaxInFlight without an answer (it may have been lost): RequestTimeout,
 // after which the acquisitions it carried fail anyway. A voter slower than
@@ -974,31 +1041,23 @@ func (h *Holder) inFlightFor() time.Duration { return h.cfg.RequestTimeout }
 // as started now: their timeout runs from their send, not from their
 // queueing.
 func (h *Holder) takeBatch(v int, now Time) []Op {
+	limit := h.voters[v].batch
 	q := h.queued[v]
-	limit := h.cfg.MaxBatch
-	var ops, grants, rest []Op
-	for _, op := range q {
-		st := h.shards[op.Shard]
-		if op.Kind == OpGrant && st != nil && !(st.acq != nil && st.acq.epoch == op.Epoch) && !(st.led && st.epoch == op.Epoch) {
-			continue
-		}
-		switch {
-		case op.Kind == OpGrant:
-			grants = append(grants, op)
-		case len(ops) < limit:
+	n := min(len(q), limit)
+	ops := slices.Clone(q[:n])
+	h.queued[v] = slices.Delete(q, 0, n)
+	g, head := h.grants[v], h.grantHead[v]
+	for ; head < len(g) && len(ops) < limit; head++ {
+		op := g[head]
+		if st := h.shards[op.Shard]; st == nil || st.acq != nil && st.acq.epoch == op.Epoch || st.led && st.epoch == op.Epoch {
 			ops = append(ops, op)
-		default:
-			rest = append(rest, op)
 		}
 	}
-	for _, op := range grants {
-		if len(ops) < limit {
-			ops = append(ops, op)
-		} else {
-			rest = append(rest, op)
-		}
+	if head >= len(g)/2 {
+		g = slices.Delete(g, 0, head)
+		head = 0
 	}
-	h.queued[v] = rest
+	h.grants[v], h.grantHead[v] = g, head
 	vs := &h.voters[v]
 	few := len(h.releasing) <= limit/4
 	if len(ops) < limit && len(h.releasing) > 0 && (few || now.Sub(vs.releasesAt) >= h.cfg.RequestTimeout) {
@@ -1080,7 +1139,7 @@ func (h *Holder) tickShard(s uint32, st *shardState, now Time) {
 		e := max(st.known, st.floor, st.epoch) + 1
 		st.acq = &attempt{epoch: e, started: now, refused: make(map[int]bool)}
 		for v := range h.voters {
-			h.queued[v] = append(h.queued[v], Op{Kind: OpGrant, Shard: s, Epoch: e})
+			h.grants[v] = append(h.grants[v], Op{Kind: OpGrant, Shard: s, Epoch: e})
 		}
 	}
 }
@@ -1100,7 +1159,7 @@ func (h *Holder) topUpQuorum(s uint32, st *shardState, now Time) {
 		if vs := &h.voters[v]; !vs.hasFresh || now.Sub(vs.fresh) >= h.eff {
 			continue // unreachable now; it would only refuse or time out
 		}
-		h.queued[v] = append(h.queued[v], Op{Kind: OpGrant, Shard: s, Epoch: st.epoch})
+		h.grants[v] = append(h.grants[v], Op{Kind: OpGrant, Shard: s, Epoch: st.epoch})
 	}
 }
 
@@ -1151,6 +1210,9 @@ func (h *Holder) Step(rep Reply, now Time) {
 		return // a duplicate, or a reply to a request forgotten long ago
 	}
 	delete(h.sent, rep.Seq)
+	if req.ops && !req.late {
+		h.paced(v, now.Sub(req.at))
+	}
 	if rep.Mismatch != "" {
 		h.mismatch = rep.Mismatch
 		return
@@ -1188,6 +1250,7 @@ func (h *Holder) Step(rep Reply, now Time) {
 	if h.cfg.Mutations.TimerFromReply {
 		sentAt = now
 	}
+	counted := vs.hasFresh && now.Sub(vs.fresh) < h.eff
 	switch {
 	case rep.Gen > vs.gen:
 		vs.gen, vs.fresh, vs.hasFresh = rep.Gen, sentAt, true
@@ -1199,6 +1262,7 @@ func (h *Holder) Step(rep Reply, now Time) {
 		// A new session: whatever the voter's records said of the old
 		// generation no longer protects this node there.
 		h.scanAll = true
+		h.shortenedAll = true
 		for _, st := range h.shards {
 			if st.led {
 				if g, ok := st.votes[st.epoch][v]; ok && g != rep.Gen {
@@ -1243,9 +1307,22 @@ func (h *Holder) Step(rep Reply, now Time) {
 		}
 	}
 	touched := map[uint32]bool{}
-	votes := h.votesCast
+	if current && !counted && vs.hasFresh && now.Sub(vs.fresh) < h.eff {
+		// The voter counts again: its votes may now make a majority for
+		// shards that no reply of this round lists (a change list lists
+		// only what changed).
+		for s := range h.awaiting {
+			touched[s] = true
+		}
+	}
+	// A reply older than the Held state applied adds no votes: that state
+	// already shows every record the reply's grants wrote (each change
+	// of a record naming this node is in some list applied since), as the
+	// voter has it now, and a record that moved on since would not be
+	// listed again to withdraw the vote.
+	behind := current && rep.HeldVer != 0 && rep.HeldVer < vs.heldVer && !h.cfg.Mutations.VoteFromOlderReply
 	for _, res := range rep.Results {
-		h.applyResult(v, rep.Seq, res, current, now)
+		h.applyResult(v, rep.Seq, res, current, behind, now)
 		touched[res.Op.Shard] = true
 	}
 	if current {
@@ -1254,13 +1331,6 @@ func (h *Holder) Step(rep Reply, now Time) {
 			h.applyHeld(v, req.at, now, rep.Held)
 		case heldApplyChanges:
 			h.applyHeldChanges(v, req.at, now, rep.Held)
-		case heldOlder:
-			if h.votesCast != votes && !h.cfg.Mutations.NoFullAfterOlderVote {
-				// Votes from a reply older than the Held state applied:
-				// that state may already show the records moved on, and
-				// no later change list would show it again.
-				vs.needFull, vs.fullAfter = true, now
-			}
 		}
 		if vs.heldVer == rep.HeldVer || rep.HeldVer == 0 && vs.heldAt == rep.NoticesAt {
 			for _, r := range rep.Held {
@@ -1272,11 +1342,25 @@ func (h *Holder) Step(rep Reply, now Time) {
 		if st := h.shards[s]; st != nil {
 			h.promote(s, st, now)
 			h.touch(s)
+			if !h.hasVotesAbove(st) {
+				delete(h.awaiting, s)
+			}
 		}
 	}
 }
 
-func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Time) {
+// hasVotesAbove reports whether st has votes for an epoch above the one it
+// leads (any epoch, when it leads none): votes that may yet make it lead.
+func (h *Holder) hasVotesAbove(st *shardState) bool {
+	for e, vs := range st.votes {
+		if len(vs) > 0 && (!st.led || e > st.epoch) {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *Holder) applyResult(v int, seq uint64, res Result, current, behind bool, now Time) {
 	s := res.Op.Shard
 	st := h.shard(s)
 	rec := res.Record
@@ -1289,18 +1373,20 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Ti
 		// did). A record below our epoch is older than what gave us the
 		// vote (replies overtake each other), so it says nothing about it.
 		if _, ok := st.votes[st.epoch][v]; ok {
-			delete(st.votes[st.epoch], v)
-			st.regrant = true
+			h.dropLedVote(st, v)
 		}
 	}
 	switch res.Op.Kind {
 	case OpGrant:
 		a := st.acq
 		if res.OK() {
-			if current && res.Op.Epoch > st.floor {
+			switch {
+			case current && res.Op.Epoch > st.floor && behind:
+				// The Held state applied decided this record.
+			case current && res.Op.Epoch > st.floor:
 				h.vote(st, res.Op.Epoch, v, res.Gen)
 				st.estab[v] = now
-			} else {
+			default:
 				h.queueRelease(st, v, res.Op.Epoch)
 			}
 			return
@@ -1316,6 +1402,8 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Ti
 			switch {
 			case !current || rec.Holder != h.cfg.ID || rec.Epoch != st.epoch || rec.Released:
 				// Not this lease's record, or one given up: no vote.
+			case behind:
+				// The Held state applied decided this record.
 			case rec.HolderGen == h.voters[v].gen:
 				// The voter already records this lease for this session
 				// (a transfer reached it after the forward left): that is
@@ -1352,6 +1440,14 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current bool, now Ti
 					delete(h.releasing, s)
 				}
 			}
+		}
+		if !res.OK() && current && rec.Holder == h.cfg.ID && rec.HolderGen == h.voters[v].gen && !rec.Released &&
+			rec.Epoch != res.Op.Epoch && rec.Epoch <= st.floor && !(st.led && rec.Epoch >= st.epoch) {
+			// The voter holds another epoch of ours than the one released
+			// (a voter keeps one record per shard), one this node gave
+			// up too: release that one.
+			h.queueRelease(st, v, rec.Epoch)
+			st.release[v] = rec.Epoch
 		}
 	case OpTransfer:
 		x := st.xfer
@@ -1506,7 +1602,12 @@ func (h *Holder) applyHeldRecord(v int, r ShardRecord, now Time) {
 		st.estab[v] = max(st.estab[v], now)
 	case st.led && r.Epoch < st.epoch:
 		// An older epoch of ours that this voter missed the re-grant
-		// of; it protects us all the same.
+		// of; it protects us all the same, and is released when the
+		// lease ends.
+		if st.older == nil {
+			st.older = make(map[int]uint64)
+		}
+		st.older[v] = max(st.older[v], r.Epoch)
 	case st.acq != nil && r.Epoch == st.acq.epoch:
 		h.vote(st, r.Epoch, v, r.HolderGen)
 	case (st.desired || st.led) && r.Epoch > st.floor && st.xfer == nil:
@@ -1534,10 +1635,33 @@ func (h *Holder) withdraw(v int, s uint32, st *shardState, sentAt Time) bool {
 	if sentAt <= st.estab[v] {
 		return false
 	}
-	delete(st.votes[st.epoch], v)
-	st.regrant = true
+	h.dropLedVote(st, v)
 	h.touch(s)
 	return true
+}
+
+// dropLedVote withdraws voter v's vote for the led epoch of st: the lease
+// may end sooner, and the node re-grants while it lasts.
+func (h *Holder) dropLedVote(st *shardState, v int) {
+	delete(st.votes[st.epoch], v)
+	st.regrant = true
+	h.shortened[st.id] = struct{}{}
+}
+
+// TakeShortened returns the led shards whose Deadline may have moved
+// earlier since the last call (a vote withdrawn, a lease moved to another
+// epoch), or all=true when any may have (a voter's session changed, the
+// holder was superseded). Deadlines otherwise only move later, as replies
+// arrive: a driver may refresh those less often, but must apply these at
+// once.
+func (h *Holder) TakeShortened() (shards []uint32, all bool) {
+	all = h.shortenedAll
+	if !all {
+		shards = slices.Collect(maps.Keys(h.shortened))
+	}
+	clear(h.shortened)
+	h.shortenedAll = false
+	return shards, all
 }
 
 // newerDeadAtMajority reports whether a newer incarnation of this node
@@ -1571,6 +1695,7 @@ func (h *Holder) raise(inc uint64, now Time) {
 	h.inc = inc
 	h.raises++
 	h.scanAll = true
+	h.shortenedAll = true
 	for i := range h.voters {
 		h.voters[i].sentAny, h.voters[i].newerDead = false, 0
 	}
@@ -1608,6 +1733,7 @@ func (h *Holder) supersede(now Time) {
 		return
 	}
 	h.superseded = true
+	h.shortenedAll = true
 	for _, s := range h.sortedShards() {
 		st := h.shards[s]
 		if st.led {
@@ -1631,6 +1757,9 @@ func (h *Holder) Backlog() Backlog {
 	b := Backlog{Releasing: len(h.releasing)}
 	for _, q := range h.queued {
 		b.Queued += len(q)
+	}
+	for v, g := range h.grants {
+		b.Queued += len(g) - h.grantHead[v]
 	}
 	for _, st := range h.shards {
 		if st.acq != nil {

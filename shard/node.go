@@ -508,6 +508,8 @@ type loopState struct {
 	// deadlines says replies were applied since the leases' deadlines were
 	// last refreshed (refreshDeadlines).
 	deadlines bool
+	// refreshedAt is when every lease's deadline was last refreshed.
+	refreshedAt lease.Time
 	// behind holds the shards planned here and not led at the last
 	// convergence check, made at convergedAt (checkConverging).
 	behind      map[uint32]bool
@@ -1020,21 +1022,56 @@ func (n *Node) raiseIncarnation(inc uint64) {
 // change ended hears the change's reason).
 func (n *Node) refreshDeadlines(st *loopState) {
 	h := st.holder
-	if h == nil || !st.deadlines {
+	if h == nil {
 		return
 	}
-	st.deadlines = false
+	short, all := h.TakeShortened()
 	now := n.now()
+	full := all || st.deadlines && now.Sub(st.refreshedAt) >= n.refreshEvery()
+	if !full && len(short) == 0 {
+		return
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if !full {
+		// A deadline that moved earlier is applied at once: the voter
+		// that stopped counting may grant someone else now.
+		for _, s := range short {
+			if l := n.leases[s]; l != nil {
+				n.refreshDeadline(h, s, l, now)
+			}
+		}
+		return
+	}
+	st.deadlines, st.refreshedAt = false, now
+	soon := now.Add(n.cfg.KeepAliveInterval)
 	for s, l := range n.leases {
-		if d, ok := h.Deadline(s, now); ok {
-			l.setDeadline(d)
-		} else if !l.expired() {
-			l.end(ReasonQuorumLost)
+		// Only deadlines that come soon need extending now: a later one
+		// is earlier than the holder's (what shortens one is applied at
+		// once, above), so it is safe to keep until then.
+		if all || lease.Time(l.deadline.Load()) <= soon {
+			n.refreshDeadline(h, s, l, now)
 		}
 	}
 }
+
+// refreshDeadline sets lease l of shard s to the holder's deadline, or ends
+// it if the holder no longer leads s.
+func (n *Node) refreshDeadline(h *lease.Holder, s uint32, l *Lease, now lease.Time) {
+	if d, ok := h.Deadline(s, now); ok {
+		l.setDeadline(d)
+	} else if !l.expired() {
+		l.end(ReasonQuorumLost)
+	}
+}
+
+// refreshEvery is how often replies that only extend deadlines refresh
+// every lease's: each refresh visits every lease, and a reply burst comes
+// every few milliseconds at scale. A deadline applied up to this much late
+// is earlier than the true one, never later: a lease then ends no later
+// than it must, and with keep-alives every KeepAliveInterval its deadline
+// stays far ahead of this lag.
+func (n *Node) refreshEvery() time.Duration { return n.cfg.KeepAliveInterval / 8 }
 
 // reconcile replaces the leases whose context ended while the holder still
 // leads the shard: the node ran late (its loop, or the whole process,
