@@ -605,6 +605,35 @@ func (h *Holder) Deadline(s uint32, now Time) (Time, bool) {
 	return ends[len(ends)-h.maj], true
 }
 
+// EachLed calls fn for every shard this node leads at now, with its epoch,
+// in no particular order: Led without the sorting and allocation, for
+// callers that visit every led shard often.
+func (h *Holder) EachLed(now Time, fn func(s uint32, epoch uint64)) {
+	if h.superseded {
+		return
+	}
+	var counts [8]bool
+	for v := range h.voters {
+		vs := &h.voters[v]
+		counts[v] = vs.hasFresh && now.Sub(vs.fresh) < h.eff
+	}
+	for s := range h.led {
+		st := h.shards[s]
+		if st == nil || !st.led {
+			continue
+		}
+		n := 0
+		for v, g := range st.votes[st.epoch] {
+			if v < len(counts) && counts[v] && g == h.voters[v].gen {
+				n++
+			}
+		}
+		if n >= h.maj {
+			fn(s, st.epoch)
+		}
+	}
+}
+
 // Led returns the shards this node leads at now, sorted.
 func (h *Holder) Led(now Time) []uint32 {
 	var out []uint32

@@ -335,10 +335,25 @@ func (g *leaderGossip) replaceRange(node string, lo, hi uint64, cs []claim) {
 	for _, c := range cs {
 		in[c.shard] = c.epoch
 	}
-	for s := range mine {
-		if _, ok := in[s]; !ok && uint64(s) >= lo && uint64(s) < hi {
+	drop := func(s uint32) {
+		if _, ok := in[s]; !ok {
 			delete(mine, s)
 			g.dirty = true
+		}
+	}
+	if hi > lo && hi-lo < uint64(len(mine)) {
+		// A range narrower than the node's claims: visit the range, not
+		// every claim (a refresh comes in many ranges).
+		for s := lo; s < hi; s++ {
+			if _, ok := mine[uint32(s)]; ok {
+				drop(uint32(s))
+			}
+		}
+	} else {
+		for s := range mine {
+			if uint64(s) >= lo && uint64(s) < hi {
+				drop(s)
+			}
 		}
 	}
 	for s, e := range in {

@@ -1300,13 +1300,12 @@ func (n *Node) publish(st *loopState) {
 		}
 	}
 	if h := st.holder; h != nil {
-		now := n.now()
-		for _, s := range h.Led(now) {
-			if e, _ := h.Leads(s, now); e >= entries[s].Epoch {
+		h.EachLed(n.now(), func(s uint32, e uint64) {
+			if e >= entries[s].Epoch {
 				entries[s].Leader, entries[s].Epoch, entries[s].State = n.cfg.NodeID, e, Led
 				entries[s].Addr = n.cfg.GRPCAddr
 			}
-		}
+		})
 		for s := range st.handoffs {
 			if entries[s].Leader == n.cfg.NodeID {
 				entries[s].State = Moving

@@ -153,9 +153,7 @@ func (n *Node) want(st *loopState, now time.Time) (cur, target []string, err err
 		cur[s] = r.node
 	}
 	if h := st.holder; h != nil {
-		for _, s := range h.Led(n.now()) {
-			cur[s] = n.cfg.NodeID
-		}
+		h.EachLed(n.now(), func(s uint32, _ uint64) { cur[s] = n.cfg.NodeID })
 	}
 	leads := make(map[string]int)
 	for _, id := range cur {
