@@ -605,6 +605,48 @@ func (h *Holder) Deadline(s uint32, now Time) (Time, bool) {
 	return ends[len(ends)-h.maj], true
 }
 
+// QuorumDeadline returns when a lease backed by every voter (FullQuorum)
+// ends unless more keep-alives are answered: the latest instant a majority
+// of voters still count. ok is false when fewer than a majority count now.
+func (h *Holder) QuorumDeadline(now Time) (Time, bool) {
+	if h.superseded {
+		return 0, false
+	}
+	var buf [8]Time
+	ends := buf[:0]
+	for v := range h.voters {
+		if vs := &h.voters[v]; vs.hasFresh && now.Sub(vs.fresh) < h.eff {
+			ends = append(ends, vs.fresh.Add(h.eff))
+		}
+	}
+	if len(ends) < h.maj {
+		return 0, false
+	}
+	slices.Sort(ends)
+	return ends[len(ends)-h.maj], true
+}
+
+// FullQuorum reports whether every voter backs the lease on s, at the
+// session it last reported: the lease's Deadline is then QuorumDeadline.
+// Whatever withdraws one of those votes reports s in TakeShortened, and a
+// voter's new session reports every shard.
+func (h *Holder) FullQuorum(s uint32) bool {
+	st := h.shards[s]
+	if st == nil || !st.led || h.superseded {
+		return false
+	}
+	votes := st.votes[st.epoch]
+	if len(votes) < len(h.voters) {
+		return false
+	}
+	for v, g := range votes {
+		if g != h.voters[v].gen {
+			return false
+		}
+	}
+	return true
+}
+
 // EachLed calls fn for every shard this node leads at now, with its epoch,
 // in no particular order: Led without the sorting and allocation, for
 // callers that visit every led shard often.

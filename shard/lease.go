@@ -100,8 +100,14 @@ type Lease struct {
 	origin time.Time
 	// deadline is the lease's local deadline, a lease.Time on that clock.
 	deadline atomic.Int64
-	ctx      context.Context // a cancelCtx; its cause is a *LeaseEndedError
-	cancel   context.CancelCauseFunc
+	// full says every voter's vote backs the lease (at the session the
+	// voter last reported): its deadline is then the node's quorum
+	// deadline, shared, which the node extends in O(1) per reply burst
+	// instead of visiting every lease (see until).
+	full   atomic.Bool
+	shared *atomic.Int64
+	ctx    context.Context // a cancelCtx; its cause is a *LeaseEndedError
+	cancel context.CancelCauseFunc
 
 	mu    sync.Mutex // orders deadline moves, the timer and the end
 	timer *time.Timer
@@ -115,10 +121,11 @@ type Lease struct {
 // newLease returns a lease on shard at epoch that ends at deadline on the
 // monotonic clock that started at origin, unless setDeadline moves it.
 // ended, if not nil, is called with the shard when the lease ends; it must
-// not block or call back into the lease.
-func newLease(shard uint32, epoch uint64, origin time.Time, deadline lease.Time, ended func(uint32)) *Lease {
+// not block or call back into the lease. shared, if not nil, is the node's
+// quorum deadline (Lease.until).
+func newLease(shard uint32, epoch uint64, origin time.Time, deadline lease.Time, ended func(uint32), shared *atomic.Int64) *Lease {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	l := &Lease{shard: shard, origin: origin, ctx: ctx, cancel: cancel, endedFn: ended}
+	l := &Lease{shard: shard, origin: origin, ctx: ctx, cancel: cancel, endedFn: ended, shared: shared}
 	l.epoch.Store(epoch)
 	l.deadline.Store(int64(deadline))
 	l.mu.Lock()
@@ -127,6 +134,22 @@ func newLease(shard uint32, epoch uint64, origin time.Time, deadline lease.Time,
 	l.timer = time.AfterFunc(deadline.Sub(l.now()), l.fire)
 	return l
 }
+
+// until returns the lease's deadline: its own, or, while every voter backs
+// it, the node's quorum deadline if that is later. (A lease backed by every
+// voter lasts exactly while a majority of voters' keep-alives are fresh:
+// the quorum deadline. Whatever withdraws a vote clears full before the
+// node sets the lease's own, earlier deadline.)
+func (l *Lease) until() lease.Time {
+	d := lease.Time(l.deadline.Load())
+	if l.shared != nil && l.full.Load() {
+		d = max(d, lease.Time(l.shared.Load()))
+	}
+	return d
+}
+
+// setFull records whether every voter backs the lease.
+func (l *Lease) setFull(full bool) { l.full.Store(full) }
 
 // now reads the node's monotonic lease clock.
 func (l *Lease) now() lease.Time { return lease.Time(time.Since(l.origin)) }
@@ -151,7 +174,7 @@ func (l *Lease) Token() lease.Token { return lease.Token{Shard: l.shard, Epoch: 
 // process even if the wall clock steps; its wall-clock fields are the
 // node's start time plus monotonic time elapsed, meaningless on another
 // machine. Once Context has ended it says nothing more.
-func (l *Lease) Deadline() time.Time { return l.origin.Add(time.Duration(l.deadline.Load())) }
+func (l *Lease) Deadline() time.Time { return l.origin.Add(time.Duration(l.until())) }
 
 // Context returns the lease's context. It ends when the lease ends — at
 // the local deadline at the latest, and before any Transfer or Release of
@@ -174,7 +197,7 @@ func (l *Lease) setDeadline(d lease.Time) {
 		return
 	}
 	now := l.now()
-	if now >= lease.Time(l.deadline.Load()) || now >= d {
+	if now >= l.until() || now >= d {
 		l.endLocked(ReasonLeaseExpired)
 		return
 	}
@@ -195,7 +218,7 @@ func (l *Lease) fire() {
 	if l.ctx.Err() != nil {
 		return
 	}
-	d, now := lease.Time(l.deadline.Load()), l.now()
+	d, now := l.until(), l.now()
 	if now >= d {
 		l.endLocked(ReasonLeaseExpired)
 		return
@@ -210,7 +233,7 @@ func (l *Lease) expired() bool {
 	if l.ctx.Err() != nil {
 		return true
 	}
-	if l.now() < lease.Time(l.deadline.Load()) {
+	if l.now() < l.until() {
 		return false
 	}
 	l.end(ReasonLeaseExpired)

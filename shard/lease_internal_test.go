@@ -3,6 +3,7 @@ package shard
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,7 +34,7 @@ func endedFor(t *testing.T, l *Lease) Reason {
 func TestLeaseContextEndsAtItsDeadline(t *testing.T) {
 	origin := time.Now()
 	t.Run("Err consults the clock", func(t *testing.T) {
-		l := newLease(1, 7, origin, deadlineIn(origin, time.Hour), nil)
+		l := newLease(1, 7, origin, deadlineIn(origin, time.Hour), nil, nil)
 		l.timer.Stop() // only Err's own reading of the clock can end it now
 		if err := l.Context().Err(); err != nil {
 			t.Fatalf("Err before the deadline = %v", err)
@@ -54,7 +55,7 @@ func TestLeaseContextEndsAtItsDeadline(t *testing.T) {
 		}
 	})
 	t.Run("the timer closes Done", func(t *testing.T) {
-		l := newLease(1, 7, origin, deadlineIn(origin, 20*time.Millisecond), nil)
+		l := newLease(1, 7, origin, deadlineIn(origin, 20*time.Millisecond), nil, nil)
 		done := l.Context().Done() // taken before the deadline: only the timer closes it
 		select {
 		case <-done:
@@ -69,7 +70,7 @@ func TestLeaseContextEndsAtItsDeadline(t *testing.T) {
 		}
 	})
 	t.Run("derived contexts end with it", func(t *testing.T) {
-		l := newLease(1, 7, origin, deadlineIn(origin, 20*time.Millisecond), nil)
+		l := newLease(1, 7, origin, deadlineIn(origin, 20*time.Millisecond), nil, nil)
 		ctx, cancel := context.WithCancel(l.Context())
 		defer cancel()
 		<-ctx.Done()
@@ -137,7 +138,7 @@ func TestLeaseDeadlineMoves(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := newLease(3, 9, origin, deadlineIn(origin, long), nil)
+			l := newLease(3, 9, origin, deadlineIn(origin, long), nil, nil)
 			defer l.end(ReasonShutdown)
 			tt.give(l)
 			if got := endedFor(t, l); got != tt.want {
@@ -146,7 +147,7 @@ func TestLeaseDeadlineMoves(t *testing.T) {
 		})
 	}
 	t.Run("back re-arms the timer", func(t *testing.T) {
-		l := newLease(3, 9, origin, deadlineIn(origin, long), nil)
+		l := newLease(3, 9, origin, deadlineIn(origin, long), nil, nil)
 		done := l.Context().Done()
 		l.setDeadline(deadlineIn(origin, 20*time.Millisecond))
 		select {
@@ -155,4 +156,40 @@ func TestLeaseDeadlineMoves(t *testing.T) {
 			t.Fatal("Done still open 10 s after a deadline moved back")
 		}
 	})
+}
+
+// A lease every voter backs lasts while the node's shared quorum deadline
+// does; once it is no longer full, only its own deadline counts.
+func TestLeaseFollowsTheSharedQuorumDeadlineWhileFull(t *testing.T) {
+	origin := time.Now()
+	var shared atomic.Int64
+	shared.Store(int64(deadlineIn(origin, time.Hour)))
+	l := newLease(2, 5, origin, deadlineIn(origin, time.Hour), nil, &shared)
+	defer l.end(ReasonShutdown)
+	own := deadlineIn(origin, 30*time.Minute)
+	l.setDeadline(own)
+	if got := l.until(); got != own {
+		t.Fatalf("until %v before the lease is full, want its own %v", got, own)
+	}
+	l.setFull(true)
+	if got, want := l.until(), lease.Time(shared.Load()); got != want {
+		t.Fatalf("until %v while full, want the shared %v", got, want)
+	}
+	l.setFull(false)
+	shared.Store(int64(deadlineIn(origin, 2*time.Hour)))
+	if got := l.until(); got != own {
+		t.Fatalf("until %v after full was cleared, want its own %v", got, own)
+	}
+	l.setDeadline(deadlineIn(origin, time.Millisecond))
+	shared.Store(0)
+	l.setFull(true)
+	for give := time.Now().Add(time.Minute); !l.expired(); {
+		if time.Now().After(give) {
+			t.Fatal("a full lease did not end when both its deadline and the shared one had passed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if r := endedFor(t, l); r != ReasonLeaseExpired {
+		t.Fatalf("the lease ended for %v, want %v", r, ReasonLeaseExpired)
+	}
 }

@@ -334,6 +334,9 @@ type Node struct {
 	log   *slog.Logger
 	dir   Directory
 	start time.Time // origin of the node's monotonic lease clock
+	// quorumUntil is the holder's QuorumDeadline, shared with every lease
+	// all voters back (Lease.until).
+	quorumUntil atomic.Int64
 	// inc is the incarnation this process advertises (gossip, handoffs):
 	// taken at Start, raised with the holder's (see afterStep).
 	inc atomic.Uint64
@@ -907,7 +910,7 @@ func (n *Node) afterStep(st *loopState) {
 			if !ok {
 				d = now // it is over already: the lease starts ended
 			}
-			l := newLease(c.Shard, c.Epoch, n.start, d, n.leaseEnded)
+			l := newLease(c.Shard, c.Epoch, n.start, d, n.leaseEnded, &n.quorumUntil)
 			n.setLease(c.Shard, l)
 			n.history.add(Transition{Shard: c.Shard, Epoch: c.Epoch, Event: "acquired"})
 			n.log.Info("leading shard", "shard", c.Shard, "epoch", c.Epoch)
@@ -1028,6 +1031,7 @@ func (n *Node) refreshDeadlines(st *loopState) {
 	short, all := h.TakeShortened()
 	now := n.now()
 	full := all || st.deadlines && now.Sub(st.refreshedAt) >= n.refreshEvery()
+	defer n.shareQuorumDeadline(h, now)
 	if !full && len(short) == 0 {
 		return
 	}
@@ -1058,10 +1062,32 @@ func (n *Node) refreshDeadlines(st *loopState) {
 // refreshDeadline sets lease l of shard s to the holder's deadline, or ends
 // it if the holder no longer leads s.
 func (n *Node) refreshDeadline(h *lease.Holder, s uint32, l *Lease, now lease.Time) {
-	if d, ok := h.Deadline(s, now); ok {
+	d, ok := h.Deadline(s, now)
+	full := ok && h.FullQuorum(s)
+	if !full {
+		// Before the lease's own deadline moves back: until then the
+		// quorum deadline would still count for it.
+		l.setFull(false)
+	}
+	if ok {
 		l.setDeadline(d)
 	} else if !l.expired() {
 		l.end(ReasonQuorumLost)
+	}
+	if full {
+		l.setFull(true)
+	}
+}
+
+// shareQuorumDeadline publishes the holder's quorum deadline to the leases
+// that every voter backs: one store per reply burst extends them all. It
+// runs after the burst's shortened deadlines were applied, so no lease a
+// withdrawn vote no longer backs is extended by it.
+func (n *Node) shareQuorumDeadline(h *lease.Holder, now lease.Time) {
+	if d, ok := h.QuorumDeadline(now); ok {
+		n.quorumUntil.Store(int64(d))
+	} else {
+		n.quorumUntil.Store(0)
 	}
 }
 
@@ -1115,7 +1141,7 @@ func (n *Node) reconcile(st *loopState) {
 		}
 		n.log.Info("lease ended, then renewed: a new lease for the application", "shard", s, "epoch", e)
 		n.endLease(s, ReasonLeaseExpired, "")
-		l := newLease(s, e, n.start, d, n.leaseEnded)
+		l := newLease(s, e, n.start, d, n.leaseEnded, &n.quorumUntil)
 		n.setLease(s, l)
 		n.metrics.transitions.WithLabelValues("acquired", "").Inc()
 		n.history.add(Transition{Shard: s, Epoch: e, Event: "acquired"})
