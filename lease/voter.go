@@ -323,6 +323,27 @@ func (v *Voter) Handle(req Request, now Time) (Reply, []ShardRecord) {
 	return rep, dirty
 }
 
+// Ver returns the voter's record version: the HeldVer of a reply sent now.
+func (v *Voter) Ver() uint64 { return v.ver }
+
+// LastChange returns the version of the newest record change concerning
+// node n that a Held list could show: a reply whose Held list reveals
+// nothing newer than what is durable needs no wait for the store (its
+// session news live in memory only). A change list or whole list names a
+// record naming n only if that record's latest change concerning n is at
+// or below this version; changes that moved a record away from n are
+// logged for n too.
+func (v *Voter) LastChange(n string) uint64 {
+	l := v.logs[n]
+	if l == nil {
+		return v.firstVer
+	}
+	if k := len(l.changes); k > 0 {
+		return l.changes[k-1].ver
+	}
+	return l.floor
+}
+
 // logChange notes that shard s's record, which names or named node n,
 // changed at the current version.
 func (v *Voter) logChange(n string, s uint32) {

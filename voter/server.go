@@ -36,11 +36,16 @@ type Server struct {
 
 	// mu serialises the voter, and with it the order in which records
 	// reach the store's queue.
-	mu     sync.Mutex
-	voter  *lease.Voter
-	store  store
-	failed error // the first store failure; never cleared
-	closed bool
+	mu    sync.Mutex
+	voter *lease.Voter
+	// durable is the voter's record version (lease.Voter.Ver) up to which
+	// every record is known to be on disk: a store barrier returned after
+	// the request handled at that version queued its records. Guarded by
+	// mu.
+	durable uint64
+	store   store
+	failed  error // the first store failure; never cleared
+	closed  bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -146,6 +151,7 @@ func Open(cfg Config) (*Server, error) {
 		restarted: st.Restarted(),
 		log:       cfg.Logger.With("voter", cfg.ID, "cluster", cfg.Cluster),
 		voter:     v,
+		durable:   v.Ver(), // the records it was loaded with
 		store:     st,
 
 		maxWaiting: MaxWaiting,
@@ -236,6 +242,14 @@ func (s *Server) call(ctx context.Context, m *voterv1.CallRequest) (lease.Reply,
 	// could be handled later and move a session's lastSeen backwards,
 	// ending the holder's protection before the holder's own deadline.
 	rep, dirty := s.voter.Handle(req, lease.Time(s.cfg.Clock()))
+	ver := s.voter.Ver()
+	// A keep-alive without operations whose Held list reveals no record
+	// change newer than what is on disk need not wait for the store: its
+	// session news live in memory, and a restarted voter forgets them
+	// anyway. Keep-alives thus never queue behind the commits of other
+	// nodes' batches (or this node's), and leases do not expire because a
+	// voter is busy writing grants.
+	quick := len(req.Ops) == 0 && len(dirty) == 0 && s.voter.LastChange(req.From) <= s.durable
 	st := s.store
 	// Queueing under the same lock puts the records on disk in the order
 	// the voter wrote them. Saved outside it, two requests' records for
@@ -250,11 +264,14 @@ func (s *Server) call(ctx context.Context, m *voterv1.CallRequest) (lease.Reply,
 		return lease.Reply{}, fmt.Errorf("voter %q: %w: %w", s.cfg.ID, ErrStopped, err)
 	}
 
+	if quick {
+		return rep, nil
+	}
 	// The reply leaves only once everything it depends on is durable: its
 	// own records, and those of earlier requests whose saves may still be
 	// in flight, since a rejection or a Held list can reveal them. Barrier
 	// waits for everything queued before it, so it is called for every
-	// request, including those that changed nothing.
+	// other request, including those that changed nothing.
 	if err := st.Barrier(ctx); err != nil {
 		switch {
 		case ctx.Err() != nil && errors.Is(err, ctx.Err()):
@@ -271,6 +288,10 @@ func (s *Server) call(ctx context.Context, m *voterv1.CallRequest) (lease.Reply,
 		s.mu.Unlock()
 		return lease.Reply{}, fmt.Errorf("voter %q: %w: %w", s.cfg.ID, ErrStopped, err)
 	}
+	// Everything queued up to this request's version is on disk.
+	s.mu.Lock()
+	s.durable = max(s.durable, ver)
+	s.mu.Unlock()
 	return rep, nil
 }
 
