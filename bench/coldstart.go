@@ -183,7 +183,12 @@ func measureColdstart(ctx context.Context, sp coldstartSpec, out io.Writer) (col
 	if err != nil {
 		return res, err
 	}
-	defer os.RemoveAll(tmp)
+	if keep := os.Getenv("TENURE_BENCH_KEEP"); keep != "" {
+		// For a post-mortem: the nodes' logs and stores stay in tmp.
+		fmt.Fprintf(os.Stderr, "coldstart: TENURE_BENCH_KEEP set: keeping %s\n", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
 	bin := filepath.Join(tmp, "tenured")
 	built := time.Now()
 	if err := goBuild(ctx, root, "./cmd/tenured", bin); err != nil {
