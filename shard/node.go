@@ -439,7 +439,7 @@ func (n *Node) now() lease.Time { return lease.Time(time.Since(n.start)) }
 // called once; Stop releases the node even if Start failed.
 func (n *Node) Start(ctx context.Context) error {
 	if n.cfg.Shards > MeasuredShards {
-		n.log.Warn("this shard count is above the largest measured to settle; 65,536 shards on 3 nodes do not settle yet (docs/design-notes.md, note 40)",
+		n.log.Warn("this shard count is above the largest measured to settle; 65,536 shards on 3 nodes do not settle yet (docs/design-notes.md, notes 40 and 41)",
 			"shards", n.cfg.Shards, "measured", MeasuredShards)
 	}
 	inc, err := takeIncarnation(n.cfg.DataDir, n.cfg.wallClock())
