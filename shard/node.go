@@ -508,9 +508,6 @@ type loopState struct {
 	// be planned shards (see vouched); superseded: a voter reported a
 	// newer process with this NodeID.
 	vouched, superseded bool
-	// deadlines says replies were applied since the leases' deadlines were
-	// last refreshed (refreshDeadlines).
-	deadlines bool
 	// refreshedAt is when every lease's deadline was last refreshed.
 	refreshedAt lease.Time
 	// behind holds the shards planned here and not led at the last
@@ -654,7 +651,6 @@ func (n *Node) step(st *loopState, rep lease.Reply) {
 		st.answered[rep.Voter] = now
 	}
 	n.afterStep(st)
-	st.deadlines = true
 }
 
 // send runs the holder's Tick and sends the requests it returns — after
@@ -1016,13 +1012,13 @@ func (n *Node) raiseIncarnation(inc uint64) {
 	}()
 }
 
-// refreshDeadlines moves each lease's deadline to the holder's, if replies
-// were applied since the last refresh (st.deadlines): forward as
-// keep-alives are answered, back when a voter stopped protecting it. A
-// lease the holder no longer counts ends now; the holder's Lost change
-// follows at the next Tick. It visits every lease, so the loop calls it
-// once per burst of replies, after their changes were applied (a lease a
-// change ended hears the change's reason).
+// refreshDeadlines moves leases' deadlines to the holder's: back at once
+// for the leases the holder reports shortened (a voter stopped protecting
+// them), forward at most every refreshEvery for those whose deadline is
+// near. A lease the holder no longer counts ends now; the holder's Lost
+// change follows at the next Tick. The loop calls it after each burst of
+// replies, once their changes were applied (a lease a change ended hears
+// the change's reason), and on every tick.
 func (n *Node) refreshDeadlines(st *loopState) {
 	h := st.holder
 	if h == nil {
@@ -1030,7 +1026,10 @@ func (n *Node) refreshDeadlines(st *loopState) {
 	}
 	short, all := h.TakeShortened()
 	now := n.now()
-	full := all || st.deadlines && now.Sub(st.refreshedAt) >= n.refreshEvery()
+	// Not only after replies: a lease whose deadline was left for later
+	// must still be extended to the holder's when no reply comes (the
+	// voters were cut off), or it ends before the holder's lease does.
+	full := all || now.Sub(st.refreshedAt) >= n.refreshEvery()
 	defer n.shareQuorumDeadline(h, now)
 	if !full && len(short) == 0 {
 		return
@@ -1047,7 +1046,7 @@ func (n *Node) refreshDeadlines(st *loopState) {
 		}
 		return
 	}
-	st.deadlines, st.refreshedAt = false, now
+	st.refreshedAt = now
 	soon := now.Add(n.cfg.KeepAliveInterval)
 	for s, l := range n.leases {
 		// Only deadlines that come soon need extending now: a later one
