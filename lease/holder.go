@@ -94,6 +94,10 @@ type HolderMutations struct {
 	// VoteFromOlderReply counts the votes that the results of a reply
 	// older than the Held state applied grant.
 	VoteFromOlderReply bool
+	// NoRegrantForUnbackedVoter leaves a lease on a bare majority when a
+	// voter refuses its top-up because it records another grant of the
+	// led epoch. Not a safety bug: the voter-loss test shows its cost.
+	NoRegrantForUnbackedVoter bool
 	// FullHeldOnly always asks for whole Held lists (HeldSince 0), as
 	// nodes did before change lists. Not a bug: the simulation compares.
 	FullHeldOnly bool
@@ -1265,6 +1269,14 @@ func (h *Holder) failAcquisition(st *shardState, now Time) {
 	if st.led {
 		// A failed re-grant: keep leading on the old epoch while it lasts.
 		st.regrant = true
+	} else if !st.desired {
+		// Nobody wants the shard here any more: give back whatever an
+		// earlier attempt won late (an acceptance that arrived after
+		// that attempt had failed on refusals), and rise above this one
+		// so that a late acceptance of it is released too. A change list
+		// would not show those records again.
+		st.floor = max(st.floor, a.epoch)
+		h.abandon(st, now)
 	}
 }
 
@@ -1465,27 +1477,28 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current, behind bool
 		if res.Refusal == RefusedHeld {
 			st.blocked = NodeGen{Node: rec.Holder, Gen: rec.HolderGen}
 		}
-		if st.led && res.Op.Epoch == st.epoch && res.Refusal == RefusedEpoch {
+		if st.led && res.Op.Epoch == st.epoch && res.Refusal == RefusedEpoch && current && !behind {
+			// A top-up (or a grant of the led epoch) the voter refused:
+			// its record is at this epoch or above. It is not asked again.
 			if st.topDone == nil {
 				st.topDone = make(map[int]bool)
 			}
 			st.topDone[v] = true
 			switch {
-			case !current || rec.Holder != h.cfg.ID || rec.Epoch != st.epoch || rec.Released:
-				// Not this lease's record, or one given up: no vote.
-			case behind:
-				// The Held state applied decided this record.
-			case rec.HolderGen == h.voters[v].gen:
+			case rec.Holder == h.cfg.ID && rec.Epoch == st.epoch && !rec.Released && rec.HolderGen == h.voters[v].gen:
 				// The voter already records this lease for this session
 				// (a transfer reached it after the forward left): that is
 				// the vote the top-up asked for.
 				h.vote(st, st.epoch, v, rec.HolderGen)
 				st.estab[v] = max(st.estab[v], now)
-			default:
-				// The voter records this lease for an older session of
-				// this node (it restarted since): only a grant at a
-				// higher epoch brings it back, or the lease keeps a bare
-				// majority until the next voter restart ends it.
+			case !h.cfg.Mutations.NoRegrantForUnbackedVoter:
+				// The voter can never back this epoch: it records another
+				// node's grant of it (a rival's failed acquisition), a
+				// released one, a higher one, or this lease for an older
+				// session of this node (it restarted since). Only a grant
+				// at a higher epoch brings it in; without one the lease
+				// rests on a bare majority, and losing any voter of it
+				// ends the lease although a majority is still reachable.
 				st.regrant = true
 			}
 		}

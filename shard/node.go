@@ -1036,14 +1036,15 @@ func (n *Node) refreshDeadlines(st *loopState) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if !full {
-		// A deadline that moved earlier is applied at once: the voter
-		// that stopped counting may grant someone else now.
-		for _, s := range short {
-			if l := n.leases[s]; l != nil {
-				n.refreshDeadline(h, s, l, now)
-			}
+	// A deadline that moved earlier is applied at once, on a periodic
+	// pass too (whose own test below would skip a lease whose deadline is
+	// far): the voter that stopped counting may grant someone else now.
+	for _, s := range short {
+		if l := n.leases[s]; l != nil {
+			n.refreshDeadline(h, s, l, now)
 		}
+	}
+	if !full {
 		return
 	}
 	st.refreshedAt = now
@@ -1062,20 +1063,16 @@ func (n *Node) refreshDeadlines(st *loopState) {
 // it if the holder no longer leads s.
 func (n *Node) refreshDeadline(h *lease.Holder, s uint32, l *Lease, now lease.Time) {
 	d, ok := h.Deadline(s, now)
-	full := ok && h.FullQuorum(s)
-	if !full {
-		// Before the lease's own deadline moves back: until then the
-		// quorum deadline would still count for it.
-		l.setFull(false)
-	}
+	// The lease's own deadline first, judged against the deadline it had
+	// (the shared one, while full): clearing full first could end a lease
+	// the holder still leads. Until full is cleared the lease keeps the
+	// deadline it already had, never a later one.
 	if ok {
 		l.setDeadline(d)
 	} else if !l.expired() {
 		l.end(ReasonQuorumLost)
 	}
-	if full {
-		l.setFull(true)
-	}
+	l.setFull(ok && h.FullQuorum(s))
 }
 
 // shareQuorumDeadline publishes the holder's quorum deadline to the leases
