@@ -395,6 +395,13 @@ func (s *Server) Cluster(context.Context, *tenurev1.ClusterRequest) (*tenurev1.C
 		}
 	}
 	h.VotersReachable = uint32(s.node.VotersReachable())
+	h.ShardsNotConverging = uint32(s.node.NotConverging())
+	health := s.node.VoterHealth()
+	for i, v := range rep.Voters {
+		if i < len(health) && health[i].ID == v.Id {
+			v.Answered, v.RequestFailures = health[i].Answered, uint64(health[i].Failures)
+		}
+	}
 	rep.Health = h
 	return rep, nil
 }

@@ -429,8 +429,14 @@ func TestClusterReportsMembersConfigAndHealth(t *testing.T) {
 	}
 	h := rep.GetHealth()
 	// The cluster is settled, so every node has heard from every voter.
-	if h.GetShardsUnled() != 0 || h.GetTableVersion() == 0 || h.GetVotersReachable() != 3 {
-		t.Errorf("health = %+v, want no unled shard, a table version and 3 voters reachable", h)
+	if h.GetShardsUnled() != 0 || h.GetTableVersion() == 0 || h.GetVotersReachable() != 3 || h.GetShardsNotConverging() != 0 {
+		t.Errorf("health = %+v, want no unled shard, a table version, 3 voters reachable and every shard converged", h)
+	}
+	// Per voter, what the answering node's requests say of it.
+	for _, v := range rep.GetVoters() {
+		if !v.GetAnswered() {
+			t.Errorf("voter %s: answered false in a settled cluster", v.GetId())
+		}
 	}
 }
 

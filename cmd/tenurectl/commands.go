@@ -320,14 +320,17 @@ type clusterOut struct {
 	ShardsUnled     uint32      `json:"shards_unled"`
 	ShardsMoving    uint32      `json:"shards_moving"`
 	VotersReachable uint32      `json:"voters_reachable"`
+	NotConverging   uint32      `json:"shards_not_converging"`
 	TableVersion    uint64      `json:"table_version"`
 	Voters          []voterOut  `json:"voters"`
 	Members         []memberOut `json:"members"`
 }
 
 type voterOut struct {
-	ID      string `json:"id"`
-	Address string `json:"address"`
+	ID       string `json:"id"`
+	Address  string `json:"address"`
+	Answered bool   `json:"answered"`
+	Failures uint64 `json:"request_failures"`
 }
 
 func runCluster(ctx context.Context, c *cli, _ any, args []string) error {
@@ -343,11 +346,11 @@ func runCluster(ctx context.Context, c *cli, _ any, args []string) error {
 		Cluster: cfg.GetCluster(), Shards: cfg.GetShards(), LeaseDurationMS: cfg.GetLeaseDurationMs(), KeepAliveMS: cfg.GetKeepAliveIntervalMs(),
 		Load: cfg.GetLoad(), Replication: cfg.GetReplicationFactor(), RebalancePaused: cfg.GetRebalancePaused(),
 		Serving: h.GetServing(), ShardsUnled: h.GetShardsUnled(), ShardsMoving: h.GetShardsMoving(),
-		VotersReachable: h.GetVotersReachable(), TableVersion: h.GetTableVersion(),
+		VotersReachable: h.GetVotersReachable(), NotConverging: h.GetShardsNotConverging(), TableVersion: h.GetTableVersion(),
 		Voters: []voterOut{}, Members: []memberOut{},
 	}
 	for _, v := range rep.GetVoters() {
-		out.Voters = append(out.Voters, voterOut{ID: v.GetId(), Address: v.GetAddress()})
+		out.Voters = append(out.Voters, voterOut{ID: v.GetId(), Address: v.GetAddress(), Answered: v.GetAnswered(), Failures: v.GetRequestFailures()})
 	}
 	for _, m := range rep.GetMembers() {
 		out.Members = append(out.Members, memberOut{NodeID: m.GetNodeId(), State: memberState(m.GetState()), Voter: m.GetVoter(),
@@ -358,7 +361,11 @@ func runCluster(ctx context.Context, c *cli, _ any, args []string) error {
 	}
 	var voters []string
 	for _, v := range out.Voters {
-		voters = append(voters, v.ID+"="+v.Address)
+		state := "answering"
+		if !v.Answered {
+			state = "NOT answering"
+		}
+		voters = append(voters, fmt.Sprintf("%s=%s (%s, %d failed requests)", v.ID, v.Address, state, v.Failures))
 	}
 	return c.printTable("SETTING\tVALUE", [][]string{
 		{"cluster", out.Cluster},
@@ -369,6 +376,7 @@ func runCluster(ctx context.Context, c *cli, _ any, args []string) error {
 		{"serving", strconv.FormatBool(out.Serving)},
 		{"shards without a leader", strconv.FormatUint(uint64(out.ShardsUnled), 10)},
 		{"shards moving", strconv.FormatUint(uint64(out.ShardsMoving), 10)},
+		{"shards not converging", strconv.FormatUint(uint64(out.NotConverging), 10)},
 		{"voters reachable", fmt.Sprintf("%d of %d", out.VotersReachable, len(out.Voters))},
 		{"voters", strings.Join(voters, ",")},
 		{"members", strconv.Itoa(len(out.Members))},

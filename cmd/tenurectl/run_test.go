@@ -108,9 +108,9 @@ func (f *fakeNode) Cluster(context.Context, *tenurev1.ClusterRequest) (*tenurev1
 			{NodeId: "a", GrpcAddress: "10.0.0.1:7000", GossipAddress: "10.0.0.1:7946", Weight: 1, State: tenurev1.MemberState_MEMBER_STATE_ACTIVE, Voter: true},
 			{NodeId: "b", GrpcAddress: "10.0.0.2:7000", GossipAddress: "10.0.0.2:7946", Weight: 2, State: tenurev1.MemberState_MEMBER_STATE_DRAINING, Zone: "z2"},
 		},
-		Voters: []*tenurev1.Voter{{Id: "a", Address: "10.0.0.1:7000"}},
+		Voters: []*tenurev1.Voter{{Id: "a", Address: "10.0.0.1:7000", RequestFailures: 7}},
 		Config: &tenurev1.ClusterConfig{Cluster: "test", Shards: 4, LeaseDurationMs: 1000},
-		Health: &tenurev1.Health{Serving: true, ShardsUnled: 1},
+		Health: &tenurev1.Health{Serving: true, ShardsUnled: 1, ShardsNotConverging: 1},
 	}, nil
 }
 
@@ -390,12 +390,14 @@ func TestWatch(t *testing.T) {
 func TestClusterOutput(t *testing.T) {
 	addr := serve(t, &fakeNode{})
 	code, out, _ := ctl(t, "-addr", addr, "cluster")
-	if code != exitOK || !strings.Contains(out, "shards without a leader  1") || !strings.Contains(out, "a=10.0.0.1:7000") {
+	if code != exitOK || !strings.Contains(out, "shards without a leader  1") || !strings.Contains(out, "shards not converging    1") ||
+		!strings.Contains(out, "a=10.0.0.1:7000 (NOT answering, 7 failed requests)") {
 		t.Errorf("cluster: exit %d\n%s", code, out)
 	}
 	code, out, _ = ctl(t, "-addr", addr, "cluster", "-o", "json")
 	var c clusterOut
-	if code != exitOK || json.Unmarshal([]byte(out), &c) != nil || c.Shards != 4 || len(c.Members) != 2 {
+	if code != exitOK || json.Unmarshal([]byte(out), &c) != nil || c.Shards != 4 || len(c.Members) != 2 ||
+		c.NotConverging != 1 || len(c.Voters) != 1 || c.Voters[0].Failures != 7 || c.Voters[0].Answered {
 		t.Errorf("cluster -o json: exit %d, %q", code, out)
 	}
 }

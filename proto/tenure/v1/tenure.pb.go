@@ -930,9 +930,15 @@ type Voter struct {
 	// id is the voter's ID, which names it in leases and replies.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// address is the host:port of the voter's gRPC service.
-	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// answered says the answering node's latest request to this voter was
+	// answered (from that node's view, not the voter's own).
+	Answered bool `protobuf:"varint,3,opt,name=answered,proto3" json:"answered,omitempty"`
+	// request_failures counts the answering node's requests to this voter
+	// that failed or were dropped since that node started.
+	RequestFailures uint64 `protobuf:"varint,4,opt,name=request_failures,json=requestFailures,proto3" json:"request_failures,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Voter) Reset() {
@@ -977,6 +983,20 @@ func (x *Voter) GetAddress() string {
 		return x.Address
 	}
 	return ""
+}
+
+func (x *Voter) GetAnswered() bool {
+	if x != nil {
+		return x.Answered
+	}
+	return false
+}
+
+func (x *Voter) GetRequestFailures() uint64 {
+	if x != nil {
+		return x.RequestFailures
+	}
+	return 0
 }
 
 // ClusterConfig is the configuration every node of a cluster shares.
@@ -1100,9 +1120,14 @@ type Health struct {
 	VotersReachable uint32 `protobuf:"varint,4,opt,name=voters_reachable,json=votersReachable,proto3" json:"voters_reachable,omitempty"`
 	// table_version is the version of the node's current leader table, the
 	// one Watch events carry.
-	TableVersion  uint64 `protobuf:"varint,5,opt,name=table_version,json=tableVersion,proto3" json:"table_version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TableVersion uint64 `protobuf:"varint,5,opt,name=table_version,json=tableVersion,proto3" json:"table_version,omitempty"`
+	// shards_not_converging is the number of shards the answering node
+	// should lead by its plan that stayed unled across two checks 10 s
+	// apart: a cold start or rebalance that is not getting there (the node
+	// logs a WARN with the numbers meanwhile).
+	ShardsNotConverging uint32 `protobuf:"varint,6,opt,name=shards_not_converging,json=shardsNotConverging,proto3" json:"shards_not_converging,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Health) Reset() {
@@ -1166,6 +1191,13 @@ func (x *Health) GetVotersReachable() uint32 {
 func (x *Health) GetTableVersion() uint64 {
 	if x != nil {
 		return x.TableVersion
+	}
+	return 0
+}
+
+func (x *Health) GetShardsNotConverging() uint32 {
+	if x != nil {
+		return x.ShardsNotConverging
 	}
 	return 0
 }
@@ -1796,10 +1828,12 @@ const file_proto_tenure_v1_tenure_proto_rawDesc = "" +
 	"\x04zone\x18\x04 \x01(\tR\x04zone\x12\x16\n" +
 	"\x06weight\x18\x05 \x01(\rR\x06weight\x12,\n" +
 	"\x05state\x18\x06 \x01(\x0e2\x16.tenure.v1.MemberStateR\x05state\x12\x14\n" +
-	"\x05voter\x18\a \x01(\bR\x05voter\"1\n" +
+	"\x05voter\x18\a \x01(\bR\x05voter\"x\n" +
 	"\x05Voter\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"\x90\x02\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
+	"\banswered\x18\x03 \x01(\bR\banswered\x12)\n" +
+	"\x10request_failures\x18\x04 \x01(\x04R\x0frequestFailures\"\x90\x02\n" +
 	"\rClusterConfig\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x16\n" +
 	"\x06shards\x18\x02 \x01(\rR\x06shards\x12*\n" +
@@ -1807,13 +1841,14 @@ const file_proto_tenure_v1_tenure_proto_rawDesc = "" +
 	"\x16keep_alive_interval_ms\x18\x04 \x01(\x04R\x13keepAliveIntervalMs\x12-\n" +
 	"\x12replication_factor\x18\x05 \x01(\rR\x11replicationFactor\x12\x12\n" +
 	"\x04load\x18\x06 \x01(\x01R\x04load\x12)\n" +
-	"\x10rebalance_paused\x18\a \x01(\bR\x0frebalancePaused\"\xba\x01\n" +
+	"\x10rebalance_paused\x18\a \x01(\bR\x0frebalancePaused\"\xee\x01\n" +
 	"\x06Health\x12\x18\n" +
 	"\aserving\x18\x01 \x01(\bR\aserving\x12!\n" +
 	"\fshards_unled\x18\x02 \x01(\rR\vshardsUnled\x12#\n" +
 	"\rshards_moving\x18\x03 \x01(\rR\fshardsMoving\x12)\n" +
 	"\x10voters_reachable\x18\x04 \x01(\rR\x0fvotersReachable\x12#\n" +
-	"\rtable_version\x18\x05 \x01(\x04R\ftableVersion\"\xc2\x01\n" +
+	"\rtable_version\x18\x05 \x01(\x04R\ftableVersion\x122\n" +
+	"\x15shards_not_converging\x18\x06 \x01(\rR\x13shardsNotConverging\"\xc2\x01\n" +
 	"\fClusterReply\x12+\n" +
 	"\amembers\x18\x01 \x03(\v2\x11.tenure.v1.MemberR\amembers\x12(\n" +
 	"\x06voters\x18\x02 \x03(\v2\x10.tenure.v1.VoterR\x06voters\x120\n" +
