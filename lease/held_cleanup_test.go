@@ -59,7 +59,7 @@ func (w *cworld) tickDropping(h *lease.Holder, now lease.Time, drop ...string) {
 //
 // With whole lists, a's next keep-alive lists (0, 2, a) again and a
 // releases it. With change lists the record does not change again, so it
-// is never listed again: a keeps it (until the list it asks for every 32
+// is never listed again: a keeps it (until the list it asks for every 64–96
 // keep-alive intervals), and v1 refuses every other node shard 0 while a
 // lives. b's lease rests on v2 and v3 alone; when v3 becomes unreachable
 // b's lease runs out and b cannot win v1 and v2 back: the shard stays
@@ -135,7 +135,7 @@ func TestUnwantedRecordAdoptedFromAChangeListIsReleased(t *testing.T) {
 // longer leads shard 0, and releases it. With change lists the record
 // never changes again: it is not among the voters that missed the re-grant
 // (n learned of it after the re-grant), so nothing releases it until the
-// list n asks for every 32 keep-alive intervals, and v5 refuses d's
+// list n asks for every 64 to 96 keep-alive intervals, and v5 refuses d's
 // top-up meanwhile: d's lease rests on three of five voters.
 func TestTransferReleasesAnOlderEpochLearnedWhileLeading(t *testing.T) {
 	ids := []string{"v1", "v2", "v3", "v4", "v5"}

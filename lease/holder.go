@@ -4,6 +4,7 @@ import (
 	crand "crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -279,8 +280,12 @@ type voterState struct {
 	// withdraw it, and changes alone would not show it again.
 	needFull  bool
 	fullAfter Time
-	// fullAsked is when a whole Held list was last asked for.
-	fullAsked Time
+	// fullAsked is when a whole Held list was last asked for; fullJitter
+	// spreads those requests of different nodes and voters over
+	// fullHeldEvery/2 more keep-alive intervals, so that nodes started
+	// together do not all ask at once.
+	fullAsked  Time
+	fullJitter int
 	// heldAt is the NoticesAt of the newest reply whose Held list was
 	// applied, for voters that send no HeldVer.
 	heldAt Time
@@ -471,6 +476,9 @@ func NewHolder(cfg HolderConfig) (*Holder, error) {
 	for i, v := range cfg.Voters {
 		h.index[v] = i
 		h.voters[i].batch = cfg.MaxBatch
+		f := fnv.New32a()
+		f.Write([]byte(cfg.ID + "\x00" + v))
+		h.voters[i].fullJitter = int(f.Sum32() % (fullHeldEvery / 2))
 	}
 	return h, nil
 }
@@ -1072,7 +1080,7 @@ func (h *Holder) Tick(now Time) []Envelope {
 			since = 0 // the voter then lists every live session
 		}
 		heldSince := vs.heldVer
-		if vs.needFull || h.cfg.Mutations.FullHeldOnly || now.Sub(vs.fullAsked) >= fullHeldEvery*h.cfg.KeepAliveInterval {
+		if vs.needFull || h.cfg.Mutations.FullHeldOnly || now.Sub(vs.fullAsked) >= time.Duration(fullHeldEvery+vs.fullJitter)*h.cfg.KeepAliveInterval {
 			// The voter then lists every record naming this node. Now and
 			// then, whatever the changes said: a record this node lost
 			// track of (a bug, or a case no rule foresaw) is released
@@ -1561,10 +1569,12 @@ func (h *Holder) applyResult(v int, seq uint64, res Result, current, behind bool
 	}
 }
 
-// fullHeldEvery is how many keep-alive intervals pass between requests
-// for a whole Held list when change lists would do: a backstop, not part of
-// any rule (every change that names this node is reconciled as it comes).
-const fullHeldEvery = 32
+// fullHeldEvery is how many keep-alive intervals (at least) pass between
+// requests for a whole Held list when change lists would do: a backstop,
+// not part of any rule (every change that names this node is reconciled
+// as it comes). At 65,536 shards on 3 nodes a whole list is about 21,800
+// records, so it is asked for rarely.
+const fullHeldEvery = 64
 
 // heldUse says what to do with a reply's Held list.
 type heldUse int
