@@ -63,7 +63,7 @@ func (w *cworld) tickDropping(h *lease.Holder, now lease.Time, drop ...string) {
 // keep-alive intervals), and v1 refuses every other node shard 0 while a
 // lives. b's lease rests on v2 and v3 alone; when v3 becomes unreachable
 // b's lease runs out and b cannot win v1 and v2 back: the shard stays
-// unled until a's backstop list, about 8 LD later, where with whole lists
+// unled until a's backstop list, 16–24 LD later, where with whole lists
 // b leads again within a backoff.
 //
 // §2.6: "A node releases every record naming its current gen that it does
