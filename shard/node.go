@@ -610,7 +610,8 @@ func (n *Node) loop(mem *membership.Membership, h *lease.Holder) {
 			// otherwise replan every node on every tick, and that CPU is
 			// taken from the handoffs themselves. Membership changes and
 			// voters' news of a dead leader still replan at once.
-			if (st.dirty && time.Since(st.lastPlan) >= max(planEvery, planShare*st.planCost)) || (!st.settleAt.IsZero() && !time.Now().Before(st.settleAt)) {
+			if (st.dirty && time.Since(st.lastPlan) >= max(planEvery, planShare*st.planCost)) || (!st.settleAt.IsZero() && !time.Now().Before(st.settleAt)) ||
+				(!st.retryPlanAt.IsZero() && !time.Now().Before(st.retryPlanAt)) {
 				n.plan(st)
 			} else if st.republish && !time.Now().Before(st.nextPublish) {
 				// Who leads changed: the table says so now, between plans.

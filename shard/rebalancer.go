@@ -53,8 +53,13 @@ type planState struct {
 	handoffs        map[uint32]*handoff
 	// expecting holds shards being handed to this node, until when.
 	expecting map[uint32]time.Time
-	// retryAt holds shards whose handoff failed, until when to wait.
-	retryAt map[uint32]time.Time
+	// retryAt holds shards whose handoff failed, until when to wait;
+	// retryPlanAt is the earliest of them, when the loop plans again (in a
+	// quiet cluster nothing else would, and a move that could not start —
+	// its target not yet vouched for after a heal, say — would wait for
+	// good).
+	retryAt     map[uint32]time.Time
+	retryPlanAt time.Time
 	// orphaned holds shards whose leader failed, since when: the start of
 	// a failover, which ends when this node (observed) or another leads.
 	orphaned map[uint32]time.Time
@@ -173,6 +178,7 @@ func (n *Node) want(st *loopState, now time.Time) (cur, target []string, err err
 // it: desires what it should acquire and starts the handoffs it should run.
 func (n *Node) plan(st *loopState) {
 	st.dirty, st.replanNow, st.lastPlan = false, false, time.Now()
+	st.retryPlanAt = time.Time{} // act sets it again for moves still deferred
 	now := time.Now()
 	defer func() { st.planCost += (time.Since(now) - st.planCost) / 8 }()
 	P := n.cfg.Shards
@@ -234,6 +240,7 @@ func (n *Node) act(st *loopState, now time.Time) {
 			continue
 		}
 		if at, ok := st.retryAt[sh]; ok && now.Before(at) {
+			st.retryLater(sh, at)
 			continue
 		}
 		delete(st.retryAt, sh)
@@ -263,7 +270,7 @@ func (n *Node) startMoves(st *loopState, now time.Time) {
 		}
 		if err := n.startHandoff(st, m.Shard, m.To, nil); err != nil {
 			n.log.Debug("handoff not started", "shard", m.Shard, "to", m.To, "err", err)
-			st.retryAt[m.Shard] = now.Add(n.handoffBackoff())
+			st.retryLater(m.Shard, now.Add(n.handoffBackoff()))
 		}
 	}
 }
@@ -327,7 +334,7 @@ func (n *Node) runHandoff(ctx context.Context, hf *handoff) {
 		n.do(func(st *loopState) {
 			if st.handoffs[hf.shard] == hf {
 				delete(st.handoffs, hf.shard)
-				st.retryAt[hf.shard] = time.Now().Add(n.handoffBackoff())
+				st.retryLater(hf.shard, time.Now().Add(n.handoffBackoff()))
 				st.dirty = true
 			}
 			n.metrics.handoffs.WithLabelValues("failed_" + step).Inc()
@@ -444,7 +451,7 @@ func (n *Node) switchOver(st *loopState, hf *handoff, minEpoch uint64) (again bo
 		// Transfer, and this lease would end when it was sent. Keep
 		// leading and plan again.
 		delete(st.handoffs, hf.shard)
-		st.retryAt[hf.shard] = time.Now().Add(n.handoffBackoff())
+		st.retryLater(hf.shard, time.Now().Add(n.handoffBackoff()))
 		st.dirty = true
 		n.metrics.handoffs.WithLabelValues("failed_target").Inc()
 		hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "target", Err: fmt.Errorf("%s may no longer receive shards (no longer active, or without a live session at a majority of voters)", hf.to)})
@@ -457,7 +464,7 @@ func (n *Node) switchOver(st *loopState, hf *handoff, minEpoch uint64) (again bo
 			return true
 		}
 		delete(st.handoffs, hf.shard)
-		st.retryAt[hf.shard] = time.Now().Add(n.handoffBackoff())
+		st.retryLater(hf.shard, time.Now().Add(n.handoffBackoff()))
 		st.dirty = true
 		n.metrics.handoffs.WithLabelValues("failed_transfer").Inc()
 		hf.finish(&HandoffError{Shard: hf.shard, To: hf.to, Step: "transfer", Err: err})
@@ -525,7 +532,7 @@ func (n *Node) transferFailed(st *loopState, c lease.Change) {
 		return
 	}
 	delete(st.handoffs, c.Shard)
-	st.retryAt[c.Shard] = time.Now().Add(n.handoffBackoff())
+	st.retryLater(c.Shard, time.Now().Add(n.handoffBackoff()))
 	st.dirty = true
 	n.metrics.handoffs.WithLabelValues("failed_transfer").Inc()
 	n.log.Info("handoff failed: the voters refused the transfer", "shard", c.Shard, "to", hf.to)
@@ -622,4 +629,13 @@ func moves(current, target []string) []Move {
 		}
 	}
 	return slices.Clip(out)
+}
+
+// retryLater defers the handoff of shard s until at, and has the loop plan
+// again then.
+func (st *loopState) retryLater(s uint32, at time.Time) {
+	st.retryAt[s] = at
+	if st.retryPlanAt.IsZero() || at.Before(st.retryPlanAt) {
+		st.retryPlanAt = at
+	}
 }
