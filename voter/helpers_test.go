@@ -203,3 +203,19 @@ func wantResult(tb testing.TB, what string, res lease.Result, refusal lease.Refu
 		tb.Fatalf("%s: refusal %v with record %+v, want %v with %+v", what, res.Refusal, res.Record, refusal, rec)
 	}
 }
+
+// outcome is what a call made in the background returned.
+type outcome struct {
+	rep lease.Reply
+	err error
+}
+
+// sendAsync sends req in the background; the channel delivers the outcome.
+func (h *harness) sendAsync(req lease.Request) <-chan outcome {
+	c := make(chan outcome, 1)
+	go func() {
+		rep, err := h.send(cluster, req)
+		c <- outcome{rep, err}
+	}()
+	return c
+}

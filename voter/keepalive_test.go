@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tenurehq/tenure/lease"
 	"github.com/tenurehq/tenure/voter"
 )
 
@@ -18,19 +17,7 @@ func TestKeepAliveWaitsOnlyForRecordsItReveals(t *testing.T) {
 	entered, release := voter.HoldBarriers(h.srv)
 	defer release()
 
-	type outcome struct {
-		rep lease.Reply
-		err error
-	}
-	call := func(req lease.Request) <-chan outcome {
-		c := make(chan outcome, 1)
-		go func() {
-			rep, err := h.send(cluster, req)
-			c <- outcome{rep, err}
-		}()
-		return c
-	}
-	granted := call(request("n1", grant(1, 1)))
+	granted := h.sendAsync(request("n1", grant(1, 1)))
 	select {
 	case <-entered:
 	case o := <-granted:
@@ -42,7 +29,7 @@ func TestKeepAliveWaitsOnlyForRecordsItReveals(t *testing.T) {
 	// n2's keep-alive reveals nothing of n1's grant: it is answered while
 	// the grant's commit is held.
 	select {
-	case o := <-call(request("n2")):
+	case o := <-h.sendAsync(request("n2")):
 		if o.err != nil {
 			t.Fatalf("n2's keep-alive: %v", o.err)
 		}
@@ -53,7 +40,7 @@ func TestKeepAliveWaitsOnlyForRecordsItReveals(t *testing.T) {
 	}
 
 	// n1's keep-alive lists the record being written: it must wait.
-	ka := call(request("n1"))
+	ka := h.sendAsync(request("n1"))
 	select {
 	case <-entered:
 	case o := <-ka:

@@ -429,18 +429,6 @@ func TestRejectionWaitsForEarlierSaves(t *testing.T) {
 	entered, release := voter.HoldBarriers(h.srv)
 	defer release()
 
-	type outcome struct {
-		rep lease.Reply
-		err error
-	}
-	call := func(req lease.Request) <-chan outcome {
-		c := make(chan outcome, 1)
-		go func() {
-			rep, err := h.send(cluster, req)
-			c <- outcome{rep, err}
-		}()
-		return c
-	}
 	waitEntered := func(who string, done <-chan outcome) {
 		t.Helper()
 		select {
@@ -452,9 +440,9 @@ func TestRejectionWaitsForEarlierSaves(t *testing.T) {
 		}
 	}
 
-	granted := call(request("n1", grant(1, 1)))
+	granted := h.sendAsync(request("n1", grant(1, 1)))
 	waitEntered("the grant", granted)
-	refused := call(request("n2", grant(1, 1)))
+	refused := h.sendAsync(request("n2", grant(1, 1)))
 	waitEntered("the rejection revealing the grant", refused)
 	release()
 
